@@ -57,6 +57,9 @@ const ETHERTYPE_IPV6: u16 = 0x86dd;
 const ETHERTYPE_MPLS: u16 = 0x8847;
 const ETHERTYPE_MPLS_MULTICAST: u16 = 0x8848;
 const ETHERTYPE_VLAN: [u16; 3] = [0x8100, 0x88a8, 0x9100];
+const ETHERTYPE_PPPOE_SESSION: u16 = 0x8864;
+/// Stands for a payload that is not IP (no EtherType uses 0).
+const NOT_IP: u16 = 0;
 
 /// Decode one frame captured with link type `link`.
 pub fn decode(link: LinkType, frame: &Frame<'_>) -> Decoded {
@@ -104,10 +107,23 @@ fn ethernet(data: &[u8]) -> Result<(u16, &[u8]), Anomaly> {
         ether_type = be16(&tag[2..4]);
         rest = &rest[4..];
     }
-    if ether_type == ETHERTYPE_MPLS || ether_type == ETHERTYPE_MPLS_MULTICAST {
-        return mpls(rest);
+    match ether_type {
+        ETHERTYPE_MPLS | ETHERTYPE_MPLS_MULTICAST => mpls(rest),
+        ETHERTYPE_PPPOE_SESSION => pppoe_session(rest),
+        _ => Ok((ether_type, rest)),
     }
-    Ok((ether_type, rest))
+}
+
+/// RFC 2516 PPPoE session: a 6-byte header, then the 2-byte PPP protocol
+/// (0x0021 IPv4, 0x0057 IPv6).
+fn pppoe_session(rest: &[u8]) -> Result<(u16, &[u8]), Anomaly> {
+    let h = rest.get(..8).ok_or(Anomaly::TruncatedLinkHeader)?;
+    let ether_type = match be16(&h[6..8]) {
+        0x0021 => ETHERTYPE_IPV4,
+        0x0057 => ETHERTYPE_IPV6,
+        _ => NOT_IP, // another PPP protocol: counted as non-TCP
+    };
+    Ok((ether_type, &rest[8..]))
 }
 
 /// RFC 3032: pop labels to the bottom of the stack; the payload's IP version
@@ -226,12 +242,30 @@ fn network(ether_type: u16, data: &[u8], frame: &Frame<'_>) -> Decoded {
             _ => Decoded::NotTcp,
         };
     }
-    let tcp = match &sliced.transport {
-        Some(TransportSlice::Tcp(tcp)) => tcp,
-        _ => return Decoded::Anomaly(stop_anomaly(&sliced).unwrap_or(Anomaly::TruncatedTcpHeader)),
+    let fields = match &sliced.transport {
+        Some(TransportSlice::Tcp(tcp)) => TcpFields {
+            src_port: tcp.source_port(),
+            dst_port: tcp.destination_port(),
+            seq: tcp.sequence_number(),
+            ack: tcp.acknowledgment_number(),
+            flags: tcp.header_slice()[13],
+            window: tcp.window_size(),
+            header_len: u32::from(tcp.data_offset()) * 4,
+            payload: tcp.payload(),
+        },
+        _ => match fixed_tcp_header(ip_payload.payload) {
+            // The 20-byte fixed header is there; only options were cut (as
+            // tshark, keep the segment: its flags and sequence numbers are facts).
+            Some(fields) => fields,
+            None => {
+                return Decoded::Anomaly(
+                    stop_anomaly(&sliced).unwrap_or(Anomaly::TruncatedTcpHeader),
+                )
+            }
+        },
     };
-    let header_len = u32::from(tcp.data_offset()) * 4;
-    let captured_payload = tcp.payload();
+    let header_len = fields.header_len;
+    let captured_payload = fields.payload;
     let payload_len = match wire_ip_payload_len {
         Some(wire) => wire.saturating_sub(header_len),
         None => captured_payload.len() as u32,
@@ -242,15 +276,48 @@ fn network(ether_type: u16, data: &[u8], frame: &Frame<'_>) -> Decoded {
     let kept = (captured_payload.len() as u32).min(payload_len) as usize;
     Decoded::Tcp(Segment {
         ts: frame.ts,
-        src: SocketAddr::new(src_ip, tcp.source_port()),
-        dst: SocketAddr::new(dst_ip, tcp.destination_port()),
-        seq: SeqNumber(tcp.sequence_number()),
-        ack: SeqNumber(tcp.acknowledgment_number()),
-        flags: TcpFlags(tcp.header_slice()[13] & 0x3f),
-        window: tcp.window_size(),
+        src: SocketAddr::new(src_ip, fields.src_port),
+        dst: SocketAddr::new(dst_ip, fields.dst_port),
+        seq: SeqNumber(fields.seq),
+        ack: SeqNumber(fields.ack),
+        flags: TcpFlags(fields.flags & 0x3f),
+        window: fields.window,
         payload_len,
         payload: start..start + kept,
         frame_len: frame.wirelen,
+    })
+}
+
+/// The TCP header fields we keep, however they were parsed.
+struct TcpFields<'a> {
+    src_port: u16,
+    dst_port: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+    header_len: u32,
+    payload: &'a [u8],
+}
+
+/// RFC 9293 §3.1: the fixed 20 bytes of a TCP header whose options the
+/// snaplen cut. `None` if even those are missing or the data offset is
+/// impossible.
+fn fixed_tcp_header(b: &[u8]) -> Option<TcpFields<'_>> {
+    let h = b.get(..20)?;
+    let header_len = u32::from(h[12] >> 4) * 4;
+    if header_len < 20 {
+        return None;
+    }
+    Some(TcpFields {
+        src_port: be16(&h[0..2]),
+        dst_port: be16(&h[2..4]),
+        seq: u32::from_be_bytes([h[4], h[5], h[6], h[7]]),
+        ack: u32::from_be_bytes([h[8], h[9], h[10], h[11]]),
+        flags: h[13],
+        window: be16(&h[14..16]),
+        header_len,
+        payload: b.get(header_len as usize..).unwrap_or(&b[b.len()..]),
     })
 }
 

@@ -266,8 +266,14 @@ impl Connection {
             end.packets += 1;
             end.bytes += u64::from(seg.frame_len);
             end.payload += u64::from(seg.payload_len);
+            // Wireshark's base_seq: a SYN's own number, else one before the
+            // first byte seen (relative sequence numbers then start at 1).
             if end.base_seq.is_none() {
-                end.base_seq = Some(seg.seq);
+                end.base_seq = Some(if flags.syn() {
+                    seg.seq
+                } else {
+                    seg.seq + u32::MAX
+                });
             }
             if flags.is_syn_only() {
                 end.syn += 1;
@@ -277,6 +283,15 @@ impl Connection {
                 end.syn_ack += 1;
                 self.server_isn.get_or_insert(seg.seq);
             }
+        }
+        if flags.is_syn_ack() && flags.ack() {
+            // A SYN+ACK acknowledges the peer's ISN: Wireshark takes the peer's
+            // base_seq from it when the peer's SYN was not seen.
+            let peer = &mut self.ends[sender.other() as usize];
+            peer.base_seq.get_or_insert(seg.ack + u32::MAX);
+        }
+        {
+            let end = &mut self.ends[sender as usize];
             if flags.fin() {
                 end.fin += 1;
             }
