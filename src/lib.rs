@@ -16,3 +16,6 @@ pub mod render;
 pub mod report;
 pub mod source;
 pub mod wire;
+
+#[cfg(test)]
+mod testkit;
