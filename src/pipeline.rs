@@ -4,12 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::decode::{decode, Decoded};
 use crate::flow::FlowTable;
 use crate::report::{AnomalyCount, Report, SourceInfo, Summary, ToolInfo};
 use crate::source::{CaptureReader, Frame, LinkType, ReadError, Record};
+use crate::wire::Timestamp;
 
 /// Settings of the analysis itself, whatever the source.
 #[derive(Debug, Clone)]
@@ -104,18 +105,32 @@ impl Pipeline {
     }
 }
 
+/// Which code reads capture files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ReaderKind {
+    /// conntrace's own streaming reader: pcap, pcapng with several link
+    /// types, gzip-compressed files, and files cut short.
+    #[default]
+    Native,
+    /// libpcap's `pcap_next_ex` (no gzip; pcapng only with one link type).
+    Libpcap,
+}
+
 /// What `replay` reads and how.
 #[derive(Debug, Clone, Default)]
 pub struct ReplayOptions {
     pub pipeline: PipelineOptions,
     /// A BPF filter (tcpdump syntax), applied to every frame.
     pub filter: Option<String>,
+    pub reader: ReaderKind,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     #[error(transparent)]
     Read(#[from] ReadError),
+    #[error("{path}: {message}")]
+    Libpcap { path: PathBuf, message: String },
     #[error("{path}: bad filter {filter:?} for link type {link}: {message}")]
     Filter {
         path: PathBuf,
@@ -160,34 +175,34 @@ pub fn replay_files(paths: &[PathBuf], options: &ReplayOptions) -> Result<Report
         programs: HashMap::new(),
     });
     for path in paths {
-        let mut reader = CaptureReader::open(path)?;
-        while let Some(record) = reader.next_record()? {
-            match record {
-                Record::Frame(link, frame) => {
-                    if let Some(filter) = &mut filter {
-                        let keep = filter.matches(link, frame.data).map_err(|message| {
-                            ReplayError::Filter {
-                                path: path.clone(),
-                                filter: filter.expr.clone(),
-                                link: link.name(),
-                                message,
-                            }
+        let mut feed = |link: LinkType, frame: &Frame<'_>| -> Result<(), ReplayError> {
+            if let Some(filter) = &mut filter {
+                let keep =
+                    filter
+                        .matches(link, frame.data)
+                        .map_err(|message| ReplayError::Filter {
+                            path: path.clone(),
+                            filter: filter.expr.clone(),
+                            link: link.name(),
+                            message,
                         })?;
-                        if !keep {
-                            continue;
-                        }
-                    }
-                    pipeline.push(link, &frame);
-                }
-                Record::CutShort => {
-                    pipeline.source_mut().packets += 1;
-                    pipeline.note_anomaly(format!(
-                        "capture file cut short in the middle of a packet ({})",
-                        path.display()
-                    ));
-                    break;
+                if !keep {
+                    return Ok(());
                 }
             }
+            pipeline.push(link, frame);
+            Ok(())
+        };
+        let cut_short = match options.reader {
+            ReaderKind::Native => read_native(path, &mut feed)?,
+            ReaderKind::Libpcap => read_libpcap(path, &mut feed)?,
+        };
+        if cut_short {
+            pipeline.source_mut().packets += 1;
+            pipeline.note_anomaly(format!(
+                "capture file cut short in the middle of a packet ({})",
+                path.display()
+            ));
         }
     }
     let source = pipeline.source_mut();
@@ -195,4 +210,45 @@ pub fn replay_files(paths: &[PathBuf], options: &ReplayOptions) -> Result<Report
     source.names = paths.iter().map(|p| p.display().to_string()).collect();
     source.filter = options.filter.clone();
     Ok(pipeline.finish())
+}
+
+type FrameSink<'a> = dyn FnMut(LinkType, &Frame<'_>) -> Result<(), ReplayError> + 'a;
+
+/// Feed every frame of `path` to `feed`; true if the file was cut short.
+fn read_native(path: &Path, feed: &mut FrameSink<'_>) -> Result<bool, ReplayError> {
+    let mut reader = CaptureReader::open(path)?;
+    while let Some(record) = reader.next_record()? {
+        match record {
+            Record::Frame(link, frame) => feed(link, &frame)?,
+            Record::CutShort => return Ok(true),
+        }
+    }
+    Ok(false)
+}
+
+/// The same through libpcap, for comparison (`--reader libpcap`).
+fn read_libpcap(path: &Path, feed: &mut FrameSink<'_>) -> Result<bool, ReplayError> {
+    let err = |e: pcap::Error| ReplayError::Libpcap {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let mut cap = pcap::Capture::from_file(path).map_err(err)?;
+    let link = LinkType::from(cap.get_datalink());
+    loop {
+        match cap.next_packet() {
+            Ok(packet) => {
+                let h = packet.header;
+                let frame = Frame {
+                    ts: Timestamp::from_parts(h.ts.tv_sec, h.ts.tv_usec),
+                    caplen: h.caplen,
+                    wirelen: h.len.max(h.caplen),
+                    data: packet.data,
+                };
+                feed(link, &frame)?;
+            }
+            Err(pcap::Error::NoMorePackets) => return Ok(false),
+            Err(pcap::Error::PcapError(m)) if m.contains("truncated") => return Ok(true),
+            Err(e) => return Err(err(e)),
+        }
+    }
 }
