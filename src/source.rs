@@ -588,9 +588,7 @@ mod tests {
 
     #[test]
     fn unknown_format_names_the_file_and_magic() {
-        let err = reader(b"hello world".to_vec())
-            .err()
-            .expect("not a capture");
+        let err = reader(b"hello world".to_vec()).expect_err("not a capture");
         assert_eq!(
             err.to_string(),
             "mem.pcap: not a pcap or pcapng file (starts with 68656c6c)"
