@@ -118,6 +118,15 @@ impl Reassembler {
                 // TCP Fast Open data rides on the SYN (RFC 7413).
                 seg.seq + 1
             }
+            None if seg.payload_len == 1 && !seg.flags.fin() => {
+                // A lone byte opening a capture is most likely a keep-alive
+                // probe (RFC 9293 §3.8.4: one byte below the send point, which
+                // Wireshark flags as "TCP Keep-Alive"): the stream goes on
+                // after it.
+                self.stats.started_midstream = true;
+                self.next = Some(seg.seq + 1);
+                return out;
+            }
             None if seg.payload_len > 0 || seg.flags.fin() => {
                 self.stats.started_midstream = true;
                 self.next = Some(seg.seq);

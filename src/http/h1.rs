@@ -188,6 +188,119 @@ fn parse_response_with<'b>(
     ))
 }
 
+/// Methods a malformed request line may still carry to count as a request:
+/// Wireshark's list of HTTP methods (epan/dissectors/packet-http.c), which is
+/// what makes tshark count one.
+const KNOWN_METHODS: &[&str] = &[
+    "GET",
+    "HEAD",
+    "POST",
+    "PUT",
+    "DELETE",
+    "OPTIONS",
+    "TRACE",
+    "CONNECT",
+    "PATCH",
+    "PROPFIND",
+    "PROPPATCH",
+    "MKCOL",
+    "COPY",
+    "MOVE",
+    "LOCK",
+    "UNLOCK",
+    "SEARCH",
+    "REPORT",
+    "CHECKOUT",
+    "CHECKIN",
+    "MERGE",
+    "MKACTIVITY",
+    "MKWORKSPACE",
+    "VERSION-CONTROL",
+    "BASELINE-CONTROL",
+    "NOTIFY",
+    "SUBSCRIBE",
+    "UNSUBSCRIBE",
+    "M-SEARCH",
+    "POLL",
+    "BPROPFIND",
+    "BPROPPATCH",
+    "BDELETE",
+    "BCOPY",
+    "BMOVE",
+    "CCM_POST",
+    "CCM_GET",
+    "RPC_IN_DATA",
+    "RPC_OUT_DATA",
+    "ICY",
+    "LABEL",
+    "UPDATE",
+    "UNCHECKOUT",
+    "ORDERPATCH",
+    "ACL",
+    "MKREDIRECTREF",
+    "UPDATEREDIRECTREF",
+];
+
+/// A request line that `httparse` refuses but a server still received as a
+/// request: a known method followed by a space or the end of the line, then
+/// anything (`GET /HTTP/1.1`, `GET / HTTP/1.`, the HTTP/0.9 `GET /`).
+/// Returns the method, target and whether a version was present.
+pub fn lenient_request_line(line: &[u8]) -> Option<(&str, &str, bool)> {
+    let line = std::str::from_utf8(line)
+        .ok()?
+        .trim_end_matches(['\r', '\n']);
+    let (method, rest) = line.split_once(' ').unwrap_or((line, ""));
+    if !KNOWN_METHODS.contains(&method) {
+        return None;
+    }
+    let rest = rest.trim_matches(' ');
+    Some(match rest.rsplit_once(' ') {
+        Some((target, version)) if version.starts_with("HTTP/") => (method, target.trim(), true),
+        _ => (method, rest, false),
+    })
+}
+
+/// Parse a head whose request line only [`lenient_request_line`] accepts:
+/// the header fields after it are read when they parse, else the line alone
+/// is the head (an HTTP/0.9 simple request has none).
+pub fn parse_request_lenient(buf: &[u8]) -> HeadParse<(RequestHead, bool)> {
+    let Some(end) = buf.iter().position(|&b| b == b'\n') else {
+        return HeadParse::Partial;
+    };
+    let Some((method, target, versioned)) = lenient_request_line(&buf[..end]) else {
+        return HeadParse::Invalid;
+    };
+    let after = &buf[end + 1..];
+    let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
+    let (fields_len, fields) = match httparse::parse_headers(after, &mut slots) {
+        Ok(httparse::Status::Complete((n, fields))) => (n, Fields(fields)),
+        Ok(httparse::Status::Partial) if after.len() < MAX_HEAD_BYTES && versioned => {
+            return HeadParse::Partial
+        }
+        _ => (0, Fields(&[])),
+    };
+    let framing = match fields.content_length() {
+        Ok(Some(n)) if n > 0 => Framing::Length(n),
+        _ => Framing::None,
+    };
+    HeadParse::Complete(
+        (
+            RequestHead {
+                method: method.to_owned(),
+                target: target.to_owned(),
+                minor_version: 1,
+                host: fields.text("host"),
+                tag: fields.text("x-conntrace-id"),
+                connection: fields.connection(),
+                upgrade: None,
+                framing,
+            },
+            versioned,
+        ),
+        end + 1 + fields_len,
+    )
+}
+
 /// The body framing of a response to a request with `method` (RFC 9112 §6.3
 /// items 1 and 2): HEAD answers, 1xx, 204 and 304 have none whatever their
 /// fields say; a 2xx to CONNECT turns the connection into a tunnel.
@@ -512,6 +625,39 @@ mod tests {
             }
         }
         assert_eq!(&body[pos..], b"NEXT");
+    }
+
+    #[test]
+    fn malformed_request_lines_tshark_counts() {
+        assert_eq!(
+            lenient_request_line(b"GET /HTTP/1.1"),
+            Some(("GET", "/HTTP/1.1", false))
+        );
+        assert_eq!(
+            lenient_request_line(b"GET / HTTP/1."),
+            Some(("GET", "/", true))
+        );
+        assert_eq!(
+            lenient_request_line(b"OPTIONS\r"),
+            Some(("OPTIONS", "", false))
+        );
+        assert_eq!(
+            lenient_request_line(b"OPTIONS HTTP/1.1"),
+            Some(("OPTIONS", "HTTP/1.1", false))
+        );
+        assert_eq!(lenient_request_line(b"OPTIONSHTTP/1.1"), None);
+        assert_eq!(lenient_request_line(b"GET/ HTTP/1.1"), None);
+        assert_eq!(lenient_request_line(b"EHLO client"), None);
+        let HeadParse::Complete((head, versioned), len) =
+            parse_request_lenient(b"GET /HTTP/1.1\nHost: www.google.com\n\nNEXT")
+        else {
+            panic!("lenient head did not parse");
+        };
+        assert_eq!(
+            (head.target.as_str(), versioned, len),
+            ("/HTTP/1.1", false, 36)
+        );
+        assert_eq!(head.host.as_deref(), Some("www.google.com"));
     }
 
     #[test]

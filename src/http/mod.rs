@@ -133,6 +133,10 @@ pub struct HttpSignals {
     pub missing_bytes_server: u64,
     /// Times HTTP/1 parsing skipped ahead to the next start line.
     pub resyncs: u32,
+    /// Requests whose request line is malformed (`GET /HTTP/1.1`, an
+    /// HTTP/0.9 `GET /`) but starts with a known method: counted as requests,
+    /// as tshark and Zeek count them.
+    pub malformed_requests: u32,
     /// Heads or bodies that did not parse as the protocol requires.
     pub framing_errors: u32,
     /// Messages still incomplete when the connection or capture ended.
@@ -249,6 +253,8 @@ pub struct ConnectionAnalyzer {
     protocol: AppProtocol,
     /// Index of the request the next final HTTP/1 response answers.
     next_answer: usize,
+    /// Indices in `exchanges` of HTTP/0.9 simple requests (no version).
+    http09: Vec<usize>,
     /// `Upgrade` value of the last request that offered one.
     upgrade_offer: Option<String>,
     /// HTTP/2 stream id to index in `exchanges`.
@@ -486,7 +492,10 @@ impl ConnectionAnalyzer {
             .count();
         let text = &rest[blank..];
         match text.iter().position(|&b| b == b'\n') {
-            Some(end) if h1::is_request_line(text[..end].trim_ascii_end()) => {
+            Some(end)
+                if h1::is_request_line(text[..end].trim_ascii_end())
+                    || h1::lenient_request_line(&text[..end]).is_some() =>
+            {
                 self.decide_server(|| Mode::H1(H1State::Head));
                 return Flow::Switch(0, Mode::H1(H1State::Head));
             }
@@ -579,7 +588,18 @@ impl ConnectionAnalyzer {
                         *state = self.request_head(head, ts);
                         Flow::Consumed(len)
                     }
-                    _ => self.framing_error(state),
+                    _ => match h1::parse_request_lenient(rest) {
+                        HeadParse::Partial if rest.len() < h1::MAX_HEAD_BYTES => Flow::NeedMore,
+                        HeadParse::Complete((head, versioned), len) => {
+                            self.signals.malformed_requests += 1;
+                            if !versioned {
+                                self.http09.push(self.exchanges.len());
+                            }
+                            *state = self.request_head(head, ts);
+                            Flow::Consumed(len)
+                        }
+                        _ => self.framing_error(state),
+                    },
                 }
             }
             H1State::AwaitResponse => Flow::Wait,
@@ -682,6 +702,16 @@ impl ConnectionAnalyzer {
         match h1::parse_response(rest) {
             HeadParse::Partial if rest.len() < h1::MAX_HEAD_BYTES => Flow::NeedMore,
             HeadParse::Complete(head, len) => self.response_head(state, head, len, ts),
+            _ if self.http09.contains(&self.next_answer) => {
+                // RFC 1945 §4.1: a simple request gets a bare body, ended by
+                // the close.
+                if let Some(exchange) = self.exchanges.get_mut(self.next_answer) {
+                    exchange.answered.get_or_insert(ts);
+                }
+                self.next_answer += 1;
+                *state = H1State::UntilClose;
+                Flow::Consumed(0)
+            }
             _ => self.framing_error(state),
         }
     }
