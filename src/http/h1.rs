@@ -70,7 +70,9 @@ pub enum HeadParse<T> {
     Invalid,
 }
 
-const HEADER_SLOTS: usize = 96;
+use std::mem::MaybeUninit;
+
+const HEADER_SLOTS: usize = 64;
 const MANY_HEADER_SLOTS: usize = 2048;
 
 fn config() -> httparse::ParserConfig {
@@ -85,10 +87,12 @@ fn config() -> httparse::ParserConfig {
 }
 
 pub fn parse_request(buf: &[u8]) -> HeadParse<RequestHead> {
-    let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
+    let mut slots = [const { MaybeUninit::uninit() }; HEADER_SLOTS];
     match parse_request_with(buf, &mut slots) {
         Err(httparse::Error::TooManyHeaders) => {
-            let mut slots = vec![httparse::EMPTY_HEADER; MANY_HEADER_SLOTS];
+            let mut slots: Vec<_> = (0..MANY_HEADER_SLOTS)
+                .map(|_| MaybeUninit::uninit())
+                .collect();
             parse_request_with(buf, &mut slots).unwrap_or(HeadParse::Invalid)
         }
         other => other.unwrap_or(HeadParse::Invalid),
@@ -97,10 +101,10 @@ pub fn parse_request(buf: &[u8]) -> HeadParse<RequestHead> {
 
 fn parse_request_with<'b>(
     buf: &'b [u8],
-    slots: &mut [httparse::Header<'b>],
+    slots: &mut [MaybeUninit<httparse::Header<'b>>],
 ) -> Result<HeadParse<RequestHead>, httparse::Error> {
-    let mut req = httparse::Request::new(slots);
-    let len = match config().parse_request(&mut req, buf)? {
+    let mut req = httparse::Request::new(&mut []);
+    let len = match config().parse_request_with_uninit_headers(&mut req, buf, slots)? {
         httparse::Status::Partial => return Ok(HeadParse::Partial),
         httparse::Status::Complete(len) => len,
     };
@@ -136,10 +140,12 @@ fn parse_request_with<'b>(
 }
 
 pub fn parse_response(buf: &[u8]) -> HeadParse<ResponseHead> {
-    let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
+    let mut slots = [const { MaybeUninit::uninit() }; HEADER_SLOTS];
     match parse_response_with(buf, &mut slots) {
         Err(httparse::Error::TooManyHeaders) => {
-            let mut slots = vec![httparse::EMPTY_HEADER; MANY_HEADER_SLOTS];
+            let mut slots: Vec<_> = (0..MANY_HEADER_SLOTS)
+                .map(|_| MaybeUninit::uninit())
+                .collect();
             parse_response_with(buf, &mut slots).unwrap_or(HeadParse::Invalid)
         }
         other => other.unwrap_or(HeadParse::Invalid),
@@ -148,10 +154,10 @@ pub fn parse_response(buf: &[u8]) -> HeadParse<ResponseHead> {
 
 fn parse_response_with<'b>(
     buf: &'b [u8],
-    slots: &mut [httparse::Header<'b>],
+    slots: &mut [MaybeUninit<httparse::Header<'b>>],
 ) -> Result<HeadParse<ResponseHead>, httparse::Error> {
-    let mut resp = httparse::Response::new(slots);
-    let len = match config().parse_response(&mut resp, buf)? {
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match config().parse_response_with_uninit_headers(&mut resp, buf, slots)? {
         httparse::Status::Partial => return Ok(HeadParse::Partial),
         httparse::Status::Complete(len) => len,
     };

@@ -386,9 +386,12 @@ impl ConnectionAnalyzer {
                 tail.push(&data[n..], ts);
             }
         } else {
+            let can_progress = self.can_progress(i, &tail.buf, data);
             tail.push(data, ts);
-            let n = self.parse(i, &tail.buf, &|p| tail.ts_at(p));
-            tail.consume(n);
+            if can_progress {
+                let n = self.parse(i, &tail.buf, &|p| tail.ts_at(p));
+                tail.consume(n);
+            }
         }
         if tail.buf.len() > MAX_TAIL_BYTES {
             self.signals.framing_errors += 1;
@@ -397,6 +400,41 @@ impl ConnectionAnalyzer {
             self.sides[i].waiting = false;
         }
         self.sides[i].tail = tail;
+    }
+
+    /// Could `data`, appended to the unparsed `held` bytes, let the parser
+    /// of direction `i` go on? A head needs its blank line, a chunk size or a
+    /// start line its line end; without them re-parsing the held bytes would
+    /// only cost time (quadratic in a head sent a byte per segment).
+    fn can_progress(&self, i: usize, held: &[u8], data: &[u8]) -> bool {
+        // The bytes around the seam, for a pattern split between the two.
+        let seam: Vec<u8> = held[held.len().saturating_sub(2)..]
+            .iter()
+            .chain(&data[..data.len().min(2)])
+            .copied()
+            .collect();
+        let has = |pattern: &[u8]| {
+            data.windows(pattern.len()).any(|w| w == pattern)
+                || seam.windows(pattern.len()).any(|w| w == pattern)
+        };
+        let newline = data.contains(&b'\n');
+        let blank_line = || has(b"\n\n") || has(b"\n\r\n");
+        match &self.sides[i].mode {
+            // The first line decides (a start line, an HTTP/0.9 request, the
+            // h2 preface); after it only the blank line can.
+            Mode::H1(H1State::Head) => {
+                (newline && !held.contains(&b'\n'))
+                    || blank_line()
+                    || held.len() < h2::PREFACE.len()
+            }
+            Mode::H1(H1State::Chunked(ChunkState::Trailers)) => blank_line(),
+            Mode::H1(H1State::Chunked(ChunkState::Size) | H1State::Resync { .. }) => newline,
+            Mode::H1(H1State::AwaitResponse) => false,
+            Mode::Detect if i == CLIENT => {
+                held.len() < 64 || newline || data.iter().any(|b| b.is_ascii_control())
+            }
+            _ => true,
+        }
     }
 
     /// Parse what a direction holds (after the other direction unblocked it).
@@ -740,11 +778,16 @@ impl ConnectionAnalyzer {
         let idx = self.next_answer;
         self.next_answer += 1;
         let depth = idx as u32 + 1;
+        // Only HEAD and CONNECT change how a response is framed.
         let method = match self.exchanges.get_mut(idx) {
             Some(exchange) => {
                 exchange.status.get_or_insert(head.status);
                 exchange.answered.get_or_insert(ts);
-                Some(exchange.method.clone())
+                Some(match exchange.method.as_str() {
+                    "HEAD" => "HEAD",
+                    "CONNECT" => "CONNECT",
+                    _ => "",
+                })
             }
             None => {
                 self.signals.unmatched_responses += 1;
@@ -771,7 +814,6 @@ impl ConnectionAnalyzer {
             self.sides[CLIENT].mode = Mode::H1(H1State::Head);
             self.sides[CLIENT].waiting = true;
         }
-        let method = method.as_deref();
         if method == Some("CONNECT") && (200..300).contains(&head.status) {
             self.signals.tunnel_depth.get_or_insert(depth);
             self.sides[CLIENT].mode = Mode::Opaque;

@@ -848,3 +848,32 @@ fn memory_stays_bounded_for_endless_out_of_order_data() {
     assert!(held <= MAX_TAIL_BYTES);
     assert!(c.an.sides[CLIENT].reasm.stats().overflows > 0);
 }
+
+#[test]
+fn large_head_sent_a_byte_per_segment() {
+    let mut head = b"GET /slow HTTP/1.1\r\nHost: x\r\n".to_vec();
+    for k in 0..2000 {
+        head.extend(format!("X-Filler-{k}: {}\r\n", "v".repeat(20)).as_bytes());
+    }
+    head.extend(b"\r\n");
+    let mut c = Conn::open();
+    for b in head.chunks(1) {
+        c.client(b);
+    }
+    c.server(OK_5);
+    let an = c.done();
+    assert_eq!(targets(&an), vec![t("GET", "/slow", Some(200))]);
+}
+
+#[test]
+fn http09_simple_request_gets_a_bare_body() {
+    let mut c = Conn::open();
+    c.client(b"GET /\r\n");
+    let answered = c.server(b"<html>no status line</html>");
+    c.fin(SERVER);
+    let an = c.done();
+    assert_eq!(targets(&an), vec![t("GET", "/", None)]);
+    assert_eq!(an.exchanges()[0].answered, Some(answered));
+    assert_eq!(an.signals().malformed_requests, 1);
+    assert_eq!(an.signals().framing_errors, 0);
+}

@@ -44,8 +44,12 @@ pub fn looks_like_tls(buf: &[u8]) -> Option<bool> {
 
 /// Parse the ClientHello at the start of `buf`.
 pub fn client_hello(buf: &[u8]) -> HelloParse {
-    let mut handshake = Vec::new();
+    // First pass: are all the records holding the hello here? (Cheap, so a
+    // hello arriving a byte per segment costs no copying until it is whole.)
+    let mut records = Vec::new();
     let mut pos = 0;
+    let mut joined = 0;
+    let mut first_fragment: &[u8] = &[];
     loop {
         let Some(header) = buf.get(pos..pos + RECORD_HEADER_LEN) else {
             return HelloParse::NeedMore;
@@ -54,17 +58,28 @@ pub fn client_hello(buf: &[u8]) -> HelloParse {
             return HelloParse::Invalid;
         }
         let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
-        let Some(fragment) = buf.get(pos + RECORD_HEADER_LEN..pos + RECORD_HEADER_LEN + len) else {
+        let start = pos + RECORD_HEADER_LEN;
+        let Some(fragment) = buf.get(start..start + len) else {
             return HelloParse::NeedMore;
         };
-        if pos == 0 && hello_len(fragment).is_some_and(|n| n <= fragment.len()) {
-            return from_record(&buf[..RECORD_HEADER_LEN + len]);
+        if pos == 0 {
+            first_fragment = fragment;
+            if hello_len(fragment).is_some_and(|n| n <= fragment.len()) {
+                return from_record(&buf[..start + len]);
+            }
         }
-        handshake.extend_from_slice(fragment);
-        pos += RECORD_HEADER_LEN + len;
-        match hello_len(&handshake) {
+        records.push(start..start + len);
+        joined += len;
+        pos = start + len;
+        match hello_len(first_fragment) {
             Some(n) if n > MAX_HELLO_BYTES => return HelloParse::Invalid,
-            Some(n) if n <= handshake.len() => return from_handshake(&handshake[..n]),
+            Some(n) if n <= joined => {
+                let mut handshake = Vec::with_capacity(joined);
+                for range in records {
+                    handshake.extend_from_slice(&buf[range]);
+                }
+                return from_handshake(&handshake[..n]);
+            }
             _ if pos > MAX_HELLO_BYTES => return HelloParse::Invalid,
             _ => {}
         }
