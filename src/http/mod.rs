@@ -775,8 +775,10 @@ impl ConnectionAnalyzer {
                 AppProtocol::Http11
             };
         }
+        // A response with no request pending answers one the capture missed
+        // (it started mid-connection): it is counted, and pairing stays put.
         let idx = self.next_answer;
-        self.next_answer += 1;
+        self.next_answer = (idx + 1).min(self.exchanges.len());
         let depth = idx as u32 + 1;
         // Only HEAD and CONNECT change how a response is framed.
         let method = match self.exchanges.get_mut(idx) {
@@ -835,7 +837,7 @@ impl ConnectionAnalyzer {
     /// request as stream 1 (RFC 7540 §3.2); anything else is not parsed.
     fn switching_protocols(&mut self, head: h1::ResponseHead, len: usize, ts: Timestamp) -> Flow {
         let idx = self.next_answer;
-        self.next_answer += 1;
+        self.next_answer = (idx + 1).min(self.exchanges.len());
         let depth = idx as u32 + 1;
         let upgrade = head
             .upgrade
