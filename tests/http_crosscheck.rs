@@ -347,3 +347,80 @@ fn requests_per_stream_match_tshark() {
     failures.dedup();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The first ClientHello's server name and offered ALPN list per stream, as
+/// tshark decodes them.
+fn tshark_hellos(path: &Path) -> BTreeMap<u64, (Option<String>, Vec<String>)> {
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(path)
+        .args([
+            "-Y",
+            "tls.handshake.type == 1",
+            "-T",
+            "fields",
+            "-E",
+            "aggregator=;",
+        ])
+        .args([
+            "-e",
+            "tcp.stream",
+            "-e",
+            "tls.handshake.extensions_server_name",
+        ])
+        .args(["-e", "tls.handshake.extensions_alpn_str"])
+        .output()
+        .expect("tshark runs");
+    let mut hellos = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        let Some(stream) = fields.first().and_then(|s| s.parse::<u64>().ok()) else {
+            continue;
+        };
+        let field = |k: usize| fields.get(k).copied().unwrap_or("");
+        let sni = field(1).split(';').next().filter(|s| !s.is_empty());
+        let alpn = field(2)
+            .split(';')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        hellos
+            .entry(stream)
+            .or_insert((sni.map(String::from), alpn));
+    }
+    hellos
+}
+
+#[test]
+fn tls_server_names_and_alpn_match_tshark() {
+    if !tshark_available() {
+        eprintln!("skipped: tshark is not installed");
+        return;
+    }
+    let mut failures = Vec::new();
+    let mut compared = 0;
+    for path in captures() {
+        let name = label(&path);
+        let theirs = tshark_hellos(&path);
+        if theirs.is_empty() {
+            continue;
+        }
+        let report = replay_files(std::slice::from_ref(&path), &ReplayOptions::default())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        for (stream, (sni, alpn)) in &theirs {
+            compared += 1;
+            let Some(conn) = report.connections.iter().find(|c| c.stream == *stream) else {
+                failures.push(format!("{name}: stream {stream} missing"));
+                continue;
+            };
+            if conn.tls_sni != *sni || conn.alpn != *alpn {
+                failures.push(format!(
+                    "{name}: stream {stream}: ours {:?} {:?}, tshark {sni:?} {alpn:?}",
+                    conn.tls_sni, conn.alpn
+                ));
+            }
+        }
+    }
+    eprintln!("{compared} ClientHellos compared");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -109,7 +109,7 @@ pub struct HttpSignals {
     /// Depth of the request that the 101 answered.
     pub upgrade_depth: Option<u32>,
     /// Depth of a CONNECT request answered with 2xx: the connection became a
-    /// tunnel and was not parsed further.
+    /// tunnel; only a TLS ClientHello opening it is read.
     pub tunnel_depth: Option<u32>,
     /// 1xx responses other than 101 (100 Continue, 103 Early Hints).
     pub interim_responses: u32,
@@ -176,6 +176,9 @@ enum Mode {
     H1(H1State),
     H2(Box<h2::FrameReader>),
     Tls,
+    /// The client side of a CONNECT tunnel: a TLS ClientHello is read if one
+    /// opens it.
+    Tunnel,
     Opaque,
 }
 
@@ -479,6 +482,11 @@ impl ConnectionAnalyzer {
                 Mode::H1(state) => self.response_step(state, rest, ts),
                 Mode::H2(reader) => self.h2_step(i, reader, rest, ts),
                 Mode::Tls => self.tls_step(rest),
+                Mode::Tunnel => match tls::looks_like_tls(rest) {
+                    None => Flow::NeedMore,
+                    Some(true) => Flow::Switch(0, Mode::Tls),
+                    Some(false) => Flow::Switch(rest.len(), Mode::Opaque),
+                },
                 Mode::Opaque => Flow::Consumed(rest.len()),
             };
             match flow {
@@ -818,7 +826,7 @@ impl ConnectionAnalyzer {
         }
         if method == Some("CONNECT") && (200..300).contains(&head.status) {
             self.signals.tunnel_depth.get_or_insert(depth);
-            self.sides[CLIENT].mode = Mode::Opaque;
+            self.sides[CLIENT].mode = Mode::Tunnel;
             return Flow::Switch(len, Mode::Opaque);
         }
         *state = match h1::response_framing(method, &head) {
@@ -1030,7 +1038,7 @@ impl ConnectionAnalyzer {
                 self.sides[i].lost_before_detect = true;
                 Mode::Detect
             }
-            Mode::Tls | Mode::Opaque => Mode::Opaque,
+            Mode::Tls | Mode::Tunnel | Mode::Opaque => Mode::Opaque,
         };
     }
 
