@@ -81,6 +81,8 @@ pub struct ConnectionRecord {
     pub closed_by: Option<&'static str>,
     /// How the first closing side closed: "fin" | "rst" | null. An addition.
     pub closed_with: Option<&'static str>,
+    /// When that first FIN or RST was seen. An addition.
+    pub closed_at: Option<f64>,
     pub state: &'static str,
     pub history: String,
     /// How the client/server roles were decided: "syn", "syn-ack" or "port"
