@@ -230,7 +230,7 @@ fn read_native(path: &Path, progress: bool, feed: &mut FrameSink<'_>) -> Result<
             Record::CutShort => break true,
         }
         frames += 1;
-        if frames % 65536 == 0 {
+        if frames.is_multiple_of(65536) {
             if let Some(bar) = &bar {
                 bar.set_position(reader.file_position());
             }
