@@ -552,6 +552,7 @@ impl Connection {
                         h2_stream: x.h2_stream,
                         tag: x.tag.clone(),
                         seen_in: "capture",
+                        why_new: None,
                     })
                     .collect()
             })

@@ -94,14 +94,16 @@ impl Pipeline {
             })
             .collect();
         anomalies.sort_by_key(|a| a.first_frame);
-        Report {
+        let mut report = Report {
             tool: ToolInfo::default(),
             source,
             connections,
             requests,
             summary,
             anomalies,
-        }
+        };
+        crate::diagnose::explain_new_connections(&mut report);
+        report
     }
 }
 

@@ -112,6 +112,9 @@ pub struct RequestRecord {
     pub tag: Option<String>,
     /// "capture" | "client".
     pub seen_in: &'static str,
+    /// For a request that opened its connection: why no earlier connection
+    /// carried it (see `diagnose`). Null for reused connections. An addition.
+    pub why_new: Option<crate::diagnose::NewConnectionReason>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Default)]
@@ -132,6 +135,8 @@ pub struct Summary {
     pub rst_server: u64,
     /// Connections that neither side closed within the capture.
     pub not_closed: u64,
+    /// Requests that opened a new connection, by `why_new.reason`. An addition.
+    pub new_connection_reasons: std::collections::BTreeMap<String, u64>,
 }
 
 impl Summary {
