@@ -105,6 +105,7 @@ fn replay(args: ReplayArgs) -> Result<()> {
         },
         filter,
         reader: args.reader,
+        progress: true,
     };
     let report = replay_files(&args.files, &options)?;
     emit(&report, &args.output)

@@ -94,14 +94,16 @@ impl Pipeline {
             })
             .collect();
         anomalies.sort_by_key(|a| a.first_frame);
-        Report {
+        let mut report = Report {
             tool: ToolInfo::default(),
             source,
             connections,
             requests,
             summary,
             anomalies,
-        }
+        };
+        crate::diagnose::explain_new_connections(&mut report);
+        report
     }
 }
 
@@ -120,6 +122,8 @@ pub enum ReaderKind {
 #[derive(Debug, Clone, Default)]
 pub struct ReplayOptions {
     pub pipeline: PipelineOptions,
+    /// Show a progress bar on stderr for large files (when it is a terminal).
+    pub progress: bool,
     /// A BPF filter (tcpdump syntax), applied to every frame.
     pub filter: Option<String>,
     pub reader: ReaderKind,
@@ -194,7 +198,7 @@ pub fn replay_files(paths: &[PathBuf], options: &ReplayOptions) -> Result<Report
             Ok(())
         };
         let cut_short = match options.reader {
-            ReaderKind::Native => read_native(path, &mut feed)?,
+            ReaderKind::Native => read_native(path, options.progress, &mut feed)?,
             ReaderKind::Libpcap => read_libpcap(path, &mut feed)?,
         };
         if cut_short {
@@ -215,15 +219,52 @@ pub fn replay_files(paths: &[PathBuf], options: &ReplayOptions) -> Result<Report
 type FrameSink<'a> = dyn FnMut(LinkType, &Frame<'_>) -> Result<(), ReplayError> + 'a;
 
 /// Feed every frame of `path` to `feed`; true if the file was cut short.
-fn read_native(path: &Path, feed: &mut FrameSink<'_>) -> Result<bool, ReplayError> {
+fn read_native(path: &Path, progress: bool, feed: &mut FrameSink<'_>) -> Result<bool, ReplayError> {
     let mut reader = CaptureReader::open(path)?;
-    while let Some(record) = reader.next_record()? {
+    let bar = progress.then(|| progress_bar(path)).flatten();
+    let mut frames: u64 = 0;
+    let cut_short = loop {
+        let Some(record) = reader.next_record()? else {
+            break false;
+        };
         match record {
             Record::Frame(link, frame) => feed(link, &frame)?,
-            Record::CutShort => return Ok(true),
+            Record::CutShort => break true,
         }
+        frames += 1;
+        if frames.is_multiple_of(65536) {
+            if let Some(bar) = &bar {
+                bar.set_position(reader.file_position());
+            }
+        }
+    };
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
     }
-    Ok(false)
+    Ok(cut_short)
+}
+
+/// Files smaller than this replay in a moment: no progress bar.
+const PROGRESS_MIN_BYTES: u64 = 64 << 20;
+
+/// A byte-position progress bar on stderr, if stderr is a terminal and the
+/// file is large enough to be worth one.
+fn progress_bar(path: &Path) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    let len = std::fs::metadata(path).ok()?.len();
+    if len < PROGRESS_MIN_BYTES || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .ok()?
+        .progress_chars("=> "),
+    );
+    bar.set_message(path.display().to_string());
+    Some(bar)
 }
 
 /// The same through libpcap, for comparison (`--reader libpcap`).

@@ -8,6 +8,8 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use flate2::read::MultiGzDecoder;
 
@@ -131,6 +133,22 @@ pub struct CaptureReader {
     buf: Vec<u8>,
     /// Link types seen so far (pcapng may declare several).
     link_types: Vec<LinkType>,
+    /// Bytes of the file itself consumed so far (compressed bytes for gzip).
+    file_position: Arc<AtomicU64>,
+}
+
+/// Counts the bytes read from the file, for progress reports.
+struct Counting<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
 }
 
 impl fmt::Debug for CaptureReader {
@@ -149,7 +167,12 @@ impl CaptureReader {
             path: path.to_path_buf(),
             source,
         };
-        let mut file = BufReader::with_capacity(256 << 10, File::open(path).map_err(open_err)?);
+        let file_position = Arc::new(AtomicU64::new(0));
+        let counting = Counting {
+            inner: File::open(path).map_err(open_err)?,
+            count: Arc::clone(&file_position),
+        };
+        let mut file = BufReader::with_capacity(256 << 10, counting);
         let gz = {
             use std::io::BufRead;
             file.fill_buf()
@@ -164,7 +187,14 @@ impl CaptureReader {
         } else {
             Box::new(file)
         };
-        CaptureReader::from_reader(path, input)
+        let mut reader = CaptureReader::from_reader(path, input)?;
+        reader.file_position = file_position;
+        Ok(reader)
+    }
+
+    /// Bytes of the file read so far (of the compressed file, for gzip).
+    pub fn file_position(&self) -> u64 {
+        self.file_position.load(Ordering::Relaxed)
     }
 
     /// Read a capture from any byte stream (`path` names it in errors).
@@ -195,6 +225,7 @@ impl CaptureReader {
             offset: 4,
             buf: Vec::with_capacity(65536),
             link_types: Vec::new(),
+            file_position: Arc::new(AtomicU64::new(0)),
         };
         match u32::from_le_bytes(head) {
             0xa1b2_c3d4 | 0xa1b2_3c4d | 0xd4c3_b2a1 | 0x4d3c_b2a1 => {
