@@ -377,7 +377,12 @@ impl Connection {
         if let AppState::Open(analyzer) = &mut self.app {
             analyzer.on_segment(dir, seg, payload);
         }
-        if self.is_finished() {
+        // Settle the analyser once both sides closed. Not at an RST: the same
+        // stream can go on after one (an RST answering a stray ACK, then the
+        // SYN retransmitted with its ISN, which tshark keeps in the stream);
+        // an RST'd analyser is settled at the end like any open one.
+        let [a, b] = &self.ends;
+        if a.fin > 0 && b.fin > 0 {
             self.settle_app();
         }
     }
@@ -543,11 +548,6 @@ impl Connection {
     }
 
     /// Closed for good: a RST from either side, or a FIN from both.
-    fn is_finished(&self) -> bool {
-        let [a, b] = &self.ends;
-        a.rst > 0 || b.rst > 0 || (a.fin > 0 && b.fin > 0)
-    }
-
     fn settle_app(&mut self) {
         if let AppState::Open(_) = self.app {
             let AppState::Open(analyzer) = std::mem::replace(&mut self.app, AppState::Disabled)
