@@ -43,30 +43,14 @@ struct Exception {
     reason: &'static str,
 }
 
-const EXCEPTIONS: &[Exception] = &[
-    Exception {
-        file: "pcapplusplus/unidirectional_tcp_stream_with_missing_packet.pcap",
-        layer: Layer::H1,
-        stream: 0,
-        reason: "the first POST's body has a segment missing from the capture: tshark never \
+const EXCEPTIONS: &[Exception] = &[Exception {
+    file: "pcapplusplus/unidirectional_tcp_stream_with_missing_packet.pcap",
+    layer: Layer::H1,
+    stream: 0,
+    reason: "the first POST's body has a segment missing from the capture: tshark never \
                  completes that PDU so it does not list the request; conntrace counts its \
                  complete head, then skips the hole inside the sized body",
-    },
-    Exception {
-        file: "suricata-verify/tls/tls-subjectaltname/input.pcap",
-        layer: Layer::H1,
-        stream: 7,
-        reason: "SYN, bogus ACK, RST, then the SYN again with the same ISN: tshark keeps one \
-                 stream; the flow tracker settles the connection's analyser at the first RST, \
-                 so the request after the retransmitted SYN is not parsed",
-    },
-    Exception {
-        file: "suricata-verify/tls/tls-subjectaltname/input.pcap",
-        layer: Layer::H1,
-        stream: 35,
-        reason: "same pattern as stream 7 (request after an RST and a retransmitted SYN)",
-    },
-];
+}];
 
 fn corpus_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/files")
@@ -158,41 +142,43 @@ fn tcp_stream(packet: &Value) -> Option<u64> {
     find_str(&packet["_source"]["layers"]["tcp"], "tcp.stream").and_then(|s| s.parse().ok())
 }
 
-fn tshark_h1(path: &Path) -> Streams {
-    let mut out = Streams::new();
-    let args = ["-Y", "http.request", "-J", "tcp http"].map(String::from);
-    for packet in tshark_json(path, &args) {
-        let Some(stream) = tcp_stream(&packet) else {
-            continue;
-        };
-        for pdu in each(&packet["_source"]["layers"]["http"]) {
-            let Some(method) = find_str(pdu, "http.request.method") else {
-                continue;
-            };
-            let target = find_str(pdu, "http.request.uri").unwrap_or("");
-            out.entry((Layer::H1, stream)).or_default().push((
-                0,
-                method.to_owned(),
-                target.to_owned(),
-            ));
-        }
-    }
-    out
-}
-
-fn tshark_h2(path: &Path, ports: &[u16]) -> Streams {
+/// HTTP/1 requests (`http.request`) and HTTP/2 request HEADERS in one run of
+/// tshark; `h2_ports` are decoded as HTTP/2 (then only HTTP/2 is taken).
+fn tshark_requests(path: &Path, h2_ports: &[u16]) -> Streams {
     let mut out = Streams::new();
     let mut args: Vec<String> = Vec::new();
-    for port in ports {
+    for port in h2_ports {
         args.push("-d".into());
         args.push(format!("tcp.port=={port},http2"));
     }
-    args.extend(["-Y", "http2.type == 1", "-J", "tcp http2"].map(String::from));
+    args.extend(
+        [
+            "-Y",
+            "http.request || http2.type == 1",
+            "-J",
+            "tcp http http2",
+        ]
+        .map(String::from),
+    );
     for packet in tshark_json(path, &args) {
         let Some(stream) = tcp_stream(&packet) else {
             continue;
         };
-        for pdu in each(&packet["_source"]["layers"]["http2"]) {
+        let layers = &packet["_source"]["layers"];
+        if h2_ports.is_empty() {
+            for pdu in each(&layers["http"]) {
+                let Some(method) = find_str(pdu, "http.request.method") else {
+                    continue;
+                };
+                let target = find_str(pdu, "http.request.uri").unwrap_or("");
+                out.entry((Layer::H1, stream)).or_default().push((
+                    0,
+                    method.to_owned(),
+                    target.to_owned(),
+                ));
+            }
+        }
+        for pdu in each(&layers["http2"]) {
             for frame in each(&pdu["http2.stream"]) {
                 if frame["http2.type"].as_str() != Some("1") {
                     continue;
@@ -292,8 +278,12 @@ fn requests_per_stream_match_tshark() {
             }
         };
         let mut ours = ours(&report);
-        let mut theirs = tshark_h1(path);
-        theirs.extend(tshark_h2(path, &h2c_ports(&report)));
+        let mut theirs = tshark_requests(path, &[]);
+        let ports = h2c_ports(&report);
+        if !ports.is_empty() {
+            theirs.retain(|key, _| key.0 == Layer::H1);
+            theirs.extend(tshark_requests(path, &ports));
+        }
         if ours.is_empty() && theirs.is_empty() {
             continue;
         }
