@@ -192,7 +192,7 @@ impl AppResult {
             protocol: analyzer.protocol(),
             tls_sni: analyzer.tls_sni().map(str::to_string),
             alpn: analyzer.alpn().to_vec(),
-            exchanges: analyzer.exchanges().to_vec(),
+            exchanges: analyzer.take_exchanges(),
             signals: analyzer.signals().clone(),
         }
     }

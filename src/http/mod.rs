@@ -359,6 +359,12 @@ impl ConnectionAnalyzer {
         &self.signals
     }
 
+    /// Move the requests out, leaving none: for a caller done with the
+    /// analyser after [`ConnectionAnalyzer::finish`] (no copy of every string).
+    pub fn take_exchanges(&mut self) -> Vec<HttpExchange> {
+        std::mem::take(&mut self.exchanges)
+    }
+
     fn drain(&mut self, i: usize) {
         while let Some(d) = self.sides[i].reasm.pop() {
             self.deliver(i, d);
