@@ -258,6 +258,9 @@ pub struct ConnectionAnalyzer {
     next_answer: usize,
     /// Indices in `exchanges` of HTTP/0.9 simple requests (no version).
     http09: Vec<usize>,
+    /// Index in `exchanges` of the request whose response the client side
+    /// waits for (an Upgrade or CONNECT).
+    awaited: Option<usize>,
     /// `Upgrade` value of the last request that offered one.
     upgrade_offer: Option<String>,
     /// HTTP/2 stream id to index in `exchanges`.
@@ -509,6 +512,7 @@ impl ConnectionAnalyzer {
                 Flow::Switch(n, next) => {
                     pos += n;
                     mode = next;
+                    idle = if n == 0 { idle + 1 } else { 0 };
                 }
             }
         }
@@ -730,7 +734,10 @@ impl ConnectionAnalyzer {
         let next = match head.framing {
             Framing::Length(n) => H1State::Body(n),
             Framing::Chunked => H1State::Chunked(ChunkState::Size),
-            Framing::None | Framing::UntilClose if switching => H1State::AwaitResponse,
+            Framing::None | Framing::UntilClose if switching => {
+                self.awaited = Some(self.exchanges.len());
+                H1State::AwaitResponse
+            }
             Framing::None | Framing::UntilClose => H1State::Head,
         };
         self.exchanges.push(HttpExchange {
@@ -826,7 +833,8 @@ impl ConnectionAnalyzer {
         if head.bad_length {
             self.signals.framing_errors += 1;
         }
-        if matches!(self.sides[CLIENT].mode, Mode::H1(H1State::AwaitResponse)) {
+        let answers_awaited = self.awaited.is_some_and(|a| idx >= a);
+        if answers_awaited && matches!(self.sides[CLIENT].mode, Mode::H1(H1State::AwaitResponse)) {
             self.sides[CLIENT].mode = Mode::H1(H1State::Head);
             self.sides[CLIENT].waiting = true;
         }

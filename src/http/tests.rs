@@ -877,3 +877,17 @@ fn http09_simple_request_gets_a_bare_body() {
     assert_eq!(an.signals().malformed_requests, 1);
     assert_eq!(an.signals().framing_errors, 0);
 }
+
+#[test]
+fn pipelined_upgrade_waits_for_its_own_response() {
+    let mut c = Conn::open();
+    c.client(b"GET /first HTTP/1.1\r\n\r\nGET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+    c.client(b"GET /looks-like-http HTTP/1.1\r\n\r\n");
+    c.server(OK_5);
+    c.server(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n");
+    let an = c.done();
+    assert_eq!(
+        targets(&an),
+        vec![t("GET", "/first", Some(200)), t("GET", "/ws", Some(101))]
+    );
+}
