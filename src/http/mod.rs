@@ -20,7 +20,7 @@ mod h1;
 mod h2;
 mod tls;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -79,6 +79,9 @@ pub struct GoAway {
     pub last_stream_id: u32,
     pub error_code: u32,
 }
+
+/// Most promised HTTP/2 streams remembered per connection.
+const MAX_PUSHED_STREAMS: usize = 4096;
 
 /// Most GOAWAY frames recorded per connection (a graceful shutdown sends two).
 const MAX_GOAWAYS: usize = 16;
@@ -265,6 +268,9 @@ pub struct ConnectionAnalyzer {
     upgrade_offer: Option<String>,
     /// HTTP/2 stream id to index in `exchanges`.
     h2_streams: HashMap<u32, usize>,
+    /// Streams the server promised (PUSH_PROMISE): their responses answer
+    /// no request of the client.
+    h2_pushed: HashSet<u32>,
     /// When the header block being read on each side began.
     h2_block_ts: [Option<Timestamp>; 2],
     finished: bool,
@@ -929,8 +935,13 @@ impl ConnectionAnalyzer {
                     self.h2_response(stream, block.ok(), ts);
                 }
             }
-            h2::FrameEvent::PushPromise { block, .. } => {
+            h2::FrameEvent::PushPromise {
+                promised, block, ..
+            } => {
                 self.signals.push_promises += 1;
+                if self.h2_pushed.len() < MAX_PUSHED_STREAMS {
+                    self.h2_pushed.insert(promised);
+                }
                 if block.is_err() {
                     self.signals.hpack_errors += 1;
                 }
@@ -994,6 +1005,8 @@ impl ConnectionAnalyzer {
                     exchange.answered = Some(ts);
                 }
             }
+            // A pushed stream's response answers the server's own promise.
+            None if self.h2_pushed.contains(&stream) => {}
             None => self.signals.unmatched_responses += 1,
         }
     }

@@ -891,3 +891,39 @@ fn pipelined_upgrade_waits_for_its_own_response() {
         vec![t("GET", "/first", Some(200)), t("GET", "/ws", Some(101))]
     );
 }
+
+#[test]
+fn h2_pushed_stream_response_is_not_unmatched() {
+    let mut enc_c = loona_hpack::Encoder::new();
+    let mut enc_s = loona_hpack::Encoder::new();
+    let mut c = Conn::open();
+    let mut hello = h2::PREFACE.to_vec();
+    hello.extend(frame(
+        kind::HEADERS,
+        END_HEADERS | END_STREAM,
+        1,
+        &enc_c.encode(request_fields(b"GET", b"/", b"p")),
+    ));
+    c.client(&hello);
+    let mut promise = 2u32.to_be_bytes().to_vec();
+    promise.extend(enc_s.encode(request_fields(b"GET", b"/style.css", b"")));
+    let mut bytes = frame(5, END_HEADERS, 1, &promise);
+    bytes.extend(frame(
+        kind::HEADERS,
+        END_HEADERS,
+        1,
+        &enc_s.encode([(&b":status"[..], &b"200"[..])]),
+    ));
+    bytes.extend(frame(
+        kind::HEADERS,
+        END_HEADERS,
+        2,
+        &enc_s.encode([(&b":status"[..], &b"200"[..])]),
+    ));
+    c.server(&bytes);
+    let an = c.done();
+    assert_eq!(targets(&an), vec![t("GET", "/", Some(200))]);
+    assert_eq!(an.signals().push_promises, 1);
+    assert_eq!(an.signals().unmatched_responses, 0);
+    assert_eq!(an.signals().hpack_errors, 0);
+}
