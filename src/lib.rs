@@ -6,6 +6,8 @@
 //! [`report`] holds the result, which [`render`] formats.
 #![forbid(unsafe_code)]
 
-pub mod report;
-pub mod wire;
 pub mod http;
+pub mod live;
+pub mod report;
+pub mod source;
+pub mod wire;
