@@ -317,3 +317,13 @@ fn read_loop<S: FrameSink>(
         },
     ))
 }
+
+impl FrameSink for crate::pipeline::Pipeline {
+    fn push(&mut self, link: LinkType, frame: &Frame<'_>) {
+        crate::pipeline::Pipeline::push(self, link, frame);
+    }
+
+    fn all_closed(&self) -> bool {
+        self.open_connections() == 0
+    }
+}

@@ -62,6 +62,8 @@ pub struct DriverConfig {
     pub retries: u32,
     /// Write TLS secrets here in the SSLKEYLOGFILE format.
     pub keylog: Option<PathBuf>,
+    /// Connect to this address whatever the URL's host resolves to.
+    pub resolve: Option<SocketAddr>,
 }
 
 impl DriverConfig {
@@ -83,10 +85,12 @@ impl DriverConfig {
             insecure: false,
             retries: 0,
             keylog: None,
+            resolve: None,
         }
     }
 
-    fn method(&self) -> Method {
+    /// HEAD under `--head`, else the configured method.
+    pub fn effective_method(&self) -> Method {
         if self.head {
             Method::HEAD
         } else {
@@ -191,6 +195,9 @@ fn client(config: &DriverConfig) -> Result<reqwest::Client, DriverError> {
             )
         }
     };
+    if let (Some(addr), Some(host)) = (config.resolve, config.url.host_str()) {
+        b = b.resolve(host, addr);
+    }
     if let Some(n) = config.pool_max_idle_per_host {
         b = b.pool_max_idle_per_host(n);
     }
@@ -389,7 +396,7 @@ fn interrupted(config: &DriverConfig, id: u64, worker: usize) -> ClientRequest {
     ClientRequest {
         id,
         worker,
-        method: config.method().to_string(),
+        method: config.effective_method().to_string(),
         start: t,
         head: t,
         end: t,
@@ -407,7 +414,7 @@ async fn one_request(
     id: u64,
     worker: usize,
 ) -> ClientRequest {
-    let method = config.method();
+    let method = config.effective_method();
     let mut headers = HeaderMap::new();
     for (k, v) in &config.headers {
         headers.append(k.clone(), v.clone());

@@ -4,5 +4,8 @@
 //! ([`correlate`]). `conntrace run`, `serve` and `demo` are built from these.
 
 pub mod capture;
+pub mod correlate;
+pub mod demo;
 pub mod driver;
 pub mod server;
+pub mod session;
