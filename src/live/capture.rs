@@ -65,8 +65,7 @@ pub enum CaptureError {
     #[error(
         "no permission to capture on {interface} ({detail}).\n\
          Run as root (sudo), or let the binary capture:\n    \
-         sudo setcap cap_net_raw,cap_net_admin=eip {binary}\n\
-         or add --no-capture to attribute requests from the client side only (local ports)"
+         sudo setcap cap_net_raw,cap_net_admin=eip {binary}"
     )]
     Permission {
         interface: String,

@@ -3,7 +3,9 @@
 //! attribution of each driven request to the connection that carried it
 //! ([`correlate`]). `conntrace run`, `serve` and `demo` are built from these.
 
+pub mod args;
 pub mod capture;
+pub mod commands;
 pub mod correlate;
 pub mod demo;
 pub mod driver;
