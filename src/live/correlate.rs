@@ -220,3 +220,201 @@ fn number_client_requests(requests: &mut [RequestRecord]) {
             .then(a.depth.cmp(&b.depth))
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::ConnectionRecord;
+    use crate::wire::Timestamp;
+
+    fn conn(stream: u64, client: &str, first_seen: f64) -> ConnectionRecord {
+        ConnectionRecord {
+            stream,
+            client: client.into(),
+            server: "127.0.0.1:80".into(),
+            first_seen,
+            last_seen: first_seen + 1.0,
+            syn: 1,
+            syn_ack: 1,
+            fin_client: 1,
+            fin_server: 1,
+            rst_client: 0,
+            rst_server: 0,
+            packets_client: 5,
+            packets_server: 5,
+            bytes_client: 0,
+            bytes_server: 0,
+            payload_client: 0,
+            payload_server: 0,
+            handshake_rtt_ms: None,
+            closed_by: Some("client"),
+            closed_with: Some("fin"),
+            state: "SF",
+            history: String::new(),
+            orientation: "syn",
+            protocol: "http/1.1",
+            tls_sni: None,
+            alpn: Vec::new(),
+            requests: None,
+            http: None,
+        }
+    }
+
+    fn captured(stream: u64, depth: u32, tag: &str, sent: f64) -> RequestRecord {
+        RequestRecord {
+            stream,
+            depth,
+            reused: depth > 1,
+            method: "GET".into(),
+            target: "/".into(),
+            host: None,
+            status: Some(200),
+            sent,
+            answered: Some(sent + 0.001),
+            h2_stream: None,
+            tag: Some(tag.into()),
+            seen_in: "capture",
+        }
+    }
+
+    fn sent(id: u64, local: &str, start: f64) -> ClientRequest {
+        let t = |s: f64| Timestamp((s * 1e6) as i64);
+        ClientRequest {
+            id,
+            worker: 0,
+            method: "GET".into(),
+            start: t(start),
+            head: t(start + 0.002),
+            end: t(start + 0.003),
+            status: Some(200),
+            version: Some("HTTP/1.1".into()),
+            error: None,
+            local: Some(local.parse().unwrap()),
+            remote: Some("127.0.0.1:80".parse().unwrap()),
+        }
+    }
+
+    fn settings() -> ClientSettings {
+        ClientSettings {
+            url: "http://127.0.0.1/x?y=1".into(),
+            method: "GET".into(),
+            requests: 3,
+            concurrency: 1,
+            drain: true,
+            http: "auto",
+            pool_max_idle_per_host: None,
+            pool_idle_timeout_ms: None,
+            interval_ms: None,
+            timeout_ms: None,
+            retries: 0,
+            insecure: false,
+            headers: Vec::new(),
+        }
+    }
+
+    fn report(connections: Vec<ConnectionRecord>, requests: Vec<RequestRecord>) -> Report {
+        Report {
+            tool: ToolInfo::default(),
+            source: SourceInfo::default(),
+            summary: Summary::tally(&connections, &requests),
+            connections,
+            requests,
+            anomalies: Vec::new(),
+            client: None,
+        }
+    }
+
+    #[test]
+    fn a_reused_local_port_maps_to_the_connection_alive_at_the_time() {
+        // The same client socket used by stream 0 and, later, by stream 2.
+        let mut r = report(
+            vec![
+                conn(0, "127.0.0.1:5000", 10.0),
+                conn(1, "127.0.0.1:5001", 10.5),
+                conn(2, "127.0.0.1:5000", 20.0),
+            ],
+            Vec::new(),
+        );
+        let client = [
+            sent(1, "127.0.0.1:5000", 10.0),
+            sent(2, "127.0.0.1:5001", 10.5),
+            sent(3, "127.0.0.1:5000", 20.0),
+            sent(4, "127.0.0.1:5000", 20.1),
+        ];
+        attribute(&mut r, &client, settings(), false);
+        let c = r.client.as_ref().unwrap();
+        assert_eq!(c.attribution, "port");
+        let streams: Vec<_> = c.requests.iter().map(|q| q.stream).collect();
+        assert_eq!(streams, [Some(0), Some(1), Some(2), Some(2)]);
+        // Known only from the client: depth and reuse from the order of sending.
+        let depths: Vec<_> = r
+            .requests
+            .iter()
+            .map(|q| (q.stream, q.depth, q.reused))
+            .collect();
+        assert_eq!(
+            depths,
+            [(0, 1, false), (1, 1, false), (2, 1, false), (2, 2, true)]
+        );
+        assert!(r.requests.iter().all(|q| q.seen_in == "client"));
+        assert_eq!(r.requests[0].target, "/x?y=1");
+        assert_eq!(r.summary.reused_requests, 1);
+    }
+
+    #[test]
+    fn tag_and_port_on_different_streams_is_a_disagreement() {
+        let mut r = report(
+            vec![
+                conn(0, "127.0.0.1:5000", 10.0),
+                conn(1, "127.0.0.1:5001", 10.0),
+            ],
+            vec![captured(0, 1, "1", 10.001), captured(0, 2, "2", 10.01)],
+        );
+        let client = [
+            sent(1, "127.0.0.1:5000", 10.0),
+            // Its tag travelled on stream 0, but its socket is stream 1's.
+            sent(2, "127.0.0.1:5001", 10.009),
+        ];
+        attribute(&mut r, &client, settings(), false);
+        let c = r.client.as_ref().unwrap();
+        assert_eq!(c.attribution, "tag+port");
+        assert_eq!(c.disagreements, 1);
+        assert_eq!(c.requests[0].disagreement, None);
+        assert_eq!(c.requests[1].stream_by_tag, Some(0));
+        assert_eq!(c.requests[1].stream_by_port, Some(1));
+        assert!(c.requests[1].disagreement.is_some());
+        // Captured requests are not duplicated from the client's record.
+        assert_eq!(r.requests.len(), 2);
+    }
+
+    #[test]
+    fn failed_requests_keep_their_error_and_add_no_request_row() {
+        let mut r = report(vec![conn(0, "127.0.0.1:5000", 10.0)], Vec::new());
+        let mut failed = sent(1, "127.0.0.1:5000", 10.0);
+        failed.status = None;
+        failed.local = None;
+        failed.error = Some("connection refused".into());
+        attribute(&mut r, &[failed], settings(), true);
+        let c = r.client.as_ref().unwrap();
+        assert_eq!(c.errors, 1);
+        assert!(c.interrupted);
+        assert_eq!(c.requests[0].error.as_deref(), Some("connection refused"));
+        assert_eq!(c.requests[0].stream, None);
+        assert!(r.requests.is_empty());
+    }
+
+    #[test]
+    fn client_only_numbers_sockets_in_order_of_first_use() {
+        let client = [
+            sent(1, "127.0.0.1:6000", 1.0),
+            sent(2, "127.0.0.1:5000", 2.0),
+            sent(3, "127.0.0.1:6000", 3.0),
+        ];
+        let r = client_only(SourceInfo::default(), &client, settings(), false);
+        assert_eq!(r.source.kind, "client-only");
+        assert!(r.connections.is_empty());
+        assert_eq!(r.summary.connections, 2);
+        let rows: Vec<_> = r.requests.iter().map(|q| (q.stream, q.depth)).collect();
+        assert_eq!(rows, [(0, 1), (1, 1), (0, 2)]);
+    }
+}

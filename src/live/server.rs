@@ -14,7 +14,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -28,7 +28,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
 
@@ -66,6 +66,7 @@ pub enum ServerError {
 pub struct TestServer {
     addr: SocketAddr,
     tls: bool,
+    served: Arc<Served>,
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<thread::JoinHandle<()>>,
 }
@@ -95,13 +96,18 @@ impl TestServer {
         })?;
         let (shutdown, stop) = oneshot::channel();
         let tls = config.tls;
-        let thread = thread::Builder::new()
-            .name("conntrace-serve".into())
-            .spawn(move || runtime.block_on(serve(listener, acceptor, Arc::new(config), stop)))
-            .map_err(ServerError::Runtime)?;
+        let served = Arc::new(Served::default());
+        let thread = {
+            let served = served.clone();
+            thread::Builder::new()
+                .name("conntrace-serve".into())
+                .spawn(move || runtime.block_on(serve(listener, acceptor, config, served, stop)))
+                .map_err(ServerError::Runtime)?
+        };
         Ok(TestServer {
             addr,
             tls,
+            served,
             shutdown: Some(shutdown),
             thread: Some(thread),
         })
@@ -109,6 +115,24 @@ impl TestServer {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Requests answered so far.
+    pub fn served(&self) -> u64 {
+        self.served.count.lock().map_or(0, |n| *n)
+    }
+
+    /// Blocks until `n` requests have been answered or `timeout` passes;
+    /// returns whether they were.
+    pub fn wait_for_requests(&self, n: u64, timeout: Duration) -> bool {
+        let Ok(count) = self.served.count.lock() else {
+            return false;
+        };
+        self.served
+            .changed
+            .wait_timeout_while(count, timeout, |c| *c < n)
+            .map(|(c, _)| *c >= n)
+            .unwrap_or(false)
     }
 
     /// The base URL, `http://ADDR/` or `https://ADDR/`.
@@ -153,14 +177,46 @@ fn tls_acceptor() -> Result<TlsAcceptor, ServerError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// What every connection of one server shares.
+struct Shared {
+    config: ServerConfig,
+    /// The response body, made once.
+    body: Bytes,
+    served: Arc<Served>,
+    /// Becomes true when the server shuts down.
+    closing: watch::Receiver<bool>,
+}
+
+/// Requests answered so far, for callers that wait for the server's progress.
+#[derive(Default)]
+struct Served {
+    count: Mutex<u64>,
+    changed: Condvar,
+}
+
+impl Served {
+    fn add_one(&self) {
+        if let Ok(mut n) = self.count.lock() {
+            *n += 1;
+            self.changed.notify_all();
+        }
+    }
+}
+
 async fn serve(
     listener: TcpListener,
     acceptor: Option<TlsAcceptor>,
-    config: Arc<ServerConfig>,
+    config: ServerConfig,
+    served: Arc<Served>,
     mut stop: oneshot::Receiver<()>,
 ) {
-    let closing = Arc::new(Notify::new());
-    let body = Bytes::from(vec![b'x'; config.body_size]);
+    let (closing_tx, closing) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        body: Bytes::from(vec![b'x'; config.body_size]),
+        config,
+        served,
+        closing,
+    });
     let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
@@ -168,13 +224,16 @@ async fn serve(
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
-                connections.spawn(connection(stream, acceptor.clone(), config.clone(), body.clone(), closing.clone()));
+                connections.spawn(connection(stream, acceptor.clone(), shared.clone()));
             }
         }
     }
     drop(listener);
-    closing.notify_waiters();
-    while connections.join_next().await.is_some() {}
+    let _ = closing_tx.send(true);
+    // Connections finish their in-flight responses; a client that holds one
+    // open past the grace period is cut off when the set is dropped.
+    let drained = async { while connections.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drained).await;
 }
 
 /// What the service shares with its connection's watchdog.
@@ -185,23 +244,17 @@ struct ConnState {
     shutdown: Notify,
 }
 
-async fn connection(
-    stream: TcpStream,
-    acceptor: Option<TlsAcceptor>,
-    config: Arc<ServerConfig>,
-    body: Bytes,
-    closing: Arc<Notify>,
-) {
+async fn connection(stream: TcpStream, acceptor: Option<TlsAcceptor>, shared: Arc<Shared>) {
     let activity = Activity::new();
     let io = ActivityIo {
         inner: stream,
         activity: activity.clone(),
     };
     match acceptor {
-        None => drive_connection(io, activity, config, body, closing).await,
+        None => drive_connection(io, activity, shared).await,
         Some(acceptor) => {
             let accept = acceptor.accept(io);
-            let tls = match config.idle_timeout {
+            let tls = match shared.config.idle_timeout {
                 Some(idle) => match tokio::time::timeout(idle, accept).await {
                     Ok(r) => r,
                     Err(_) => return,
@@ -209,21 +262,17 @@ async fn connection(
                 None => accept.await,
             };
             if let Ok(tls) = tls {
-                drive_connection(tls, activity, config, body, closing).await;
+                drive_connection(tls, activity, shared).await;
             }
         }
     }
 }
 
-async fn drive_connection<T>(
-    io: T,
-    activity: Activity,
-    config: Arc<ServerConfig>,
-    body: Bytes,
-    closing: Arc<Notify>,
-) where
+async fn drive_connection<T>(io: T, activity: Activity, shared: Arc<Shared>)
+where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let config = &shared.config;
     let state = Arc::new(ConnState {
         requests: AtomicU64::new(0),
         in_flight: AtomicUsize::new(0),
@@ -241,23 +290,25 @@ async fn drive_connection<T>(
     builder.http2().timer(TokioTimer::new());
     let service = {
         let state = state.clone();
-        let config = config.clone();
-        hyper::service::service_fn(move |req| {
-            answer(req, config.clone(), body.clone(), state.clone())
-        })
+        let shared = shared.clone();
+        hyper::service::service_fn(move |req| answer(req, shared.clone(), state.clone()))
     };
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
-    let mut shutting_down = false;
+    let mut closing = shared.closing.clone();
+    let mut shutting_down = *closing.borrow();
+    if shutting_down {
+        conn.as_mut().graceful_shutdown();
+    }
     loop {
-        let idle_check = idle_deadline(&config, &activity, &state, shutting_down);
+        let idle_check = idle_deadline(config, &activity, &state, shutting_down);
         tokio::select! {
             _ = conn.as_mut() => return,
             _ = state.shutdown.notified(), if !shutting_down => {
                 shutting_down = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = closing.notified(), if !shutting_down => {
+            _ = closing.wait_for(|c| *c), if !shutting_down => {
                 shutting_down = true;
                 conn.as_mut().graceful_shutdown();
             }
@@ -293,17 +344,17 @@ async fn idle_deadline(
 
 async fn answer(
     req: Request<Incoming>,
-    config: Arc<ServerConfig>,
-    body: Bytes,
+    shared: Arc<Shared>,
     state: Arc<ConnState>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    let config = &shared.config;
     state.in_flight.fetch_add(1, Ordering::SeqCst);
     let n = state.requests.fetch_add(1, Ordering::SeqCst) + 1;
     if let Some(delay) = config.delay {
         tokio::time::sleep(delay).await;
     }
     let last = config.close || config.max_requests.is_some_and(|max| n >= max);
-    let mut resp = Response::new(Full::new(body));
+    let mut resp = Response::new(Full::new(shared.body.clone()));
     resp.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
@@ -318,6 +369,7 @@ async fn answer(
         }
     }
     state.in_flight.fetch_sub(1, Ordering::SeqCst);
+    shared.served.add_one();
     Ok(resp)
 }
 
