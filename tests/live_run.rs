@@ -119,7 +119,7 @@ fn saved_capture_replays_to_the_same_tables() {
     let mut driver = DriverConfig::new(server.url().parse().unwrap(), 10);
     driver.concurrency = 2;
     let live = session(driver, Some(path.clone())).report;
-    let replayed = replay_files(&[path.clone()], &ReplayOptions::default()).unwrap();
+    let replayed = replay_files(std::slice::from_ref(&path), &ReplayOptions::default()).unwrap();
     assert!(!live.connections.is_empty());
     assert_eq!(live.connections, replayed.connections);
     assert_eq!(live.source.packets, replayed.source.packets);
@@ -176,7 +176,7 @@ fn ctrl_c_reports_what_was_done_and_leaves_a_valid_capture() {
     assert_eq!(report["client"]["interrupted"], true);
     let done = report["client"]["requests"].as_array().unwrap().len();
     assert!((5..1_000_000).contains(&done), "{done}");
-    let replayed = replay_files(&[path.clone()], &ReplayOptions::default()).unwrap();
+    let replayed = replay_files(std::slice::from_ref(&path), &ReplayOptions::default()).unwrap();
     assert_eq!(
         replayed.connections.len(),
         report["connections"].as_array().unwrap().len()
