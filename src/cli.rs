@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::live::args::{DemoArgs, RunArgs, ServeArgs};
-use crate::pipeline::{check_filter, replay_files, PipelineOptions, ReplayOptions};
+use crate::pipeline::{check_filter, replay_files, PipelineOptions, ReaderKind, ReplayOptions};
 use crate::render::{write_report, Format, RenderOptions, RequestRows};
 use crate::report::Report;
 
@@ -91,6 +91,10 @@ pub struct ReplayArgs {
     /// Track TCP only; do not parse HTTP, h2c or TLS inside connections.
     #[arg(long)]
     pub no_http: bool,
+    /// Which code reads the files: `native` also reads gzip-compressed
+    /// captures and pcapng files mixing link types; `libpcap` is for comparison.
+    #[arg(long, value_enum, default_value_t = ReaderKind::Native)]
+    pub reader: ReaderKind,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -124,6 +128,8 @@ fn replay(args: ReplayArgs) -> Result<()> {
             http: !args.no_http,
         },
         filter,
+        reader: args.reader,
+        progress: true,
     };
     let report = replay_files(&args.files, &options)?;
     emit(&report, &args.output)

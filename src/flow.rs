@@ -154,8 +154,8 @@ pub struct Connection {
     last_seen: Timestamp,
     ends: [Endpoint; 2],
     history: String,
-    /// The first side to send a FIN or RST, and which.
-    closed_by: Option<(Side, &'static str)>,
+    /// The first side to send a FIN or RST, which, and when.
+    closed_by: Option<(Side, &'static str, Timestamp)>,
     handshake_rtt_ms: Option<f64>,
     /// The server's ISN, to recognise the client's ACK of the SYN+ACK.
     server_isn: Option<SeqNumber>,
@@ -266,8 +266,14 @@ impl Connection {
             end.packets += 1;
             end.bytes += u64::from(seg.frame_len);
             end.payload += u64::from(seg.payload_len);
+            // Wireshark's base_seq: a SYN's own number, else one before the
+            // first byte seen (relative sequence numbers then start at 1).
             if end.base_seq.is_none() {
-                end.base_seq = Some(seg.seq);
+                end.base_seq = Some(if flags.syn() {
+                    seg.seq
+                } else {
+                    seg.seq + u32::MAX
+                });
             }
             if flags.is_syn_only() {
                 end.syn += 1;
@@ -277,6 +283,15 @@ impl Connection {
                 end.syn_ack += 1;
                 self.server_isn.get_or_insert(seg.seq);
             }
+        }
+        if flags.is_syn_ack() && flags.ack() {
+            // A SYN+ACK acknowledges the peer's ISN: Wireshark takes the peer's
+            // base_seq from it when the peer's SYN was not seen.
+            let peer = &mut self.ends[sender.other() as usize];
+            peer.base_seq.get_or_insert(seg.ack + u32::MAX);
+        }
+        {
+            let end = &mut self.ends[sender as usize];
             if flags.fin() {
                 end.fin += 1;
             }
@@ -286,7 +301,7 @@ impl Connection {
         }
         if (flags.fin() || flags.rst()) && self.closed_by.is_none() {
             let how = if flags.rst() { "rst" } else { "fin" };
-            self.closed_by = Some((sender, how));
+            self.closed_by = Some((sender, how, seg.ts));
         }
         self.update_handshake_rtt(seg, sender);
         self.update_history(seg, sender, is_client);
@@ -537,6 +552,7 @@ impl Connection {
                         h2_stream: x.h2_stream,
                         tag: x.tag.clone(),
                         seen_in: "capture",
+                        why_new: None,
                     })
                     .collect()
             })
@@ -565,14 +581,15 @@ impl Connection {
             payload_client: client.payload,
             payload_server: server.payload,
             handshake_rtt_ms: self.handshake_rtt_ms.map(round_micros),
-            closed_by: self.closed_by.map(|(side, _)| {
+            closed_by: self.closed_by.map(|(side, _, _)| {
                 if side == self.client {
                     "client"
                 } else {
                     "server"
                 }
             }),
-            closed_with: self.closed_by.map(|(_, how)| how),
+            closed_with: self.closed_by.map(|(_, how, _)| how),
+            closed_at: self.closed_by.map(|(_, _, at)| at.as_secs_f64()),
             state,
             history: self.history.clone(),
             orientation: self.orientation.as_str(),
@@ -697,5 +714,253 @@ impl FlowTable {
                 .then(a.depth.cmp(&b.depth))
         });
         (records, requests)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{decode, Decoded};
+    use crate::source::LinkType;
+    use crate::testkit::{frame, ipv4, tcp};
+    use crate::wire::TcpFlags as F;
+
+    const C: [u8; 4] = [10, 0, 0, 1];
+    const S: [u8; 4] = [10, 0, 0, 2];
+
+    /// `(ts_ms, from_client, seq, ack, flags, payload)`
+    type Pkt<'a> = (i64, bool, u32, u32, u8, &'a [u8]);
+
+    /// Feeds packets between
+    /// 10.0.0.1:`cport` and 10.0.0.2:`sport`; returns the stream of each.
+    fn feed(table: &mut FlowTable, cport: u16, sport: u16, pkts: &[Pkt<'_>]) -> Vec<u64> {
+        pkts.iter()
+            .map(|&(ms, from_client, seq, ack, flags, payload)| {
+                let data = if from_client {
+                    ipv4(C, S, &tcp(cport, sport, seq, ack, flags, payload))
+                } else {
+                    ipv4(S, C, &tcp(sport, cport, seq, ack, flags, payload))
+                };
+                let Decoded::Tcp(seg) = decode(LinkType::RAW, &frame(ms * 1000, &data)) else {
+                    panic!("test packet must decode")
+                };
+                let payload = &data[seg.payload.clone()];
+                table.on_segment(&seg, payload)
+            })
+            .collect()
+    }
+
+    fn records(table: FlowTable) -> Vec<ConnectionRecord> {
+        table.finish().0
+    }
+
+    const SYN: u8 = F::SYN;
+    const SYNACK: u8 = F::SYN | F::ACK;
+    const ACK: u8 = F::ACK;
+    const DATA: u8 = F::ACK | F::PSH;
+    const FIN: u8 = F::FIN | F::ACK;
+    const RST: u8 = F::RST;
+
+    #[test]
+    fn full_connection_closed_by_server() {
+        let mut t = FlowTable::new(false);
+        feed(
+            &mut t,
+            40000,
+            80,
+            &[
+                (0, true, 100, 0, SYN, b""),
+                (1, false, 500, 101, SYNACK, b""),
+                (3, true, 101, 501, ACK, b""),
+                (4, true, 101, 501, DATA, b"GET / HTTP/1.1\r\n\r\n"),
+                (5, false, 501, 119, DATA, b"HTTP/1.1 200 OK\r\n\r\n"),
+                (6, false, 520, 119, FIN, b""),
+                (7, true, 119, 521, FIN, b""),
+                (8, false, 521, 120, ACK, b""),
+            ],
+        );
+        let r = &records(t)[0];
+        assert_eq!(
+            (r.client.as_str(), r.server.as_str()),
+            ("10.0.0.1:40000", "10.0.0.2:80")
+        );
+        assert_eq!((r.syn, r.syn_ack, r.fin_client, r.fin_server), (1, 1, 1, 1));
+        assert_eq!((r.packets_client, r.packets_server), (4, 4));
+        assert_eq!((r.payload_client, r.payload_server), (18, 19));
+        assert_eq!(r.closed_by, Some("server"));
+        assert_eq!(r.closed_with, Some("fin"));
+        assert_eq!(r.state, "SF");
+        assert_eq!(r.history, "ShADdfFa");
+        assert_eq!(r.handshake_rtt_ms, Some(3.0));
+        assert_eq!(r.orientation, "syn");
+    }
+
+    #[test]
+    fn refused_connection_is_rej() {
+        let mut t = FlowTable::new(false);
+        feed(
+            &mut t,
+            40001,
+            81,
+            &[
+                (0, true, 7, 0, SYN, b""),
+                (1, false, 0, 8, RST | F::ACK, b""),
+            ],
+        );
+        let r = &records(t)[0];
+        assert_eq!(r.state, "REJ");
+        assert_eq!(r.history, "Sr");
+        assert_eq!((r.rst_client, r.rst_server), (0, 1));
+        assert_eq!(r.closed_by, Some("server"));
+        assert_eq!(r.closed_with, Some("rst"));
+    }
+
+    #[test]
+    fn syn_with_new_isn_on_known_tuple_starts_a_new_stream() {
+        let mut t = FlowTable::new(false);
+        let streams = feed(
+            &mut t,
+            45999,
+            80,
+            &[
+                (0, true, 1000, 0, SYN, b""),
+                (1, false, 9000, 1001, SYNACK, b""),
+                (2, true, 1001, 9001, ACK, b""),
+                (3, true, 1001, 9001, FIN, b""),
+                (4, false, 9001, 1002, FIN, b""),
+                (5, true, 1002, 9002, ACK, b""),
+                (10, true, 77_000, 0, SYN, b""),
+                (11, false, 5, 77_001, SYNACK, b""),
+                (12, true, 77_001, 6, ACK, b""),
+            ],
+        );
+        assert_eq!(streams, [0, 0, 0, 0, 0, 0, 1, 1, 1]);
+        let recs = records(t);
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[0].state, "SF");
+        assert_eq!(recs[1].state, "S1");
+    }
+
+    #[test]
+    fn retransmitted_syn_stays_in_its_stream_and_counts() {
+        let mut t = FlowTable::new(false);
+        let streams = feed(
+            &mut t,
+            40002,
+            80,
+            &[
+                (0, true, 1000, 0, SYN, b""),
+                (1000, true, 1000, 0, SYN, b""),
+                (1001, false, 9000, 1001, SYNACK, b""),
+                (1002, true, 1001, 9001, ACK, b""),
+            ],
+        );
+        assert_eq!(streams, [0, 0, 0, 0]);
+        let r = &records(t)[0];
+        assert_eq!(r.syn, 2);
+        assert_eq!(r.history, "ShA");
+        // tshark's initial RTT runs from the first SYN.
+        assert_eq!(r.handshake_rtt_ms, Some(1002.0));
+    }
+
+    #[test]
+    fn capture_starting_mid_connection_orients_by_port() {
+        let mut t = FlowTable::new(false);
+        // The first packet seen is the server's response.
+        feed(
+            &mut t,
+            51000,
+            8080,
+            &[
+                (0, false, 500, 100, DATA, b"HTTP/1.1 200 OK\r\n\r\n"),
+                (1, true, 100, 519, ACK, b""),
+            ],
+        );
+        let r = &records(t)[0];
+        assert_eq!(r.client, "10.0.0.1:51000");
+        assert_eq!(r.orientation, "port");
+        assert_eq!((r.syn, r.syn_ack), (0, 0));
+        assert_eq!(r.handshake_rtt_ms, None);
+        assert_eq!(r.closed_by, None);
+        assert_eq!(r.history, "dA");
+        assert_eq!(r.state, "OTH");
+    }
+
+    #[test]
+    fn well_known_port_wins_over_lower_port() {
+        let mut t = FlowTable::new(false);
+        // Either side may speak first; the port below 1024 serves.
+        feed(&mut t, 2000, 443, &[(0, true, 1, 1, ACK, b"x")]);
+        feed(&mut t, 5000, 443, &[(0, false, 1, 1, ACK, b"y")]);
+        let recs = records(t);
+        assert_eq!(recs[0].server, "10.0.0.2:443");
+        assert_eq!(recs[1].server, "10.0.0.2:443");
+    }
+
+    #[test]
+    fn syn_ack_first_makes_its_sender_the_server() {
+        let mut t = FlowTable::new(false);
+        let streams = feed(
+            &mut t,
+            40003,
+            80,
+            &[
+                (0, false, 9000, 1001, SYNACK, b""),
+                // The SYN arrives late (reordered); its ISN matches the SYN+ACK's ack - 1.
+                (1, true, 1000, 0, SYN, b""),
+                (2, true, 1001, 9001, ACK, b""),
+            ],
+        );
+        assert_eq!(streams, [0, 0, 0]);
+        let r = &records(t)[0];
+        assert_eq!(r.client, "10.0.0.1:40003");
+        assert_eq!(r.orientation, "syn-ack");
+    }
+
+    #[test]
+    fn retransmissions_mark_history_scaled() {
+        let mut t = FlowTable::new(false);
+        let mut pkts: Vec<Pkt<'_>> = vec![
+            (0, true, 0, 0, SYN, b""),
+            (1, false, 0, 1, SYNACK, b""),
+            (2, true, 1, 1, DATA, b"abcd"),
+        ];
+        for i in 0..10 {
+            pkts.push((3 + i, true, 1, 1, DATA, b"abcd"));
+        }
+        feed(&mut t, 40004, 80, &pkts);
+        let r = &records(t)[0];
+        // T at the 1st and the 10th retransmission, as Zeek scales repeats.
+        assert_eq!(r.history, "ShDTT");
+    }
+
+    #[test]
+    fn zeek_state_for_half_closed_and_resets() {
+        let mut t = FlowTable::new(false);
+        feed(
+            &mut t,
+            40005,
+            80,
+            &[
+                (0, true, 0, 0, SYN, b""),
+                (1, false, 0, 1, SYNACK, b""),
+                (2, true, 1, 1, ACK, b""),
+                (3, true, 1, 1, FIN, b""),
+            ],
+        );
+        feed(
+            &mut t,
+            40006,
+            80,
+            &[
+                (0, true, 0, 0, SYN, b""),
+                (1, false, 0, 1, SYNACK, b""),
+                (2, true, 1, 1, ACK, b""),
+                (3, true, 1, 1, RST, b""),
+            ],
+        );
+        feed(&mut t, 40007, 80, &[(0, true, 0, 0, SYN, b"")]);
+        let states: Vec<&str> = records(t).iter().map(|r| r.state).collect();
+        assert_eq!(states, ["S2", "RSTO", "S0"]);
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod decode;
+pub mod diagnose;
 pub mod flow;
 pub mod http;
 pub mod live;
@@ -17,3 +18,6 @@ pub mod render;
 pub mod report;
 pub mod source;
 pub mod wire;
+
+#[cfg(test)]
+mod testkit;

@@ -85,6 +85,7 @@ pub fn attribute(
     report.requests.extend(unseen);
     number_client_requests(&mut report.requests);
     report.summary = Summary::tally(&report.connections, &report.requests);
+    crate::diagnose::explain_new_connections(report);
     report.client = Some(ClientReport {
         attribution: if any_tag_seen { "tag+port" } else { "port" },
         errors: client.iter().filter(|r| r.error.is_some()).count() as u64,
@@ -170,6 +171,7 @@ fn client_seen_request(r: &ClientRequest, stream: u64, settings: &ClientSettings
         h2_stream: None,
         tag: Some(r.id.to_string()),
         seen_in: "client",
+        why_new: None,
     }
 }
 
@@ -249,6 +251,7 @@ mod tests {
             handshake_rtt_ms: None,
             closed_by: Some("client"),
             closed_with: Some("fin"),
+            closed_at: Some(first_seen + 1.0),
             state: "SF",
             history: String::new(),
             orientation: "syn",
@@ -274,6 +277,7 @@ mod tests {
             h2_stream: None,
             tag: Some(tag.into()),
             seen_in: "capture",
+            why_new: None,
         }
     }
 
