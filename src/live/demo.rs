@@ -236,15 +236,21 @@ pub fn judge(experiment: Experiment, report: &Report) -> Verdict {
         Experiment::SequentialUndrained => (
             reqs == 10 && conns == 10 && reused == 0,
             format!(
-                "each unread body made its connection unusable: {}",
-                closes(report)
+                "each unread body made its connection unusable: {}; {} of them also reset by \
+                 the client (RST: bytes left unread)",
+                closes(report),
+                report
+                    .connections
+                    .iter()
+                    .filter(|c| c.rst_client > 0)
+                    .count()
             ),
         ),
         Experiment::PoolIdleLimit2 => (
             reqs == 50 && carrying > 10,
             format!(
-                "only 2 idle connections are kept; the others were closed by {} and \
-                 reopened{unused}",
+                "only 2 idle connections are kept, the others are closed and reopened \
+                 ({}){unused}",
                 closes(report)
             ),
         ),
@@ -307,6 +313,9 @@ pub fn judge(experiment: Experiment, report: &Report) -> Verdict {
     }
 }
 
+/// Connection rows printed per experiment; the rest are summed up in one row.
+const MAX_ROWS: usize = 12;
+
 /// The experiment's compact table and verdict, as the demo prints them.
 pub fn render(result: &ExperimentResult) -> String {
     let mut out = String::new();
@@ -328,7 +337,13 @@ pub fn render(result: &ExperimentResult) -> String {
         "h2 streams",
         "closed by",
     ]);
-    for c in &result.report.connections {
+    let connections = &result.report.connections;
+    let shown = if connections.len() > MAX_ROWS {
+        MAX_ROWS - 1
+    } else {
+        connections.len()
+    };
+    for c in &connections[..shown] {
         let reqs: Vec<_> = result
             .report
             .requests
@@ -348,6 +363,23 @@ pub fn render(result: &ExperimentResult) -> String {
             abbreviate(&tags),
             if h2 > 0 { h2.to_string() } else { "-".into() },
             closed,
+        ]);
+    }
+    if shown < connections.len() {
+        let rest = &connections[shown..];
+        let reqs = result
+            .report
+            .requests
+            .iter()
+            .filter(|r| r.stream >= rest[0].stream)
+            .count();
+        t.add_row(vec![
+            format!("{}-{}", rest[0].stream, rest[rest.len() - 1].stream),
+            format!("({} more connections)", rest.len()),
+            reqs.to_string(),
+            String::new(),
+            String::new(),
+            String::new(),
         ]);
     }
     let _ = writeln!(out, "{t}");
