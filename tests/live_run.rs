@@ -249,3 +249,50 @@ fn a_run_without_capture_is_labelled_client_only() {
         .unwrap();
     assert!(String::from_utf8_lossy(&text.stdout).contains("CLIENT-SIDE ATTRIBUTION ONLY"));
 }
+
+#[test]
+fn keylog_lets_tshark_decrypt_a_saved_tls_capture() {
+    if !common::can_capture("keylog_lets_tshark_decrypt_a_saved_tls_capture") {
+        return;
+    }
+    if Command::new("tshark").arg("--version").output().is_err() {
+        eprintln!("skipping: tshark is not installed");
+        return;
+    }
+    let server = server(ServerConfig {
+        tls: true,
+        ..ServerConfig::default()
+    });
+    let pcap = scratch("tls.pcap");
+    let keys = scratch("tls.keys");
+    let mut driver = DriverConfig::new(server.url().parse().unwrap(), 3);
+    driver.insecure = true;
+    driver.http = HttpVersion::Http1Only;
+    driver.keylog = Some(keys.clone());
+    let report = session(driver, Some(pcap.clone())).report;
+    assert_eq!(report.client.as_ref().unwrap().errors, 0);
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(&pcap)
+        .arg("-o")
+        .arg(format!("tls.keylog_file:{}", keys.display()))
+        .args([
+            "-Y",
+            "http.request",
+            "-T",
+            "fields",
+            "-e",
+            "http.request.line",
+        ])
+        .output()
+        .unwrap();
+    let lines = String::from_utf8_lossy(&out.stdout);
+    for id in 1..=3 {
+        assert!(
+            lines.contains(&format!("x-conntrace-id: {id}")),
+            "request {id} not decrypted: {lines}"
+        );
+    }
+    let _ = std::fs::remove_file(pcap);
+    let _ = std::fs::remove_file(keys);
+}

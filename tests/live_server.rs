@@ -138,3 +138,19 @@ fn driver_speaks_h2_over_tls_and_h2c() {
         }
     }
 }
+
+#[test]
+fn idle_timeout_closes_an_idle_h2c_connection() {
+    let server = start(ServerConfig {
+        idle_timeout: Some(Duration::from_millis(100)),
+        ..ServerConfig::default()
+    });
+    let mut config = DriverConfig::new(server.url().parse().unwrap(), 2);
+    config.http = HttpVersion::Http2;
+    // Longer than the idle timeout: the server's GOAWAY closes the first
+    // connection and the second request needs another.
+    config.interval = Some(Duration::from_millis(400));
+    let done = drive(config);
+    assert!(done.iter().all(|r| r.status == Some(200)), "{done:?}");
+    assert_ne!(done[0].local, done[1].local);
+}
