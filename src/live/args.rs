@@ -117,10 +117,14 @@ pub struct RunArgs {
     /// After the last response, wait at most this long for connections to close.
     #[arg(long, value_name = "D", default_value = "1s", value_parser = parse_duration)]
     pub linger: Duration,
+    /// The kernel's capture buffer (at least 1MiB); a full buffer drops packets,
+    /// which the report counts in source.dropped.
+    #[arg(long, value_name = "BYTES", default_value = "32MiB", value_parser = parse_capture_buffer)]
+    pub buffer_size: usize,
     /// Do not capture (no privileges needed): requests are attributed to
     /// connections by the client's local socket only, and the report says so
     /// (source.kind "client-only").
-    #[arg(long, conflicts_with_all = ["savefile", "interface"])]
+    #[arg(long, conflicts_with_all = ["savefile", "interface", "buffer_size"])]
     pub no_capture: bool,
     /// Report format.
     #[arg(short = 'f', long, value_enum, default_value_t = Format::Table)]
@@ -193,6 +197,7 @@ impl RunArgs {
             interface: self.interface.clone(),
             savefile: self.savefile.clone(),
             linger: self.linger,
+            buffer_size: self.buffer_size,
         })
     }
 }
@@ -221,6 +226,14 @@ fn parse_header(h: &str) -> Result<(HeaderName, HeaderValue), ArgsError> {
 /// Durations as humantime writes them: "1.5s", "200ms", "2m".
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 1.5s, 200ms, 2m)"))
+}
+
+fn parse_capture_buffer(s: &str) -> Result<usize, String> {
+    match parse_size(s)? {
+        n if n < 1 << 20 => Err("the capture buffer needs at least 1MiB".into()),
+        n if n > i32::MAX as usize => Err("the capture buffer must be below 2GiB".into()),
+        n => Ok(n),
+    }
 }
 
 /// Byte counts: "512", "64k", "64KiB", "1M", "1MiB" (k and M are binary, as

@@ -29,7 +29,14 @@ pub struct CaptureConfig {
     pub interface: String,
     pub filter: String,
     pub savefile: Option<PathBuf>,
+    /// The kernel's capture buffer, in bytes; packets arriving while it is
+    /// full are dropped (and counted).
+    pub buffer_size: usize,
 }
+
+/// Room for about a second of loopback traffic at tens of thousands of
+/// requests per second while the capture thread waits for a core.
+pub const DEFAULT_BUFFER_SIZE: usize = 32 << 20;
 
 impl CaptureConfig {
     /// Captures the TCP traffic of `target` on the interface that reaches it.
@@ -45,6 +52,7 @@ impl CaptureConfig {
             interface,
             filter: bpf_filter(target),
             savefile: None,
+            buffer_size: DEFAULT_BUFFER_SIZE,
         })
     }
 }
@@ -230,7 +238,7 @@ fn open(config: &CaptureConfig) -> Result<pcap::Capture<pcap::Active>, CaptureEr
         .map_err(open_error)?
         .immediate_mode(true)
         .snaplen(65535)
-        .buffer_size(8 << 20)
+        .buffer_size(i32::try_from(config.buffer_size).unwrap_or(i32::MAX))
         .timeout(50)
         .open()
         .map_err(open_error)?;

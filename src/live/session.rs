@@ -26,6 +26,8 @@ pub struct CaptureSettings {
     pub savefile: Option<PathBuf>,
     /// After the last response, wait at most this long for connections to close.
     pub linger: Duration,
+    /// The kernel's capture buffer, in bytes.
+    pub buffer_size: usize,
 }
 
 impl Default for CaptureSettings {
@@ -34,6 +36,7 @@ impl Default for CaptureSettings {
             interface: None,
             savefile: None,
             linger: Duration::from_secs(1),
+            buffer_size: crate::live::capture::DEFAULT_BUFFER_SIZE,
         }
     }
 }
@@ -101,6 +104,7 @@ pub fn run_session(config: SessionConfig) -> Result<SessionOutcome, SessionError
         Some(c) => {
             let mut cc = CaptureConfig::for_target(target, c.interface.clone())?;
             cc.savefile = c.savefile.clone();
+            cc.buffer_size = c.buffer_size;
             let capture = LiveCapture::start(&cc, Pipeline::new(&PipelineOptions::default()))?;
             Some((capture, cc, c.linger))
         }
@@ -152,8 +156,8 @@ pub fn run_session(config: SessionConfig) -> Result<SessionOutcome, SessionError
             correlate::client_only(source, &client, settings, interrupted)
         }
         Some((capture, cc, linger)) => {
-            // The runtime keeps running: the client's connections close now.
-            let linger = if interrupted { Duration::ZERO } else { linger };
+            // The runtime keeps running: the client's connections close now,
+            // also after Ctrl-C, so their FINs and RSTs are in the report.
             let (mut pipeline, stats) = capture.finish(linger)?;
             let source = pipeline.source_mut();
             source.kind = "live";
