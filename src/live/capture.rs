@@ -334,3 +334,27 @@ impl FrameSink for crate::pipeline::Pipeline {
         self.open_connections() == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_filter_names_the_server_socket() {
+        let v4: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(bpf_filter(v4), "tcp and host 127.0.0.1 and port 8080");
+        let v6: SocketAddr = "[::1]:443".parse().unwrap();
+        assert_eq!(bpf_filter(v6), "ip6 and tcp and host ::1 and port 443");
+        for f in [bpf_filter(v4), bpf_filter(v6)] {
+            assert!(crate::pipeline::check_filter(&f).is_ok(), "{f}");
+        }
+    }
+
+    #[test]
+    fn loopback_targets_are_captured_on_the_loopback_interface() {
+        let name = interface_for("127.0.0.1".parse().unwrap()).expect("a loopback device");
+        let devices = pcap::Device::list().unwrap();
+        let device = devices.iter().find(|d| d.name == name).unwrap();
+        assert!(device.flags.is_loopback(), "{name}");
+    }
+}
