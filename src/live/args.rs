@@ -119,7 +119,7 @@ pub struct RunArgs {
     pub linger: Duration,
     /// The kernel's capture buffer (at least 1MiB); a full buffer drops packets,
     /// which the report counts in source.dropped.
-    #[arg(long, value_name = "BYTES", default_value = "32MiB", value_parser = parse_capture_buffer)]
+    #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = parse_capture_buffer)]
     pub buffer_size: usize,
     /// Do not capture (no privileges needed): requests are attributed to
     /// connections by the client's local socket only, and the report says so

@@ -34,9 +34,12 @@ pub struct CaptureConfig {
     pub buffer_size: usize,
 }
 
-/// Room for about a second of loopback traffic at tens of thousands of
-/// requests per second while the capture thread waits for a core.
-pub const DEFAULT_BUFFER_SIZE: usize = 32 << 20;
+/// Room for the bursts of loopback traffic at tens of thousands of requests per
+/// second while the capture thread waits for a core: 20,000 requests at
+/// concurrency 64 on two cores dropped about 5% of packets with 8 MiB, a few
+/// thousandths with 32 MiB, a few dozen packets with 64 MiB
+/// (scripts/bench-live.sh).
+pub const DEFAULT_BUFFER_SIZE: usize = 64 << 20;
 
 impl CaptureConfig {
     /// Captures the TCP traffic of `target` on the interface that reaches it.
