@@ -13,6 +13,7 @@ pub mod diagnose;
 pub mod flow;
 pub mod http;
 pub mod pipeline;
+pub mod reassembly;
 pub mod render;
 pub mod report;
 pub mod source;
