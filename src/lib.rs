@@ -6,6 +6,6 @@
 //! [`report`] holds the result, which [`render`] formats.
 #![forbid(unsafe_code)]
 
+pub mod http;
 pub mod report;
 pub mod wire;
-pub mod http;
