@@ -1,11 +1,21 @@
 //! conntrace: which HTTP requests reused a TCP connection, and why the others did not.
 //!
 //! The pipeline: a packet source (a capture file or a live interface) yields
-//! frames; [`decode`] turns each into an owned [`wire::Segment`]; [`flow`]
-//! tracks connections with Wireshark's stream numbering and Zeek's states;
-//! [`report`] holds the result, which [`render`] formats.
+//! frames ([`source`]); [`decode`] turns each into an owned [`wire::Segment`];
+//! [`flow`] tracks connections with Wireshark's stream numbering and Zeek's
+//! states, feeding each connection's bytes to [`http`]; [`pipeline`] ties them
+//! together into a [`report::Report`], which [`render`] formats.
 #![forbid(unsafe_code)]
 
+pub mod cli;
+pub mod decode;
+pub mod flow;
 pub mod http;
+pub mod pipeline;
+pub mod render;
 pub mod report;
+pub mod source;
 pub mod wire;
+
+#[cfg(test)]
+mod testkit;

@@ -90,6 +90,9 @@ pub struct ConnectionRecord {
     pub tls_sni: Option<String>,
     pub alpn: Vec<String>,
     pub requests: Option<u32>,
+    /// Keep-alive and connection-level HTTP signals (docs/http-signals.md);
+    /// null when the connection's bytes were not analysed. An addition.
+    pub http: Option<crate::http::HttpSignals>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]

@@ -1,0 +1,47 @@
+# conntrace: `make demo` runs the main job, `make test` passes the tests.
+# Both install what they need on a fresh Debian machine (as root, or with sudo).
+
+SHELL := /bin/bash
+CARGO ?= cargo
+BIN := target/release/conntrace
+# Debian packages the build and the tests need: libpcap for capture and BPF,
+# tshark and tcpdump as independent cross-checks, nginx and nghttp2 as real peers.
+DEB_PACKAGES := libpcap-dev tshark tcpdump nginx-light nghttp2-client
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all build deps test demo lint bench fixtures clean
+
+all: build
+
+# Install only what is missing, non-interactively.
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+build: deps
+	$(CARGO) build --release --locked
+
+test: deps
+	$(CARGO) test --locked -- --test-threads=2
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets --locked -- -D warnings
+
+demo: build
+	./scripts/demo.sh $(BIN)
+
+fixtures: build
+	./fixtures/make.sh
+
+bench: deps
+	./scripts/bench-replay.sh
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,131 @@
+//! The command line: clap for syntax, then one validated configuration per
+//! command before any work starts (durations parsed, filter compiled, files
+//! checked), then the command itself. `main` only maps errors to exit codes.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::pipeline::{check_filter, replay_files, PipelineOptions, ReplayOptions};
+use crate::render::{write_report, Format, RenderOptions, RequestRows};
+use crate::report::Report;
+
+/// Shows, packet by packet, which HTTP requests reused a TCP connection and why
+/// the others did not.
+#[derive(Debug, Parser)]
+#[command(name = "conntrace", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read saved captures (.pcap, .pcapng, optionally gzip-compressed) and report
+    /// every TCP connection and the HTTP requests each carried. Needs no privileges.
+    #[command(after_help = REPLAY_EXAMPLES)]
+    Replay(ReplayArgs),
+}
+
+const REPLAY_EXAMPLES: &str = "\
+Examples:
+  conntrace replay capture.pcap
+  conntrace replay a.pcap b.pcapng.gz --format json -o report.json
+  conntrace replay capture.pcap -- tcp port 8080          (tcpdump-style filter)
+  conntrace replay capture.pcap --format markdown | pbcopy   (paste into a bug report)
+
+Stream numbers equal Wireshark's tcp.stream for the same capture, so a row can
+be opened with the display filter `tcp.stream == N`.";
+
+/// Options shared by every command that prints a report.
+#[derive(Debug, Args, Clone)]
+pub struct OutputArgs {
+    /// Report format.
+    #[arg(short = 'f', long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Write the report to FILE instead of standard output.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Request rows in table and Markdown reports: `auto` lists up to 200
+    /// requests, then one row per connection.
+    #[arg(long, value_enum, default_value_t = RequestRows::Auto)]
+    pub requests: RequestRows,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Capture files, read in order as one capture.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Only frames matching this BPF filter (tcpdump syntax); the same as
+    /// giving the expression after `--`.
+    #[arg(long, value_name = "EXPR", conflicts_with = "filter_words")]
+    pub filter: Option<String>,
+    /// A BPF filter after `--`, as tcpdump takes it: `-- tcp port 80`.
+    #[arg(last = true, value_name = "FILTER")]
+    pub filter_words: Vec<String>,
+    /// Track TCP only; do not parse HTTP, h2c or TLS inside connections.
+    #[arg(long)]
+    pub no_http: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Parse the command line and run the command.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Replay(args) => replay(args),
+    }
+}
+
+fn replay(args: ReplayArgs) -> Result<()> {
+    let filter = match (&args.filter, args.filter_words.is_empty()) {
+        (Some(f), _) => Some(f.clone()),
+        (None, false) => Some(args.filter_words.join(" ")),
+        (None, true) => None,
+    };
+    if let Some(f) = &filter {
+        check_filter(f).map_err(|e| anyhow::anyhow!("bad filter {f:?}: {e}"))?;
+    }
+    for f in &args.files {
+        if !f.exists() {
+            bail!("{}: no such file", f.display());
+        }
+    }
+    let options = ReplayOptions {
+        pipeline: PipelineOptions {
+            http: !args.no_http,
+        },
+        filter,
+    };
+    let report = replay_files(&args.files, &options)?;
+    emit(&report, &args.output)
+}
+
+/// Write a report where the output options say.
+pub fn emit(report: &Report, output: &OutputArgs) -> Result<()> {
+    let options = RenderOptions {
+        format: output.format,
+        requests: output.requests,
+    };
+    match &output.output {
+        Some(path) => {
+            let file = File::create(path)
+                .with_context(|| format!("cannot write the report to {}", path.display()))?;
+            let mut w = BufWriter::new(file);
+            write_report(report, &options, &mut w)
+                .and_then(|()| w.flush())
+                .with_context(|| format!("cannot write the report to {}", path.display()))?;
+        }
+        None => {
+            let stdout = io::stdout();
+            let mut w = BufWriter::new(stdout.lock());
+            write_report(report, &options, &mut w)?;
+            w.flush()?;
+        }
+    }
+    Ok(())
+}

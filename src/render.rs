@@ -1,0 +1,327 @@
+//! Renderers: the terminal table, GitHub-flavoured Markdown and JSON. They
+//! only format a [`Report`]; nothing here computes a fact the report lacks.
+
+use std::io::{self, Write};
+
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+use comfy_table::{Cell, CellAlignment, ContentArrangement, Table};
+
+use crate::report::{ConnectionRecord, Report, RequestRecord};
+
+/// Output formats of every report-producing command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Tables for a terminal.
+    Table,
+    /// GitHub-flavoured Markdown, to paste into a bug report.
+    Markdown,
+    /// One JSON document (see docs/report-schema.md).
+    Json,
+}
+
+/// How many request rows the table and Markdown formats print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RequestRows {
+    /// Every request up to 200, else one summary row per connection.
+    Auto,
+    /// Every request, however many.
+    All,
+    /// One summary row per connection.
+    Summary,
+}
+
+/// Above this many requests, `auto` prints one row per connection.
+const AUTO_REQUEST_ROWS: usize = 200;
+
+#[derive(Debug, Clone, Copy)]
+pub struct RenderOptions {
+    pub format: Format,
+    pub requests: RequestRows,
+}
+
+pub fn write_report(
+    report: &Report,
+    options: &RenderOptions,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    match options.format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut *out, report)?;
+            writeln!(out)
+        }
+        Format::Table => write_text(report, options.requests, out, false),
+        Format::Markdown => write_text(report, options.requests, out, true),
+    }
+}
+
+/// The capture's start, for relative times in tables.
+fn origin(report: &Report) -> f64 {
+    report
+        .connections
+        .iter()
+        .map(|c| c.first_seen)
+        .fold(f64::INFINITY, f64::min)
+}
+
+fn new_table(markdown: bool) -> Table {
+    let mut t = Table::new();
+    if markdown {
+        t.load_style(comfy_table::presets::ASCII_MARKDOWN);
+    } else {
+        t.load_style(UTF8_FULL_CONDENSED);
+        t.set_content_arrangement(ContentArrangement::Dynamic);
+    }
+    t
+}
+
+fn right(s: impl ToString) -> Cell {
+    Cell::new(s.to_string()).set_alignment(CellAlignment::Right)
+}
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+fn write_text(
+    report: &Report,
+    rows: RequestRows,
+    out: &mut dyn Write,
+    markdown: bool,
+) -> io::Result<()> {
+    let s = &report.summary;
+    let src = &report.source;
+    if markdown {
+        writeln!(out, "## conntrace report\n")?;
+        writeln!(
+            out,
+            "Source: {} `{}`{} — {} frames, {} TCP, link types {}\n",
+            src.kind,
+            src.names.join("`, `"),
+            src.filter
+                .as_ref()
+                .map_or_else(String::new, |f| format!(" (filter `{f}`)")),
+            src.packets,
+            src.tcp_packets,
+            src.link_types.join(", ")
+        )?;
+        writeln!(out, "{}\n", verdict(report))?;
+        writeln!(out, "### Connections\n")?;
+    } else {
+        writeln!(out, "{}", verdict(report))?;
+    }
+    writeln!(out, "{}", connections_table(report, markdown))?;
+    if !report.requests.is_empty() {
+        if markdown {
+            writeln!(out, "\n### Requests\n")?;
+        } else {
+            writeln!(out)?;
+        }
+        let per_request = match rows {
+            RequestRows::All => true,
+            RequestRows::Summary => false,
+            RequestRows::Auto => report.requests.len() <= AUTO_REQUEST_ROWS,
+        };
+        if per_request {
+            writeln!(out, "{}", requests_table(report, markdown))?;
+        } else {
+            writeln!(out, "{}", requests_per_connection(report, markdown))?;
+            writeln!(
+                out,
+                "({} requests: one row per connection; --requests all prints every request)",
+                report.requests.len()
+            )?;
+        }
+    }
+    if markdown {
+        writeln!(out, "\n### Totals\n")?;
+    } else {
+        writeln!(out)?;
+    }
+    let bullet = if markdown { "- " } else { "" };
+    writeln!(
+        out,
+        "{bullet}{} connections, {} requests ({} reused a connection)",
+        s.connections, s.requests, s.reused_requests
+    )?;
+    writeln!(
+        out,
+        "{bullet}SYN {} (client) / SYN+ACK {} (server); FIN {} (client {}, server {}); RST {} (client {}, server {})",
+        s.syn, s.syn_ack, s.fin, s.fin_client, s.fin_server, s.rst, s.rst_client, s.rst_server
+    )?;
+    writeln!(
+        out,
+        "{bullet}closed by client: {}, by server: {}, not closed in the capture: {}",
+        s.closed_by_client, s.closed_by_server, s.not_closed
+    )?;
+    writeln!(
+        out,
+        "{bullet}frames: {} read, {} TCP, {} other, {} not understood{}",
+        src.packets,
+        src.tcp_packets,
+        src.non_tcp_packets,
+        src.anomalies,
+        src.dropped
+            .map_or_else(String::new, |d| format!(", {d} dropped by the capture"))
+    )?;
+    for a in &report.anomalies {
+        writeln!(
+            out,
+            "{bullet}  {} × {} (first: frame {})",
+            a.count, a.reason, a.first_frame
+        )?;
+    }
+    Ok(())
+}
+
+/// One sentence answering the question the tool exists for.
+pub fn verdict(report: &Report) -> String {
+    let s = &report.summary;
+    if s.requests == 0 {
+        return format!(
+            "{} TCP connection{}; no HTTP requests seen.",
+            s.connections,
+            plural(s.connections)
+        );
+    }
+    let new = s.requests - s.reused_requests;
+    format!(
+        "{} request{} over {} connection{}: {} reused a connection, {} opened a new one.",
+        s.requests,
+        plural(s.requests),
+        s.connections,
+        plural(s.connections),
+        s.reused_requests,
+        new
+    )
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+fn closed_text(c: &ConnectionRecord) -> String {
+    match (c.closed_by, c.closed_with) {
+        (Some(by), Some(how)) => format!("{by} {}", how.to_uppercase()),
+        _ => "open".to_string(),
+    }
+}
+
+fn connections_table(report: &Report, markdown: bool) -> Table {
+    let t0 = origin(report);
+    let mut t = new_table(markdown);
+    t.set_header(vec![
+        "stream",
+        "client",
+        "server",
+        "proto",
+        "reqs",
+        "start s",
+        "dur ms",
+        "SYN",
+        "SYN+ACK",
+        "FIN c/s",
+        "RST c/s",
+        "pkts c/s",
+        "closed by",
+        "state",
+        "history",
+    ]);
+    for c in &report.connections {
+        t.add_row(vec![
+            right(c.stream),
+            Cell::new(&c.client),
+            Cell::new(&c.server),
+            Cell::new(c.protocol),
+            right(opt(c.requests)),
+            right(format!("{:.6}", c.first_seen - t0)),
+            right(format!("{:.3}", (c.last_seen - c.first_seen) * 1000.0)),
+            right(c.syn),
+            right(c.syn_ack),
+            right(format!("{}/{}", c.fin_client, c.fin_server)),
+            right(format!("{}/{}", c.rst_client, c.rst_server)),
+            right(format!("{}/{}", c.packets_client, c.packets_server)),
+            Cell::new(closed_text(c)),
+            Cell::new(c.state),
+            Cell::new(&c.history),
+        ]);
+    }
+    t
+}
+
+fn requests_table(report: &Report, markdown: bool) -> Table {
+    let t0 = origin(report);
+    let mut t = new_table(markdown);
+    t.set_header(vec![
+        "time s",
+        "stream",
+        "depth",
+        "connection",
+        "method",
+        "target",
+        "status",
+        "latency ms",
+        "tag",
+    ]);
+    for r in &report.requests {
+        t.add_row(vec![
+            right(format!("{:.6}", r.sent - t0)),
+            right(r.stream),
+            right(r.depth),
+            Cell::new(reuse_mark(r)),
+            Cell::new(&r.method),
+            Cell::new(&r.target),
+            right(opt(r.status)),
+            right(opt(r
+                .answered
+                .map(|a| format!("{:.3}", (a - r.sent) * 1000.0)))),
+            Cell::new(opt(r.tag.as_deref())),
+        ]);
+    }
+    t
+}
+
+fn reuse_mark(r: &RequestRecord) -> &'static str {
+    if r.reused {
+        "reused"
+    } else {
+        "NEW"
+    }
+}
+
+fn requests_per_connection(report: &Report, markdown: bool) -> Table {
+    let mut t = new_table(markdown);
+    t.set_header(vec![
+        "stream",
+        "requests",
+        "first target",
+        "last target",
+        "answered",
+        "statuses",
+    ]);
+    let mut by_stream: std::collections::BTreeMap<u64, Vec<&RequestRecord>> =
+        std::collections::BTreeMap::new();
+    for r in &report.requests {
+        by_stream.entry(r.stream).or_default().push(r);
+    }
+    for (stream, mut reqs) in by_stream {
+        reqs.sort_by_key(|r| r.depth);
+        let mut statuses: std::collections::BTreeMap<String, u64> = Default::default();
+        for r in &reqs {
+            *statuses.entry(opt(r.status)).or_default() += 1;
+        }
+        let statuses: Vec<String> = statuses.iter().map(|(k, v)| format!("{k}×{v}")).collect();
+        t.add_row(vec![
+            right(stream),
+            right(reqs.len()),
+            Cell::new(&reqs[0].target),
+            Cell::new(&reqs[reqs.len() - 1].target),
+            right(reqs.iter().filter(|r| r.answered.is_some()).count()),
+            Cell::new(statuses.join(" ")),
+        ]);
+    }
+    t
+}

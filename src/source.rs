@@ -1,0 +1,509 @@
+//! Packet sources. A capture file is read here, record by record, with memory
+//! bounded by the largest frame: classic pcap (micro- and nanosecond, either
+//! byte order), pcapng (several interfaces, each with its own link type and
+//! timestamp resolution), and either of them gzip-compressed, as tshark reads
+//! them. A live capture (libpcap) is another source of the same [`Frame`]s.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use flate2::read::MultiGzDecoder;
+
+use crate::wire::Timestamp;
+
+/// A libpcap link type (LINKTYPE_/DLT_ value), as written in capture files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LinkType(pub i32);
+
+impl LinkType {
+    pub const NULL: LinkType = LinkType(0);
+    pub const ETHERNET: LinkType = LinkType(1);
+    /// DLT_RAW as some BSDs number it in live captures.
+    pub const RAW_12: LinkType = LinkType(12);
+    pub const RAW_14: LinkType = LinkType(14);
+    pub const RAW: LinkType = LinkType(101);
+    pub const LOOP: LinkType = LinkType(108);
+    pub const LINUX_SLL: LinkType = LinkType(113);
+    pub const IPV4: LinkType = LinkType(228);
+    pub const IPV6: LinkType = LinkType(229);
+    pub const NFLOG: LinkType = LinkType(239);
+    pub const LINUX_SLL2: LinkType = LinkType(276);
+
+    /// libpcap's name for the link type (`pcap_datalink_val_to_name`), e.g. "EN10MB".
+    pub fn name(self) -> String {
+        let known = match self {
+            LinkType::NULL => "NULL",
+            LinkType::ETHERNET => "EN10MB",
+            LinkType::RAW | LinkType::RAW_12 | LinkType::RAW_14 => "RAW",
+            LinkType::LOOP => "LOOP",
+            LinkType::LINUX_SLL => "LINUX_SLL",
+            LinkType::IPV4 => "IPV4",
+            LinkType::IPV6 => "IPV6",
+            LinkType::NFLOG => "NFLOG",
+            LinkType::LINUX_SLL2 => "LINUX_SLL2",
+            other => {
+                return pcap::Linktype(other.0)
+                    .get_name()
+                    .unwrap_or_else(|_| format!("DLT_{}", other.0))
+            }
+        };
+        known.to_string()
+    }
+}
+
+impl From<pcap::Linktype> for LinkType {
+    fn from(l: pcap::Linktype) -> LinkType {
+        LinkType(l.0)
+    }
+}
+
+/// One captured frame, borrowed from the reader's buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Frame<'a> {
+    pub ts: Timestamp,
+    /// Bytes captured (may be less than `wirelen` when the snaplen cut the frame).
+    pub caplen: u32,
+    /// Bytes on the wire.
+    pub wirelen: u32,
+    pub data: &'a [u8],
+}
+
+/// Why a capture file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{path}: {source}")]
+    Open { path: PathBuf, source: io::Error },
+    #[error("{path}: not a pcap or pcapng file (starts with {magic})")]
+    UnknownFormat { path: PathBuf, magic: String },
+    #[error("{path}: {what} at byte {offset}")]
+    Corrupt {
+        path: PathBuf,
+        what: String,
+        offset: u64,
+    },
+    #[error("{path}: read error at byte {offset}: {source}")]
+    Io {
+        path: PathBuf,
+        offset: u64,
+        source: io::Error,
+    },
+}
+
+/// The largest frame we accept; larger record lengths mean a corrupt file.
+/// (libpcap's own limit for most link types is 256 KiB; pcapng allows more.)
+const MAX_FRAME: u32 = 16 << 20;
+
+/// What the next record of a file was.
+pub enum Record<'a> {
+    Frame(LinkType, Frame<'a>),
+    /// The file ended in the middle of a record (a capture cut short). What was
+    /// read before is good; this is the end.
+    CutShort,
+}
+
+enum Format {
+    Pcap {
+        swapped: bool,
+        nanos: bool,
+        link: LinkType,
+    },
+    Pcapng {
+        swapped: bool,
+        interfaces: Vec<Interface>,
+    },
+}
+
+#[derive(Clone, Copy)]
+struct Interface {
+    link: LinkType,
+    /// Timestamp units per second.
+    units_per_sec: u64,
+}
+
+/// A streaming reader over one capture file.
+pub struct CaptureReader {
+    path: PathBuf,
+    input: Box<dyn Read + Send>,
+    format: Format,
+    offset: u64,
+    buf: Vec<u8>,
+    /// Link types seen so far (pcapng may declare several).
+    link_types: Vec<LinkType>,
+}
+
+impl fmt::Debug for CaptureReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CaptureReader")
+            .field("path", &self.path)
+            .field("offset", &self.offset)
+            .finish()
+    }
+}
+
+impl CaptureReader {
+    /// Open a capture file; gzip-compressed files are recognised by their magic.
+    pub fn open(path: &Path) -> Result<CaptureReader, ReadError> {
+        let open_err = |source| ReadError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = BufReader::with_capacity(256 << 10, File::open(path).map_err(open_err)?);
+        let gz = {
+            use std::io::BufRead;
+            file.fill_buf()
+                .map_err(open_err)?
+                .starts_with(&[0x1f, 0x8b])
+        };
+        let input: Box<dyn Read + Send> = if gz {
+            Box::new(BufReader::with_capacity(
+                256 << 10,
+                MultiGzDecoder::new(file),
+            ))
+        } else {
+            Box::new(file)
+        };
+        CaptureReader::from_reader(path, input)
+    }
+
+    /// Read a capture from any byte stream (`path` names it in errors).
+    pub fn from_reader(
+        path: &Path,
+        mut input: Box<dyn Read + Send>,
+    ) -> Result<CaptureReader, ReadError> {
+        let mut head = [0u8; 4];
+        let got = read_full(&mut input, &mut head).map_err(|source| ReadError::Io {
+            path: path.to_path_buf(),
+            offset: 0,
+            source,
+        })?;
+        let unknown = || ReadError::UnknownFormat {
+            path: path.to_path_buf(),
+            magic: head[..got].iter().map(|b| format!("{b:02x}")).collect(),
+        };
+        if got < 4 {
+            return Err(unknown());
+        }
+        let mut reader = CaptureReader {
+            path: path.to_path_buf(),
+            input,
+            format: Format::Pcapng {
+                swapped: false,
+                interfaces: Vec::new(),
+            },
+            offset: 4,
+            buf: Vec::with_capacity(65536),
+            link_types: Vec::new(),
+        };
+        match u32::from_le_bytes(head) {
+            0xa1b2_c3d4 | 0xa1b2_3c4d | 0xd4c3_b2a1 | 0x4d3c_b2a1 => {
+                let le = u32::from_le_bytes(head);
+                let swapped = matches!(le, 0xd4c3_b2a1 | 0x4d3c_b2a1);
+                let nanos = matches!(le, 0xa1b2_3c4d | 0x4d3c_b2a1);
+                let mut rest = [0u8; 20];
+                if reader.read_exact_or_eof(&mut rest)? != 20 {
+                    return Err(reader.corrupt("file header cut short"));
+                }
+                // The upper bits of the link-type field carry FCS information.
+                let link = LinkType((u32_at(&rest, 16, swapped) & 0x0fff_ffff) as i32);
+                reader.link_types.push(link);
+                reader.format = Format::Pcap {
+                    swapped,
+                    nanos,
+                    link,
+                };
+            }
+            0x0a0d_0d0a => {
+                let mut len_raw = [0u8; 4];
+                if reader.read_exact_or_eof(&mut len_raw)? != 4 {
+                    return Err(reader.corrupt("section header cut short"));
+                }
+                reader.read_section_header(len_raw)?;
+            }
+            _ => return Err(unknown()),
+        }
+        Ok(reader)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Link types declared so far, in order of first appearance.
+    pub fn link_types(&self) -> &[LinkType] {
+        &self.link_types
+    }
+
+    /// The next frame, `None` at a clean end of file.
+    pub fn next_record(&mut self) -> Result<Option<Record<'_>>, ReadError> {
+        match &self.format {
+            Format::Pcap { .. } => self.next_pcap(),
+            Format::Pcapng { .. } => self.next_pcapng(),
+        }
+    }
+
+    fn next_pcap(&mut self) -> Result<Option<Record<'_>>, ReadError> {
+        let Format::Pcap {
+            swapped,
+            nanos,
+            link,
+        } = self.format
+        else {
+            unreachable!("next_pcap is only called for pcap files")
+        };
+        let mut h = [0u8; 16];
+        match self.read_exact_or_eof(&mut h)? {
+            0 => return Ok(None),
+            16 => {}
+            _ => return Ok(Some(Record::CutShort)),
+        }
+        let secs = i64::from(u32_at(&h, 0, swapped));
+        let frac = i64::from(u32_at(&h, 4, swapped));
+        let caplen = u32_at(&h, 8, swapped);
+        let wirelen = u32_at(&h, 12, swapped);
+        if caplen > MAX_FRAME {
+            return Err(self.corrupt(&format!("record length {caplen} is impossible")));
+        }
+        let micros = if nanos { frac / 1000 } else { frac };
+        if !self.fill_buf(caplen as usize)? {
+            return Ok(Some(Record::CutShort));
+        }
+        Ok(Some(Record::Frame(
+            link,
+            Frame {
+                ts: Timestamp::from_parts(secs, micros),
+                caplen,
+                wirelen: wirelen.max(caplen),
+                data: &self.buf,
+            },
+        )))
+    }
+
+    fn next_pcapng(&mut self) -> Result<Option<Record<'_>>, ReadError> {
+        loop {
+            let mut h = [0u8; 8];
+            match self.read_exact_or_eof(&mut h)? {
+                0 => return Ok(None),
+                8 => {}
+                _ => return Ok(Some(Record::CutShort)),
+            }
+            let block_type = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+            if block_type == 0x0a0d_0d0a {
+                self.read_section_header([h[4], h[5], h[6], h[7]])?;
+                continue;
+            }
+            let Format::Pcapng { swapped, .. } = self.format else {
+                unreachable!("next_pcapng is only called for pcapng files")
+            };
+            let total = u32_at(&h, 4, swapped);
+            if !(12..=MAX_FRAME + 64).contains(&total) || !total.is_multiple_of(4) {
+                return Err(self.corrupt(&format!("block length {total} is impossible")));
+            }
+            let body_len = (total - 12) as usize;
+            if !self.fill_buf(body_len + 4)? {
+                return Ok(Some(Record::CutShort));
+            }
+            let body = &self.buf[..body_len];
+            match block_type {
+                1 => {
+                    // Interface Description Block.
+                    if body.len() < 8 {
+                        return Err(self.corrupt("interface description block too short"));
+                    }
+                    let link = LinkType(i32::from(u16_at(body, 0, swapped)));
+                    let units_per_sec = if_tsresol(&body[8..], swapped);
+                    if !self.link_types.contains(&link) {
+                        self.link_types.push(link);
+                    }
+                    if let Format::Pcapng { interfaces, .. } = &mut self.format {
+                        interfaces.push(Interface {
+                            link,
+                            units_per_sec,
+                        });
+                    }
+                }
+                6 | 2 => {
+                    // Enhanced Packet Block (6), obsolete Packet Block (2).
+                    if body.len() < 20 {
+                        return Err(self.corrupt("packet block too short"));
+                    }
+                    let iface = if block_type == 6 {
+                        u32_at(body, 0, swapped) as usize
+                    } else {
+                        usize::from(u16_at(body, 0, swapped))
+                    };
+                    let ts_raw = (u64::from(u32_at(body, 4, swapped)) << 32)
+                        | u64::from(u32_at(body, 8, swapped));
+                    let caplen = u32_at(body, 12, swapped);
+                    let wirelen = u32_at(body, 16, swapped);
+                    let Some(interface) = self.interface(iface) else {
+                        return Err(
+                            self.corrupt(&format!("packet on undeclared interface {iface}"))
+                        );
+                    };
+                    if 20 + caplen as usize > body.len() {
+                        return Err(self.corrupt("packet data overruns its block"));
+                    }
+                    return Ok(Some(
+                        self.pcapng_frame(interface, ts_raw, 20, caplen, wirelen),
+                    ));
+                }
+                3 => {
+                    // Simple Packet Block: interface 0, no timestamp.
+                    if body.len() < 4 {
+                        return Err(self.corrupt("simple packet block too short"));
+                    }
+                    let wirelen = u32_at(body, 0, swapped);
+                    let caplen = wirelen.min(body.len() as u32 - 4);
+                    let Some(interface) = self.interface(0) else {
+                        return Err(self.corrupt("simple packet block before any interface"));
+                    };
+                    return Ok(Some(self.pcapng_frame(interface, 0, 4, caplen, wirelen)));
+                }
+                _ => {} // Name resolution, statistics, custom blocks: not ours.
+            }
+        }
+    }
+
+    fn interface(&self, index: usize) -> Option<Interface> {
+        match &self.format {
+            Format::Pcapng { interfaces, .. } => interfaces.get(index).copied(),
+            Format::Pcap { .. } => None,
+        }
+    }
+
+    fn pcapng_frame(
+        &self,
+        interface: Interface,
+        ts_raw: u64,
+        start: usize,
+        caplen: u32,
+        wirelen: u32,
+    ) -> Record<'_> {
+        let units = interface.units_per_sec.max(1);
+        let secs = ts_raw / units;
+        let rem = ts_raw % units;
+        let micros = (u128::from(rem) * 1_000_000 / u128::from(units)) as i64;
+        Record::Frame(
+            interface.link,
+            Frame {
+                ts: Timestamp::from_parts(secs as i64, micros),
+                caplen,
+                wirelen: wirelen.max(caplen),
+                data: &self.buf[start..start + caplen as usize],
+            },
+        )
+    }
+
+    /// Reads the rest of a Section Header Block whose type and length fields
+    /// were already consumed (`len_raw`, in a byte order the block itself tells).
+    fn read_section_header(&mut self, len_raw: [u8; 4]) -> Result<(), ReadError> {
+        let mut bom = [0u8; 4];
+        if self.read_exact_or_eof(&mut bom)? != 4 {
+            return Err(self.corrupt("section header cut short"));
+        }
+        let swapped = match u32::from_le_bytes(bom) {
+            0x1a2b_3c4d => false,
+            0x4d3c_2b1a => true,
+            _ => return Err(self.corrupt("bad byte-order magic in section header")),
+        };
+        let total = u32_at(&len_raw, 0, swapped);
+        if !(28..=1 << 20).contains(&total) || !total.is_multiple_of(4) {
+            return Err(self.corrupt(&format!("section header length {total} is impossible")));
+        }
+        if !self.fill_buf(total as usize - 12)? {
+            return Err(self.corrupt("section header cut short"));
+        }
+        // A new section starts a new list of interfaces.
+        self.format = Format::Pcapng {
+            swapped,
+            interfaces: Vec::new(),
+        };
+        Ok(())
+    }
+
+    /// Fill `buf` with exactly `len` bytes; false when the input ends first.
+    fn fill_buf(&mut self, len: usize) -> Result<bool, ReadError> {
+        self.buf.resize(len, 0);
+        let mut buf = std::mem::take(&mut self.buf);
+        let got = self.read_exact_or_eof(&mut buf);
+        self.buf = buf;
+        Ok(got? == len)
+    }
+
+    fn read_exact_or_eof(&mut self, buf: &mut [u8]) -> Result<usize, ReadError> {
+        let got = read_full(&mut self.input, buf).map_err(|source| ReadError::Io {
+            path: self.path.clone(),
+            offset: self.offset,
+            source,
+        })?;
+        self.offset += got as u64;
+        Ok(got)
+    }
+
+    fn corrupt(&self, what: &str) -> ReadError {
+        ReadError::Corrupt {
+            path: self.path.clone(),
+            what: what.to_string(),
+            offset: self.offset,
+        }
+    }
+}
+
+/// Read until `buf` is full or the input ends; returns the bytes read.
+fn read_full(input: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match input.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+fn u32_at(b: &[u8], at: usize, swapped: bool) -> u32 {
+    let raw = [b[at], b[at + 1], b[at + 2], b[at + 3]];
+    if swapped {
+        u32::from_be_bytes(raw)
+    } else {
+        u32::from_le_bytes(raw)
+    }
+}
+
+fn u16_at(b: &[u8], at: usize, swapped: bool) -> u16 {
+    let raw = [b[at], b[at + 1]];
+    if swapped {
+        u16::from_be_bytes(raw)
+    } else {
+        u16::from_le_bytes(raw)
+    }
+}
+
+/// The if_tsresol option (code 9) of an Interface Description Block's options:
+/// 10^-n seconds, or 2^-n when the high bit is set. Default: microseconds.
+fn if_tsresol(mut options: &[u8], swapped: bool) -> u64 {
+    while options.len() >= 4 {
+        let code = u16_at(options, 0, swapped);
+        let len = usize::from(u16_at(options, 2, swapped));
+        let value = options.get(4..4 + len).unwrap_or(&[]);
+        if code == 0 {
+            break;
+        }
+        if code == 9 && len >= 1 {
+            let v = value[0];
+            let exp = u32::from(v & 0x7f);
+            return if v & 0x80 != 0 {
+                1u64.checked_shl(exp).unwrap_or(1_000_000)
+            } else {
+                10u64.checked_pow(exp).unwrap_or(1_000_000)
+            };
+        }
+        let padded = 4 + ((len + 3) & !3);
+        options = options.get(padded..).unwrap_or(&[]);
+    }
+    1_000_000
+}
