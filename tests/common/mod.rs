@@ -84,8 +84,19 @@ impl Replay {
     }
 }
 
+/// The conntrace binary under test: `CONNTRACE_BIN` if set, else the one
+/// cargo built for this test run. (With a target directory shared between
+/// several checkouts, cargo's copy at target/debug/conntrace is whichever
+/// checkout built last; copying it aside right after the build and naming the
+/// copy in `CONNTRACE_BIN` pins it.)
+pub fn binary() -> PathBuf {
+    std::env::var_os("CONNTRACE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_conntrace")))
+}
+
 pub fn replay(file: &Path) -> Replay {
-    let out = Command::new(env!("CARGO_BIN_EXE_conntrace"))
+    let out = Command::new(binary())
         .args(["replay", "--format", "json"])
         .arg(file)
         .output()
