@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use crate::pipeline::{check_filter, replay_files, PipelineOptions, ReplayOptions};
+use crate::pipeline::{check_filter, replay_files, PipelineOptions, ReaderKind, ReplayOptions};
 use crate::render::{write_report, Format, RenderOptions, RequestRows};
 use crate::report::Report;
 
@@ -70,6 +70,10 @@ pub struct ReplayArgs {
     /// Track TCP only; do not parse HTTP, h2c or TLS inside connections.
     #[arg(long)]
     pub no_http: bool,
+    /// Which code reads the files: `native` also reads gzip-compressed
+    /// captures and pcapng files mixing link types; `libpcap` is for comparison.
+    #[arg(long, value_enum, default_value_t = ReaderKind::Native)]
+    pub reader: ReaderKind,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -100,6 +104,8 @@ fn replay(args: ReplayArgs) -> Result<()> {
             http: !args.no_http,
         },
         filter,
+        reader: args.reader,
+        progress: true,
     };
     let report = replay_files(&args.files, &options)?;
     emit(&report, &args.output)

@@ -154,8 +154,8 @@ pub struct Connection {
     last_seen: Timestamp,
     ends: [Endpoint; 2],
     history: String,
-    /// The first side to send a FIN or RST, and which.
-    closed_by: Option<(Side, &'static str)>,
+    /// The first side to send a FIN or RST, which, and when.
+    closed_by: Option<(Side, &'static str, Timestamp)>,
     handshake_rtt_ms: Option<f64>,
     /// The server's ISN, to recognise the client's ACK of the SYN+ACK.
     server_isn: Option<SeqNumber>,
@@ -301,7 +301,7 @@ impl Connection {
         }
         if (flags.fin() || flags.rst()) && self.closed_by.is_none() {
             let how = if flags.rst() { "rst" } else { "fin" };
-            self.closed_by = Some((sender, how));
+            self.closed_by = Some((sender, how, seg.ts));
         }
         self.update_handshake_rtt(seg, sender);
         self.update_history(seg, sender, is_client);
@@ -552,6 +552,7 @@ impl Connection {
                         h2_stream: x.h2_stream,
                         tag: x.tag.clone(),
                         seen_in: "capture",
+                        why_new: None,
                     })
                     .collect()
             })
@@ -580,14 +581,15 @@ impl Connection {
             payload_client: client.payload,
             payload_server: server.payload,
             handshake_rtt_ms: self.handshake_rtt_ms.map(round_micros),
-            closed_by: self.closed_by.map(|(side, _)| {
+            closed_by: self.closed_by.map(|(side, _, _)| {
                 if side == self.client {
                     "client"
                 } else {
                     "server"
                 }
             }),
-            closed_with: self.closed_by.map(|(_, how)| how),
+            closed_with: self.closed_by.map(|(_, how, _)| how),
+            closed_at: self.closed_by.map(|(_, _, at)| at.as_secs_f64()),
             state,
             history: self.history.clone(),
             orientation: self.orientation.as_str(),

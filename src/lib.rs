@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod decode;
+pub mod diagnose;
 pub mod flow;
 pub mod http;
 pub mod pipeline;

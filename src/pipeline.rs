@@ -4,12 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::decode::{decode, Decoded};
 use crate::flow::FlowTable;
 use crate::report::{AnomalyCount, Report, SourceInfo, Summary, ToolInfo};
 use crate::source::{CaptureReader, Frame, LinkType, ReadError, Record};
+use crate::wire::Timestamp;
 
 /// Settings of the analysis itself, whatever the source.
 #[derive(Debug, Clone)]
@@ -93,29 +94,47 @@ impl Pipeline {
             })
             .collect();
         anomalies.sort_by_key(|a| a.first_frame);
-        Report {
+        let mut report = Report {
             tool: ToolInfo::default(),
             source,
             connections,
             requests,
             summary,
             anomalies,
-        }
+        };
+        crate::diagnose::explain_new_connections(&mut report);
+        report
     }
+}
+
+/// Which code reads capture files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ReaderKind {
+    /// conntrace's own streaming reader: pcap, pcapng with several link
+    /// types, gzip-compressed files, and files cut short.
+    #[default]
+    Native,
+    /// libpcap's `pcap_next_ex` (no gzip; pcapng only with one link type).
+    Libpcap,
 }
 
 /// What `replay` reads and how.
 #[derive(Debug, Clone, Default)]
 pub struct ReplayOptions {
     pub pipeline: PipelineOptions,
+    /// Show a progress bar on stderr for large files (when it is a terminal).
+    pub progress: bool,
     /// A BPF filter (tcpdump syntax), applied to every frame.
     pub filter: Option<String>,
+    pub reader: ReaderKind,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     #[error(transparent)]
     Read(#[from] ReadError),
+    #[error("{path}: {message}")]
+    Libpcap { path: PathBuf, message: String },
     #[error("{path}: bad filter {filter:?} for link type {link}: {message}")]
     Filter {
         path: PathBuf,
@@ -160,34 +179,34 @@ pub fn replay_files(paths: &[PathBuf], options: &ReplayOptions) -> Result<Report
         programs: HashMap::new(),
     });
     for path in paths {
-        let mut reader = CaptureReader::open(path)?;
-        while let Some(record) = reader.next_record()? {
-            match record {
-                Record::Frame(link, frame) => {
-                    if let Some(filter) = &mut filter {
-                        let keep = filter.matches(link, frame.data).map_err(|message| {
-                            ReplayError::Filter {
-                                path: path.clone(),
-                                filter: filter.expr.clone(),
-                                link: link.name(),
-                                message,
-                            }
+        let mut feed = |link: LinkType, frame: &Frame<'_>| -> Result<(), ReplayError> {
+            if let Some(filter) = &mut filter {
+                let keep =
+                    filter
+                        .matches(link, frame.data)
+                        .map_err(|message| ReplayError::Filter {
+                            path: path.clone(),
+                            filter: filter.expr.clone(),
+                            link: link.name(),
+                            message,
                         })?;
-                        if !keep {
-                            continue;
-                        }
-                    }
-                    pipeline.push(link, &frame);
-                }
-                Record::CutShort => {
-                    pipeline.source_mut().packets += 1;
-                    pipeline.note_anomaly(format!(
-                        "capture file cut short in the middle of a packet ({})",
-                        path.display()
-                    ));
-                    break;
+                if !keep {
+                    return Ok(());
                 }
             }
+            pipeline.push(link, frame);
+            Ok(())
+        };
+        let cut_short = match options.reader {
+            ReaderKind::Native => read_native(path, options.progress, &mut feed)?,
+            ReaderKind::Libpcap => read_libpcap(path, &mut feed)?,
+        };
+        if cut_short {
+            pipeline.source_mut().packets += 1;
+            pipeline.note_anomaly(format!(
+                "capture file cut short in the middle of a packet ({})",
+                path.display()
+            ));
         }
     }
     let source = pipeline.source_mut();
@@ -195,4 +214,82 @@ pub fn replay_files(paths: &[PathBuf], options: &ReplayOptions) -> Result<Report
     source.names = paths.iter().map(|p| p.display().to_string()).collect();
     source.filter = options.filter.clone();
     Ok(pipeline.finish())
+}
+
+type FrameSink<'a> = dyn FnMut(LinkType, &Frame<'_>) -> Result<(), ReplayError> + 'a;
+
+/// Feed every frame of `path` to `feed`; true if the file was cut short.
+fn read_native(path: &Path, progress: bool, feed: &mut FrameSink<'_>) -> Result<bool, ReplayError> {
+    let mut reader = CaptureReader::open(path)?;
+    let bar = progress.then(|| progress_bar(path)).flatten();
+    let mut frames: u64 = 0;
+    let cut_short = loop {
+        let Some(record) = reader.next_record()? else {
+            break false;
+        };
+        match record {
+            Record::Frame(link, frame) => feed(link, &frame)?,
+            Record::CutShort => break true,
+        }
+        frames += 1;
+        if frames.is_multiple_of(65536) {
+            if let Some(bar) = &bar {
+                bar.set_position(reader.file_position());
+            }
+        }
+    };
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    Ok(cut_short)
+}
+
+/// Files smaller than this replay in a moment: no progress bar.
+const PROGRESS_MIN_BYTES: u64 = 64 << 20;
+
+/// A byte-position progress bar on stderr, if stderr is a terminal and the
+/// file is large enough to be worth one.
+fn progress_bar(path: &Path) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    let len = std::fs::metadata(path).ok()?.len();
+    if len < PROGRESS_MIN_BYTES || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .ok()?
+        .progress_chars("=> "),
+    );
+    bar.set_message(path.display().to_string());
+    Some(bar)
+}
+
+/// The same through libpcap, for comparison (`--reader libpcap`).
+fn read_libpcap(path: &Path, feed: &mut FrameSink<'_>) -> Result<bool, ReplayError> {
+    let err = |e: pcap::Error| ReplayError::Libpcap {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let mut cap = pcap::Capture::from_file(path).map_err(err)?;
+    let link = LinkType::from(cap.get_datalink());
+    loop {
+        match cap.next_packet() {
+            Ok(packet) => {
+                let h = packet.header;
+                let frame = Frame {
+                    ts: Timestamp::from_parts(h.ts.tv_sec, h.ts.tv_usec),
+                    caplen: h.caplen,
+                    wirelen: h.len.max(h.caplen),
+                    data: packet.data,
+                };
+                feed(link, &frame)?;
+            }
+            Err(pcap::Error::NoMorePackets) => return Ok(false),
+            Err(pcap::Error::PcapError(m)) if m.contains("truncated") => return Ok(true),
+            Err(e) => return Err(err(e)),
+        }
+    }
 }

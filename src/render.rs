@@ -184,15 +184,53 @@ pub fn verdict(report: &Report) -> String {
         );
     }
     let new = s.requests - s.reused_requests;
+    let why: Vec<String> = s
+        .new_connection_reasons
+        .iter()
+        .map(|(reason, n)| format!("{n} {}", reason_phrase(reason)))
+        .collect();
     format!(
-        "{} request{} over {} connection{}: {} reused a connection, {} opened a new one.",
+        "{} request{} over {} connection{}: {} reused a connection, {} opened a new one{}.",
         s.requests,
         plural(s.requests),
         s.connections,
         plural(s.connections),
         s.reused_requests,
-        new
+        new,
+        if why.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", why.join(", "))
+        }
     )
+}
+
+fn reason_phrase(reason: &str) -> &str {
+    match reason {
+        "first" => "first to their server",
+        "idle_not_reused" => "while an idle connection stayed unused",
+        "all_busy" => "because every open connection was busy",
+        "previous_closed" => "because the previous connection was closed",
+        other => other,
+    }
+}
+
+/// A table cell's worth of `why_new`.
+fn why_new_cell(report: &Report, r: &RequestRecord) -> String {
+    let Some(why) = &r.why_new else {
+        return String::new();
+    };
+    let prev = why.previous_stream;
+    match (why.reason, prev) {
+        ("first", _) => "first to server".to_string(),
+        ("idle_not_reused", Some(p)) => format!("stream {p} idle, not reused"),
+        ("all_busy", _) => "all open busy".to_string(),
+        ("previous_closed", Some(p)) => match report.connections.iter().find(|c| c.stream == p) {
+            Some(c) => format!("stream {p}: {}", closed_text(c)),
+            None => format!("stream {p} closed"),
+        },
+        (other, _) => other.to_string(),
+    }
 }
 
 fn plural(n: u64) -> &'static str {
@@ -272,6 +310,7 @@ fn requests_table(report: &Report, markdown: bool) -> Table {
             right(r.stream),
             right(r.depth),
             Cell::new(reuse_mark(r)),
+            Cell::new(why_new_cell(report, r)),
             Cell::new(&r.method),
             Cell::new(&r.target),
             right(opt(r.status)),

@@ -81,6 +81,8 @@ pub struct ConnectionRecord {
     pub closed_by: Option<&'static str>,
     /// How the first closing side closed: "fin" | "rst" | null. An addition.
     pub closed_with: Option<&'static str>,
+    /// When that first FIN or RST was seen. An addition.
+    pub closed_at: Option<f64>,
     pub state: &'static str,
     pub history: String,
     /// How the client/server roles were decided: "syn", "syn-ack" or "port"
@@ -110,6 +112,9 @@ pub struct RequestRecord {
     pub tag: Option<String>,
     /// "capture" | "client".
     pub seen_in: &'static str,
+    /// For a request that opened its connection: why no earlier connection
+    /// carried it (see `diagnose`). Null for reused connections. An addition.
+    pub why_new: Option<crate::diagnose::NewConnectionReason>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Default)]
@@ -130,6 +135,8 @@ pub struct Summary {
     pub rst_server: u64,
     /// Connections that neither side closed within the capture.
     pub not_closed: u64,
+    /// Requests that opened a new connection, by `why_new.reason`. An addition.
+    pub new_connection_reasons: std::collections::BTreeMap<String, u64>,
 }
 
 impl Summary {

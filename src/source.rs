@@ -8,6 +8,8 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use flate2::read::MultiGzDecoder;
 
@@ -131,6 +133,22 @@ pub struct CaptureReader {
     buf: Vec<u8>,
     /// Link types seen so far (pcapng may declare several).
     link_types: Vec<LinkType>,
+    /// Bytes of the file itself consumed so far (compressed bytes for gzip).
+    file_position: Arc<AtomicU64>,
+}
+
+/// Counts the bytes read from the file, for progress reports.
+struct Counting<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
 }
 
 impl fmt::Debug for CaptureReader {
@@ -149,7 +167,12 @@ impl CaptureReader {
             path: path.to_path_buf(),
             source,
         };
-        let mut file = BufReader::with_capacity(256 << 10, File::open(path).map_err(open_err)?);
+        let file_position = Arc::new(AtomicU64::new(0));
+        let counting = Counting {
+            inner: File::open(path).map_err(open_err)?,
+            count: Arc::clone(&file_position),
+        };
+        let mut file = BufReader::with_capacity(256 << 10, counting);
         let gz = {
             use std::io::BufRead;
             file.fill_buf()
@@ -164,7 +187,14 @@ impl CaptureReader {
         } else {
             Box::new(file)
         };
-        CaptureReader::from_reader(path, input)
+        let mut reader = CaptureReader::from_reader(path, input)?;
+        reader.file_position = file_position;
+        Ok(reader)
+    }
+
+    /// Bytes of the file read so far (of the compressed file, for gzip).
+    pub fn file_position(&self) -> u64 {
+        self.file_position.load(Ordering::Relaxed)
     }
 
     /// Read a capture from any byte stream (`path` names it in errors).
@@ -195,6 +225,7 @@ impl CaptureReader {
             offset: 4,
             buf: Vec::with_capacity(65536),
             link_types: Vec::new(),
+            file_position: Arc::new(AtomicU64::new(0)),
         };
         match u32::from_le_bytes(head) {
             0xa1b2_c3d4 | 0xa1b2_3c4d | 0xd4c3_b2a1 | 0x4d3c_b2a1 => {
@@ -506,4 +537,175 @@ fn if_tsresol(mut options: &[u8], swapped: bool) -> u64 {
         options = options.get(padded..).unwrap_or(&[]);
     }
     1_000_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn reader(bytes: Vec<u8>) -> Result<CaptureReader, ReadError> {
+        CaptureReader::from_reader(Path::new("mem.pcap"), Box::new(io::Cursor::new(bytes)))
+    }
+
+    /// A classic pcap file; `magic` picks resolution, `be` the byte order.
+    fn pcap_file(magic: u32, be: bool, link: u32, records: &[(u32, u32, &[u8], u32)]) -> Vec<u8> {
+        let w32 = |v: u32| if be { v.to_be_bytes() } else { v.to_le_bytes() };
+        let w16 = |v: u16| if be { v.to_be_bytes() } else { v.to_le_bytes() };
+        let mut f = Vec::new();
+        f.extend_from_slice(&w32(magic));
+        f.extend_from_slice(&w16(2));
+        f.extend_from_slice(&w16(4));
+        f.extend_from_slice(&[0; 8]);
+        f.extend_from_slice(&w32(65535));
+        f.extend_from_slice(&w32(link));
+        for &(secs, frac, data, wirelen) in records {
+            f.extend_from_slice(&w32(secs));
+            f.extend_from_slice(&w32(frac));
+            f.extend_from_slice(&w32(data.len() as u32));
+            f.extend_from_slice(&w32(wirelen));
+            f.extend_from_slice(data);
+        }
+        f
+    }
+
+    fn frames(mut r: CaptureReader) -> Vec<(LinkType, i64, u32, Vec<u8>)> {
+        let mut out = Vec::new();
+        while let Some(rec) = r.next_record().expect("readable") {
+            match rec {
+                Record::Frame(l, f) => out.push((l, f.ts.0, f.wirelen, f.data.to_vec())),
+                Record::CutShort => panic!("unexpected cut"),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn pcap_in_both_byte_orders_and_resolutions() {
+        for be in [false, true] {
+            let micro = pcap_file(0xa1b2_c3d4, be, 1, &[(10, 250, b"abc", 60)]);
+            assert_eq!(
+                frames(reader(micro).unwrap()),
+                [(LinkType::ETHERNET, 10_000_250, 60, b"abc".to_vec())]
+            );
+            let nano = pcap_file(0xa1b2_3c4d, be, 276, &[(10, 250_999, b"x", 1)]);
+            assert_eq!(frames(reader(nano).unwrap())[0].1, 10_000_250);
+        }
+    }
+
+    #[test]
+    fn pcap_cut_short_mid_record_is_reported_not_an_error() {
+        let mut f = pcap_file(
+            0xa1b2_c3d4,
+            false,
+            1,
+            &[(1, 0, b"abcd", 4), (2, 0, b"efgh", 4)],
+        );
+        f.truncate(f.len() - 2);
+        let mut r = reader(f).unwrap();
+        assert!(matches!(r.next_record().unwrap(), Some(Record::Frame(..))));
+        assert!(matches!(r.next_record().unwrap(), Some(Record::CutShort)));
+    }
+
+    #[test]
+    fn impossible_record_length_is_corrupt() {
+        let mut f = pcap_file(0xa1b2_c3d4, false, 1, &[]);
+        f.extend_from_slice(&[0; 8]);
+        f.extend_from_slice(&u32::MAX.to_le_bytes());
+        f.extend_from_slice(&[0; 4]);
+        let err = reader(f).unwrap().next_record().err().expect("corrupt");
+        assert!(err.to_string().contains("impossible"), "{err}");
+    }
+
+    #[test]
+    fn unknown_format_names_the_file_and_magic() {
+        let err = reader(b"hello world".to_vec()).expect_err("not a capture");
+        assert_eq!(
+            err.to_string(),
+            "mem.pcap: not a pcap or pcapng file (starts with 68656c6c)"
+        );
+        assert!(reader(Vec::new()).is_err());
+    }
+
+    fn block(kind: u32, body: &[u8]) -> Vec<u8> {
+        let padded = (body.len() + 3) & !3;
+        let total = (12 + padded) as u32;
+        let mut b = kind.to_le_bytes().to_vec();
+        b.extend_from_slice(&total.to_le_bytes());
+        b.extend_from_slice(body);
+        b.resize(8 + padded, 0);
+        b.extend_from_slice(&total.to_le_bytes());
+        b
+    }
+
+    fn idb(link: u16, tsresol: Option<u8>) -> Vec<u8> {
+        let mut body = link.to_le_bytes().to_vec();
+        body.extend_from_slice(&[0, 0]);
+        body.extend_from_slice(&65535u32.to_le_bytes());
+        if let Some(r) = tsresol {
+            body.extend_from_slice(&9u16.to_le_bytes());
+            body.extend_from_slice(&1u16.to_le_bytes());
+            body.extend_from_slice(&[r, 0, 0, 0]);
+            body.extend_from_slice(&[0, 0, 0, 0]);
+        }
+        block(1, &body)
+    }
+
+    fn epb(iface: u32, ts: u64, data: &[u8]) -> Vec<u8> {
+        let mut body = iface.to_le_bytes().to_vec();
+        body.extend_from_slice(&((ts >> 32) as u32).to_le_bytes());
+        body.extend_from_slice(&(ts as u32).to_le_bytes());
+        body.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        body.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        body.extend_from_slice(data);
+        block(6, &body)
+    }
+
+    fn shb() -> Vec<u8> {
+        let mut body = 0x1a2b_3c4du32.to_le_bytes().to_vec();
+        body.extend_from_slice(&[1, 0, 0, 0]);
+        body.extend_from_slice(&u64::MAX.to_le_bytes());
+        block(0x0a0d_0d0a, &body)
+    }
+
+    #[test]
+    fn pcapng_with_two_link_types_and_resolutions() {
+        let mut f = shb();
+        f.extend(idb(1, None));
+        f.extend(idb(276, Some(9))); // nanoseconds
+        f.extend(block(4, &[0; 8])); // a name resolution block: skipped
+        f.extend(epb(0, 5_000_001, b"eth"));
+        f.extend(epb(1, 5_000_001_000, b"sll2"));
+        let r = reader(f).unwrap();
+        let got = frames(r);
+        assert_eq!(got[0], (LinkType::ETHERNET, 5_000_001, 3, b"eth".to_vec()));
+        assert_eq!(
+            got[1],
+            (LinkType::LINUX_SLL2, 5_000_001, 4, b"sll2".to_vec())
+        );
+    }
+
+    #[test]
+    fn pcapng_packet_on_undeclared_interface_is_corrupt() {
+        let mut f = shb();
+        f.extend(epb(0, 0, b"x"));
+        assert!(reader(f).unwrap().next_record().is_err());
+    }
+
+    #[test]
+    fn gzip_compressed_capture_is_read_from_disk() {
+        let plain = pcap_file(0xa1b2_c3d4, false, 101, &[(1, 2, b"ip", 2)]);
+        let dir = std::env::temp_dir().join(format!("conntrace-gz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.pcap.gz");
+        let mut gz = flate2::write::GzEncoder::new(
+            File::create(&path).unwrap(),
+            flate2::Compression::fast(),
+        );
+        gz.write_all(&plain).unwrap();
+        gz.finish().unwrap();
+        let got = frames(CaptureReader::open(&path).unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(got, [(LinkType::RAW, 1_000_002, 2, b"ip".to_vec())]);
+    }
 }

@@ -1,0 +1,310 @@
+//! Why a request opened a new connection instead of reusing one: the question
+//! none of the peer tools answers directly. Computed from the report alone
+//! (connections with their open and close times, requests with their times),
+//! so it works the same for replayed files and live runs.
+//!
+//! For each request that was first on its connection, look at the earlier
+//! connections from the same client host to the same server, as they stood
+//! when the request was sent:
+//! - none: the first connection to that server (`first`);
+//! - one was open and idle (its requests answered): the client chose not to
+//!   reuse it (`idle_not_reused`): a pool limit, an undrained body, a client
+//!   without a connection pool;
+//! - all open ones were busy with an unanswered request (`all_busy`):
+//!   concurrency needs more connections, as HTTP/1.1 carries one request at a time;
+//! - all were closed (`previous_closed`): by whom and how says whether the server
+//!   (idle timeout, request limit, `Connection: close`) or the client ended them.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::report::{ConnectionRecord, Report, RequestRecord};
+
+/// Why one request was sent on a new connection.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NewConnectionReason {
+    /// "first" | "idle_not_reused" | "all_busy" | "previous_closed".
+    pub reason: &'static str,
+    /// The earlier connection the reason is about (the idle one, or the most
+    /// recently closed one), if any.
+    pub previous_stream: Option<u64>,
+    /// One sentence for people.
+    pub detail: String,
+}
+
+/// The client host of an `ip:port` address.
+fn host(addr: &str) -> &str {
+    addr.rsplit_once(':').map_or(addr, |(h, _)| h)
+}
+
+/// Fill `why_new` on every request that opened its connection, and the tally
+/// in the summary.
+pub fn explain_new_connections(report: &mut Report) {
+    // Requests per stream, for the busy/idle test.
+    let mut by_stream: HashMap<u64, Vec<(f64, Option<f64>)>> = HashMap::new();
+    for r in &report.requests {
+        by_stream
+            .entry(r.stream)
+            .or_default()
+            .push((r.sent, r.answered));
+    }
+    let conns: HashMap<u64, &ConnectionRecord> =
+        report.connections.iter().map(|c| (c.stream, c)).collect();
+    let mut tally: std::collections::BTreeMap<&'static str, u64> = Default::default();
+    let reasons: Vec<Option<NewConnectionReason>> = report
+        .requests
+        .iter()
+        .map(|r| {
+            if r.reused {
+                return None;
+            }
+            let conn = conns.get(&r.stream)?;
+            let why = explain(r, conn, &report.connections, &by_stream);
+            *tally.entry(why.reason).or_default() += 1;
+            Some(why)
+        })
+        .collect();
+    for (r, why) in report.requests.iter_mut().zip(reasons) {
+        r.why_new = why;
+    }
+    report.summary.new_connection_reasons =
+        tally.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+}
+
+fn explain(
+    r: &RequestRecord,
+    conn: &ConnectionRecord,
+    all: &[ConnectionRecord],
+    by_stream: &HashMap<u64, Vec<(f64, Option<f64>)>>,
+) -> NewConnectionReason {
+    let t = r.sent;
+    let earlier: Vec<&ConnectionRecord> = all
+        .iter()
+        .filter(|c| {
+            c.stream != conn.stream
+                && c.server == conn.server
+                && host(&c.client) == host(&conn.client)
+                && c.first_seen < conn.first_seen
+        })
+        .collect();
+    if earlier.is_empty() {
+        return NewConnectionReason {
+            reason: "first",
+            previous_stream: None,
+            detail: format!("first connection from this client to {}", conn.server),
+        };
+    }
+    let open: Vec<&ConnectionRecord> = earlier
+        .iter()
+        .copied()
+        .filter(|c| c.closed_at.is_none_or(|at| at > t))
+        .collect();
+    let busy = |c: &ConnectionRecord| {
+        by_stream.get(&c.stream).is_some_and(|reqs| {
+            reqs.iter()
+                .any(|&(sent, answered)| sent <= t && answered.is_none_or(|a| a > t))
+        })
+    };
+    if let Some(idle) = open.iter().find(|c| !busy(c)) {
+        let since = by_stream.get(&idle.stream).and_then(|reqs| {
+            reqs.iter()
+                .filter_map(|&(_, a)| a)
+                .filter(|&a| a <= t)
+                .reduce(f64::max)
+        });
+        let idle_for = since.map_or_else(String::new, |a| {
+            format!(", idle for {:.1} ms", (t - a) * 1000.0)
+        });
+        return NewConnectionReason {
+            reason: "idle_not_reused",
+            previous_stream: Some(idle.stream),
+            detail: format!(
+                "stream {} to the same server was open{idle_for}, but the client did not reuse it",
+                idle.stream
+            ),
+        };
+    }
+    if !open.is_empty() {
+        return NewConnectionReason {
+            reason: "all_busy",
+            previous_stream: open.last().map(|c| c.stream),
+            detail: format!(
+                "all {} open connection{} to the same server had a request in flight",
+                open.len(),
+                if open.len() == 1 { "" } else { "s" }
+            ),
+        };
+    }
+    // All closed: the most recent close explains this one.
+    let last = earlier
+        .iter()
+        .copied()
+        .max_by(|a, b| {
+            a.closed_at
+                .unwrap_or(0.0)
+                .total_cmp(&b.closed_at.unwrap_or(0.0))
+        })
+        .expect("earlier is not empty");
+    let by = last.closed_by.unwrap_or("?");
+    let how = last.closed_with.map_or("?".to_string(), str::to_uppercase);
+    let ago = last.closed_at.map_or_else(String::new, |at| {
+        format!(" {:.1} ms before", (t - at) * 1000.0)
+    });
+    let after = last.requests.map_or_else(String::new, |n| {
+        format!(" after {n} request{}", if n == 1 { "" } else { "s" })
+    });
+    NewConnectionReason {
+        reason: "previous_closed",
+        previous_stream: Some(last.stream),
+        detail: format!(
+            "stream {} to the same server was closed by the {by} ({how}){after}{ago}",
+            last.stream
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Summary;
+
+    fn conn(
+        stream: u64,
+        cport: u16,
+        first: f64,
+        closed: Option<(f64, &'static str)>,
+    ) -> ConnectionRecord {
+        ConnectionRecord {
+            stream,
+            client: format!("127.0.0.1:{cport}"),
+            server: "127.0.0.1:8080".to_string(),
+            first_seen: first,
+            last_seen: first + 10.0,
+            syn: 1,
+            syn_ack: 1,
+            fin_client: 0,
+            fin_server: 0,
+            rst_client: 0,
+            rst_server: 0,
+            packets_client: 0,
+            packets_server: 0,
+            bytes_client: 0,
+            bytes_server: 0,
+            payload_client: 0,
+            payload_server: 0,
+            handshake_rtt_ms: None,
+            closed_by: closed.map(|(_, by)| by),
+            closed_with: closed.map(|_| "fin"),
+            closed_at: closed.map(|(at, _)| at),
+            state: "SF",
+            history: String::new(),
+            orientation: "syn",
+            protocol: "http/1.1",
+            tls_sni: None,
+            alpn: Vec::new(),
+            requests: Some(1),
+            http: None,
+        }
+    }
+
+    fn req(stream: u64, depth: u32, sent: f64, answered: Option<f64>) -> RequestRecord {
+        RequestRecord {
+            stream,
+            depth,
+            reused: depth > 1,
+            method: "GET".to_string(),
+            target: "/".to_string(),
+            host: None,
+            status: answered.map(|_| 200),
+            sent,
+            answered,
+            h2_stream: None,
+            tag: None,
+            seen_in: "capture",
+            why_new: None,
+        }
+    }
+
+    fn report(connections: Vec<ConnectionRecord>, requests: Vec<RequestRecord>) -> Report {
+        let summary = Summary::tally(&connections, &requests);
+        let mut r = Report {
+            tool: Default::default(),
+            source: Default::default(),
+            connections,
+            requests,
+            summary,
+            anomalies: Vec::new(),
+        };
+        explain_new_connections(&mut r);
+        r
+    }
+
+    fn reasons(r: &Report) -> Vec<Option<(&'static str, Option<u64>)>> {
+        r.requests
+            .iter()
+            .map(|q| q.why_new.as_ref().map(|w| (w.reason, w.previous_stream)))
+            .collect()
+    }
+
+    #[test]
+    fn server_closed_connections_explain_the_next_one() {
+        let r = report(
+            vec![
+                conn(0, 5000, 0.0, Some((1.0, "server"))),
+                conn(1, 5001, 2.0, None),
+            ],
+            vec![
+                req(0, 1, 0.1, Some(0.2)),
+                req(1, 1, 2.1, Some(2.2)),
+                req(1, 2, 3.0, Some(3.1)),
+            ],
+        );
+        assert_eq!(
+            reasons(&r),
+            [
+                Some(("first", None)),
+                Some(("previous_closed", Some(0))),
+                None
+            ]
+        );
+        let detail = &r.requests[1].why_new.as_ref().unwrap().detail;
+        assert!(
+            detail.contains("closed by the server (FIN) after 1 request 1100.0 ms before"),
+            "{detail}"
+        );
+        assert_eq!(r.summary.new_connection_reasons["previous_closed"], 1);
+    }
+
+    #[test]
+    fn an_open_idle_connection_left_unused_is_named() {
+        // Stream 0 answered at 0.2 and stays open; stream 1 opens at 0.5.
+        let r = report(
+            vec![conn(0, 5000, 0.0, None), conn(1, 5001, 0.5, None)],
+            vec![req(0, 1, 0.1, Some(0.2)), req(1, 1, 0.6, Some(0.7))],
+        );
+        assert_eq!(reasons(&r)[1], Some(("idle_not_reused", Some(0))));
+        let detail = &r.requests[1].why_new.as_ref().unwrap().detail;
+        assert!(detail.contains("idle for 400.0 ms"), "{detail}");
+    }
+
+    #[test]
+    fn busy_connections_explain_concurrency() {
+        let r = report(
+            vec![conn(0, 5000, 0.0, None), conn(1, 5001, 0.05, None)],
+            vec![req(0, 1, 0.1, Some(0.5)), req(1, 1, 0.2, Some(0.6))],
+        );
+        assert_eq!(reasons(&r)[1], Some(("all_busy", Some(0))));
+    }
+
+    #[test]
+    fn other_clients_and_servers_do_not_count() {
+        let mut other = conn(1, 5001, 0.5, None);
+        other.client = "10.9.9.9:5001".to_string();
+        let r = report(
+            vec![conn(0, 5000, 0.0, None), other],
+            vec![req(0, 1, 0.1, Some(0.2)), req(1, 1, 0.6, Some(0.7))],
+        );
+        assert_eq!(reasons(&r)[1], Some(("first", None)));
+    }
+}

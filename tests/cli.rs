@@ -1,0 +1,154 @@
+//! The command line as a user meets it: errors, pipes, filters, output files.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_conntrace"))
+}
+
+fn corpus(rel: &str) -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/corpus/files")
+        .join(rel);
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!("skipped: {} is not here", p.display());
+        None
+    }
+}
+
+#[test]
+fn missing_file_is_a_one_line_error_naming_it() {
+    let out = bin()
+        .args(["replay", "/nonexistent/x.pcap"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err, "conntrace: /nonexistent/x.pcap: no such file\n");
+}
+
+#[test]
+fn a_file_that_is_not_a_capture_is_refused_clearly() {
+    let dir = std::env::temp_dir().join(format!("conntrace-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("notes.txt");
+    std::fs::write(&path, "just text\n").unwrap();
+    let out = bin().arg("replay").arg(&path).output().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("notes.txt: not a pcap or pcapng file"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn bad_filter_is_refused_before_reading() {
+    let out = bin()
+        .args(["replay", "whatever.pcap", "--", "tcp", "port", "banana"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad filter"));
+}
+
+#[test]
+fn piping_into_head_exits_quietly() {
+    let Some(f) = corpus("pcapplusplus/many-protocols.pcap") else {
+        return;
+    };
+    let mut child = bin()
+        .arg("replay")
+        .arg(&f)
+        .args(["--format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read one line, then hang up, as `head -1` does.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 1];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout);
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit {status}, stderr {err}");
+    assert_eq!(err, "");
+}
+
+#[test]
+fn filter_after_double_dash_selects_frames_and_is_reported() {
+    let Some(f) = corpus("arkime/tcp_handshake_synthetic.pcap") else {
+        return;
+    };
+    let out = bin()
+        .arg("replay")
+        .arg(&f)
+        .args(["-f", "json", "--", "tcp", "port", "40003"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["source"]["filter"], "tcp port 40003");
+    // Port 40003 carries two streams in this capture (a reused 4-tuple).
+    assert_eq!(v["connections"].as_array().unwrap().len(), 2);
+    assert_eq!(v["source"]["packets"], 5);
+}
+
+#[test]
+fn output_file_gets_the_report_and_stdout_stays_empty() {
+    let Some(f) = corpus("zeek/http/get.pcap") else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("conntrace-out-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let report = dir.join("r.md");
+    let out = bin()
+        .arg("replay")
+        .arg(&f)
+        .args(["--format", "markdown", "-o"])
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(out.stdout.is_empty());
+    let md = std::fs::read_to_string(&report).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(md.starts_with("## conntrace report"), "{md}");
+    assert!(md.contains("| 141.142.228.5:59856"), "{md}");
+}
+
+#[test]
+fn several_files_are_numbered_as_one_capture() {
+    let (Some(a), Some(b)) = (
+        corpus("zeek/http/get.pcap"),
+        corpus("arkime/tcp_handshake_synthetic.pcap"),
+    ) else {
+        return;
+    };
+    let out = bin()
+        .arg("replay")
+        .arg(&a)
+        .arg(&b)
+        .args(["-f", "json", "--no-http"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let conns = v["connections"].as_array().unwrap();
+    assert_eq!(conns.len(), 17);
+    assert_eq!(conns[1]["client"], "192.0.2.10:40001");
+    assert_eq!(v["source"]["names"].as_array().unwrap().len(), 2);
+}
