@@ -3,8 +3,9 @@
 //! capture in `CONNTRACE_EXTRA_CAPTURES`, `conntrace replay --format json` must
 //! report the same stream numbers as tshark's `tcp.stream`, the same two
 //! endpoints (client = the side that opened the connection whenever tshark's
-//! flags show one), and per side the same packets, bytes on the wire, TCP
-//! payload bytes and SYN, SYN+ACK, FIN and RST counts.
+//! flags show one), per side the same packets, bytes on the wire, TCP
+//! payload bytes and SYN, SYN+ACK, FIN and RST counts, the same first and last
+//! frame times, and the same closing side (sender of the first FIN or RST).
 //!
 //! Every disagreement of a run is listed in one failure message. Where
 //! conntrace deliberately differs from tshark, the case is named in
@@ -237,6 +238,34 @@ fn compare(file: &str, reference: &Reference, connections: &[Value]) -> Vec<Mism
                 Some(got) if got == want => {}
                 _ => report(Some(stream), field, c[field].to_string(), want.to_string()),
             }
+        }
+        // Times: the report has microseconds, tshark nanoseconds.
+        for (field, want_ns) in [
+            ("first_seen", t.first_time_ns),
+            ("last_seen", t.last_time_ns),
+        ] {
+            let close = c[field]
+                .as_f64()
+                .is_some_and(|got| (got - want_ns as f64 / 1e9).abs() < 1.5e-6);
+            if !close {
+                let want = format!(
+                    "{}.{:09}",
+                    want_ns.div_euclid(1_000_000_000),
+                    want_ns.rem_euclid(1_000_000_000)
+                );
+                report(Some(stream), field, c[field].to_string(), want);
+            }
+        }
+        let closed_by = t
+            .first_close
+            .map(|a| if a == client { "client" } else { "server" });
+        if c["closed_by"].as_str() != closed_by {
+            report(
+                Some(stream),
+                "closed_by",
+                c["closed_by"].to_string(),
+                format!("{closed_by:?} (first FIN or RST)"),
+            );
         }
         // The report has no field for a SYN from the server or a SYN+ACK from
         // the client (simultaneous open, split handshakes): tshark seeing one

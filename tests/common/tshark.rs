@@ -43,6 +43,7 @@ const FIELDS: &[&str] = &[
     "tcp.flags.fin",
     "tcp.flags.reset",
     "frame.protocols",
+    "frame.time_epoch",
 ];
 
 /// Layers that, met before the first TCP layer, mean the TCP header is quoted
@@ -86,6 +87,12 @@ impl Side {
 pub struct Stream {
     pub stream: u64,
     pub first_frame: u64,
+    /// Earliest and latest frame time, in nanoseconds since the Unix epoch
+    /// (frames are not always in time order).
+    pub first_time_ns: i128,
+    pub last_time_ns: i128,
+    /// The sender of the first frame with FIN or RST, if any.
+    pub first_close: Option<SocketAddr>,
     /// `sides[0]` sent the stream's first frame. A stream whose frames all go
     /// one way has a second side with zero packets.
     pub sides: [Side; 2],
@@ -209,6 +216,7 @@ pub fn parse(text: &str) -> Result<Reference, Error> {
 
 struct Frame {
     number: u64,
+    time_ns: i128,
     stream: u64,
     src: SocketAddr,
     dst: SocketAddr,
@@ -291,6 +299,7 @@ impl Frame {
         };
         Ok(Parsed::Frame(Frame {
             number,
+            time_ns: parse_epoch(col("frame.time_epoch")).ok_or_else(|| bad("frame.time_epoch"))?,
             stream: first("tcp.stream")?,
             src: SocketAddr::new(ip(src_field)?, port("tcp.srcport")?),
             dst: SocketAddr::new(ip(dst_field)?, port("tcp.dstport")?),
@@ -307,6 +316,20 @@ impl Frame {
     }
 }
 
+/// "1795268267.304371000" -> nanoseconds, without a float's rounding.
+fn parse_epoch(s: &str) -> Option<i128> {
+    let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
+    let negative = secs.starts_with('-');
+    let secs: i128 = secs.parse().ok()?;
+    let digits: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
+    let nanos: i128 = digits.parse().ok()?;
+    Some(if negative {
+        secs * 1_000_000_000 - nanos
+    } else {
+        secs * 1_000_000_000 + nanos
+    })
+}
+
 fn values(col: &str) -> impl Iterator<Item = &str> {
     col.split(',').filter(|v| !v.is_empty())
 }
@@ -316,8 +339,16 @@ impl Reference {
         let stream = self.streams.entry(frame.stream).or_insert_with(|| Stream {
             stream: frame.stream,
             first_frame: frame.number,
+            first_time_ns: frame.time_ns,
+            last_time_ns: frame.time_ns,
+            first_close: None,
             sides: [Side::new(frame.src), Side::new(frame.dst)],
         });
+        stream.first_time_ns = stream.first_time_ns.min(frame.time_ns);
+        stream.last_time_ns = stream.last_time_ns.max(frame.time_ns);
+        if stream.first_close.is_none() && (frame.fin || frame.rst) {
+            stream.first_close = Some(frame.src);
+        }
         let side = if stream.sides[0].addr == frame.src {
             &mut stream.sides[0]
         } else {
@@ -412,120 +443,99 @@ fn parse_conversation(line: &str) -> Result<Conversation, Error> {
 mod tests {
     use super::*;
 
-    fn line(cols: &[&str]) -> String {
-        cols.join("\t")
+    /// One line of tshark's output (in [`FIELDS`] order) for a plain IPv4 or
+    /// IPv6 frame; `flags` holds S, A, F and R as set.
+    fn frame(
+        number: u32,
+        stream: u32,
+        (src, dst): (&str, &str),
+        (len, tcp_len): (u32, u32),
+        flags: &str,
+        time: &str,
+    ) -> String {
+        let (src, dst): (SocketAddr, SocketAddr) = (src.parse().unwrap(), dst.parse().unwrap());
+        let ip_cols = |a: SocketAddr| {
+            if a.is_ipv4() {
+                (a.ip().to_string(), String::new())
+            } else {
+                (String::new(), a.ip().to_string())
+            }
+        };
+        let bit = |c: char| if flags.contains(c) { "1" } else { "0" };
+        let (s4, s6) = ip_cols(src);
+        let (d4, d6) = ip_cols(dst);
+        let protocols = if src.is_ipv4() {
+            "eth:ethertype:ip:tcp"
+        } else {
+            "null:ipv6:tcp"
+        };
+        [
+            number.to_string(),
+            stream.to_string(),
+            s4,
+            s6,
+            src.port().to_string(),
+            d4,
+            d6,
+            dst.port().to_string(),
+            len.to_string(),
+            tcp_len.to_string(),
+            bit('S').into(),
+            bit('A').into(),
+            bit('F').into(),
+            bit('R').into(),
+            protocols.into(),
+            time.into(),
+        ]
+        .join("\t")
     }
 
     #[test]
     fn folds_frames_per_stream_and_side() {
+        let c = "10.0.0.1:40000";
+        let s = "10.0.0.2:80";
         let text = [
-            line(&[
-                "1",
-                "0",
-                "10.0.0.1",
-                "",
-                "40000",
-                "10.0.0.2",
-                "",
-                "80",
-                "74",
-                "0",
-                "1",
-                "0",
-                "0",
-                "0",
-                "eth:ethertype:ip:tcp",
-            ]),
-            line(&[
-                "2",
-                "0",
-                "10.0.0.2",
-                "",
-                "80",
-                "10.0.0.1",
-                "",
-                "40000",
-                "74",
-                "0",
-                "1",
-                "1",
-                "0",
-                "0",
-                "eth:ethertype:ip:tcp",
-            ]),
-            line(&[
-                "3",
-                "0",
-                "10.0.0.1",
-                "",
-                "40000",
-                "10.0.0.2",
-                "",
-                "80",
-                "120",
-                "54",
-                "0",
-                "1",
-                "1",
-                "0",
-                "eth:ethertype:ip:tcp:http",
-            ]),
-            line(&[
-                "4",
-                "1",
-                "",
-                "::1",
-                "40001",
-                "",
-                "::1",
-                "80",
-                "94",
-                "0",
-                "1",
-                "0",
-                "0",
-                "0",
-                "null:ipv6:tcp",
-            ]),
-            line(&[
-                "5",
-                "1",
-                "",
-                "::1",
-                "80",
-                "",
-                "::1",
-                "40001",
-                "74",
-                "0",
-                "0",
-                "1",
-                "0",
-                "1",
-                "null:ipv6:tcp",
-            ]),
+            frame(1, 0, (c, s), (74, 0), "S", "10.5"),
+            frame(2, 0, (s, c), (74, 0), "SA", "10.500001"),
+            frame(3, 0, (c, s), (120, 54), "AF", "10.4"),
+            frame(4, 1, ("[::1]:40001", "[::1]:80"), (94, 0), "S", "11"),
+            frame(
+                5,
+                1,
+                ("[::1]:80", "[::1]:40001"),
+                (74, 0),
+                "AR",
+                "11.000000002",
+            ),
         ]
         .join("\n");
         let r = parse(&text).unwrap();
         assert_eq!(r.streams.len(), 2);
         let s0 = &r.streams[&0];
-        let client = s0.side("10.0.0.1:40000".parse().unwrap()).unwrap();
+        let client = s0.side(c.parse().unwrap()).unwrap();
         assert_eq!((client.packets, client.bytes, client.payload), (2, 194, 54));
         assert_eq!(
             (client.syn, client.syn_ack, client.fin, client.rst),
             (1, 0, 1, 0)
         );
-        let server = s0.side("10.0.0.2:80".parse().unwrap()).unwrap();
+        let server = s0.side(s.parse().unwrap()).unwrap();
         assert_eq!((server.packets, server.syn, server.syn_ack), (1, 0, 1));
-        assert_eq!(s0.opener(), Some("10.0.0.1:40000".parse().unwrap()));
+        assert_eq!(s0.opener(), Some(c.parse().unwrap()));
+        assert_eq!(
+            (s0.first_time_ns, s0.last_time_ns),
+            (10_400_000_000, 10_500_001_000)
+        );
+        assert_eq!(s0.first_close, Some(c.parse().unwrap()));
         let s1 = &r.streams[&1];
         assert_eq!(s1.sides[1].addr, "[::1]:80".parse().unwrap());
         assert_eq!(s1.sides[1].rst, 1);
+        assert_eq!(s1.first_close, Some("[::1]:80".parse().unwrap()));
+        assert_eq!(s1.last_time_ns, 11_000_000_002);
     }
 
     #[test]
     fn tunnelled_frames_use_the_innermost_addresses() {
-        let text = line(&[
+        let cols = [
             "1",
             "0",
             "192.0.2.1,10.0.0.1",
@@ -541,8 +551,9 @@ mod tests {
             "0",
             "0",
             "eth:ethertype:ip:ip:tcp",
-        ]);
-        let r = parse(&text).unwrap();
+            "1.0",
+        ];
+        let r = parse(&cols.join("\t")).unwrap();
         assert_eq!(
             r.streams[&0].sides[0].addr,
             "10.0.0.1:40000".parse().unwrap()
@@ -552,7 +563,7 @@ mod tests {
 
     #[test]
     fn tcp_headers_quoted_inside_udp_are_not_frames_of_a_stream() {
-        let text = line(&[
+        let cols = [
             "66",
             "1,2",
             "10.0.0.9,10.0.0.1,10.0.0.3",
@@ -568,35 +579,38 @@ mod tests {
             "0,1",
             "0,0",
             "eth:ethertype:ip:udp:sflow:eth:ethertype:ip:tcp:eth:ethertype:ip:tcp",
-        ]);
-        let r = parse(&text).unwrap();
+            "1.0",
+        ];
+        let r = parse(&cols.join("\t")).unwrap();
         assert!(r.streams.is_empty());
         assert_eq!(r.quoted_frames, vec![(66, vec![1, 2])]);
     }
 
     #[test]
     fn a_stream_seen_only_from_the_server_has_the_client_as_second_side() {
-        let text = line(&[
+        let r = parse(&frame(
+            1,
+            0,
+            ("10.0.0.2:80", "10.0.0.1:40000"),
+            (74, 0),
+            "SA",
             "1",
-            "0",
-            "10.0.0.2",
-            "",
-            "80",
-            "10.0.0.1",
-            "",
-            "40000",
-            "74",
-            "0",
-            "1",
-            "1",
-            "0",
-            "0",
-            "eth:ethertype:ip:tcp",
-        ]);
-        let r = parse(&text).unwrap();
+        ))
+        .unwrap();
         let s = &r.streams[&0];
         assert_eq!(s.sides[1].packets, 0);
         assert_eq!(s.opener(), Some("10.0.0.1:40000".parse().unwrap()));
+    }
+
+    #[test]
+    fn epoch_times_keep_every_digit() {
+        assert_eq!(
+            parse_epoch("1795268267.304371000"),
+            Some(1_795_268_267_304_371_000)
+        );
+        assert_eq!(parse_epoch("5.1"), Some(5_100_000_000));
+        assert_eq!(parse_epoch("7"), Some(7_000_000_000));
+        assert_eq!(parse_epoch("x"), None);
     }
 
     #[test]
