@@ -139,6 +139,12 @@ struct Endpoint {
     last_rst: Option<SeqNumber>,
     retransmits: u64,
     zero_windows: u64,
+    /// The end of this side's data as far as the capture saw it without a
+    /// hole (SYN and FIN included), and ranges seen beyond a hole, for Zeek's
+    /// content-gap letter: data the peer acknowledged that the capture missed.
+    seen_end: Option<SeqNumber>,
+    seen_ahead: Vec<(SeqNumber, SeqNumber)>,
+    gaps: u64,
     first_syn: Option<Timestamp>,
 }
 
@@ -192,6 +198,43 @@ impl AppResult {
     }
 }
 
+impl Endpoint {
+    /// Extend what the capture saw of this side's sequence space.
+    fn note_seen(&mut self, seg: &Segment) {
+        /// Ranges kept beyond a hole; more means the hole is real.
+        const AHEAD_CAP: usize = 16;
+        let start = seg.seq;
+        // Payload the snaplen cut was not seen either (Zeek counts it as a gap).
+        let captured = (seg.payload.len() as u32).min(seg.payload_len);
+        let data_end = seg.seq + captured + u32::from(seg.flags.syn());
+        let Some(mut seen) = self.seen_end else {
+            self.seen_end = Some(data_end + u32::from(seg.flags.fin()));
+            return;
+        };
+        if start > seen {
+            if self.seen_ahead.len() < AHEAD_CAP {
+                self.seen_ahead.push((start, data_end));
+            }
+            return;
+        }
+        if data_end > seen {
+            seen = data_end;
+        }
+        // Ranges seen out of order that now join up.
+        while let Some(i) = self.seen_ahead.iter().position(|&(s, _)| s <= seen) {
+            let (_, end) = self.seen_ahead.swap_remove(i);
+            if end > seen {
+                seen = end;
+            }
+        }
+        // A FIN right after the data seen occupies one more number.
+        if seg.flags.fin() && data_end >= seen {
+            seen = data_end + 1;
+        }
+        self.seen_end = Some(seen);
+    }
+}
+
 impl Connection {
     fn new(stream: u64, key: FlowKey, first: &Segment, sender: Side, http: bool) -> Connection {
         let (client, orientation) = if first.flags.is_syn_only() {
@@ -201,6 +244,13 @@ impl Connection {
         } else {
             (Self::client_by_port(key, first, sender), Orientation::Port)
         };
+        // Zeek takes the first packet's sender as originator and flips the
+        // connection, marking its history with '^', when that was the server.
+        let history = if sender == client {
+            String::new()
+        } else {
+            "^".to_string()
+        };
         Connection {
             stream,
             key,
@@ -209,7 +259,7 @@ impl Connection {
             first_seen: first.ts,
             last_seen: first.ts,
             ends: [Endpoint::default(), Endpoint::default()],
-            history: String::new(),
+            history,
             closed_by: None,
             handshake_rtt_ms: None,
             server_isn: None,
@@ -254,10 +304,24 @@ impl Connection {
     fn on_segment(&mut self, seg: &Segment, sender: Side, payload: &[u8]) {
         self.last_seen = self.last_seen.max(seg.ts);
         if self.orientation == Orientation::Port && seg.flags.is_syn_ack() {
-            // A SYN+ACK settles who the server is (Zeek flips the connection).
+            // A SYN+ACK settles who the server is: Zeek flips the connection,
+            // swapping the case of the letters so far, and marks it with '^'.
+            if self.client == sender {
+                self.history = self
+                    .history
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_uppercase() {
+                            c.to_ascii_lowercase()
+                        } else {
+                            c.to_ascii_uppercase()
+                        }
+                    })
+                    .collect();
+                self.history.push('^');
+            }
             self.client = sender.other();
             self.orientation = Orientation::SynAck;
-            self.history.push('^');
         }
         let is_client = sender == self.client;
         let flags = seg.flags;
@@ -305,6 +369,8 @@ impl Connection {
         }
         self.update_handshake_rtt(seg, sender);
         self.update_history(seg, sender, is_client);
+        self.note_content_gap(seg, sender);
+        self.ends[sender as usize].note_seen(seg);
         self.update_state(seg, sender);
 
         let dir = self.direction(sender);
@@ -327,6 +393,42 @@ impl Connection {
         };
         if seg.flags.ack() && seg.ack == isn + 1 {
             self.handshake_rtt_ms = Some(seg.ts.millis_since(syn_at));
+        }
+    }
+
+    /// Zeek's 'G' (content gap): the peer acknowledged data of `sender`'s peer
+    /// that the capture never saw. Repeats at 1, 10, 100, ... gaps.
+    fn note_content_gap(&mut self, seg: &Segment, sender: Side) {
+        // A FIN beyond the data seen: what came before it was missed.
+        if seg.flags.fin() {
+            let me = &mut self.ends[sender as usize];
+            if let Some(seen) = me.seen_end {
+                if seg.seq > seen {
+                    me.seen_end = Some(seg.seq);
+                    me.seen_ahead.retain(|&(_, end)| end > seg.seq);
+                    self.count_gap(sender);
+                }
+            }
+        }
+        // The peer acknowledged data the capture never saw.
+        if seg.flags.ack() {
+            let peer = &mut self.ends[sender.other() as usize];
+            if let Some(seen) = peer.seen_end {
+                if seg.ack > seen {
+                    peer.seen_end = Some(seg.ack);
+                    peer.seen_ahead.retain(|&(_, end)| end > seg.ack);
+                    self.count_gap(sender.other());
+                }
+            }
+        }
+    }
+
+    fn count_gap(&mut self, side: Side) {
+        let end = &mut self.ends[side as usize];
+        end.gaps += 1;
+        if is_scaled_count(end.gaps) {
+            self.history
+                .push(if side == self.client { 'G' } else { 'g' });
         }
     }
 
@@ -869,7 +971,7 @@ mod tests {
         assert_eq!((r.syn, r.syn_ack), (0, 0));
         assert_eq!(r.handshake_rtt_ms, None);
         assert_eq!(r.closed_by, None);
-        assert_eq!(r.history, "dA");
+        assert_eq!(r.history, "^dA");
         assert_eq!(r.state, "OTH");
     }
 
