@@ -439,6 +439,71 @@ fn parse_conversation(line: &str) -> Result<Conversation, Error> {
     })
 }
 
+/// Separates several values of one field in a frame: a control character,
+/// since request targets may hold commas and bars.
+const AGGREGATOR: char = '\u{1f}';
+
+/// The HTTP/1.x requests tshark decodes, per `tcp.stream`, in the order they
+/// appear (several requests pipelined in one segment each count), as
+/// (method, request-target).
+pub fn http1_requests(file: &Path) -> Result<BTreeMap<u64, Vec<(String, String)>>, Error> {
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(file)
+        .args([
+            "-n",
+            "-T",
+            "fields",
+            "-E",
+            "separator=/t",
+            "-E",
+            "occurrence=a",
+        ])
+        .arg("-E")
+        .arg(format!("aggregator={AGGREGATOR}"))
+        .args([
+            "-e",
+            "tcp.stream",
+            "-e",
+            "http.request.method",
+            "-e",
+            "http.request.uri",
+        ])
+        .args(["-Y", "http.request"])
+        .output()
+        .map_err(Error::Spawn)?;
+    let mut requests: BTreeMap<u64, Vec<(String, String)>> = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+    {
+        let bad = |why: &str| Error::Parse {
+            line: line.to_owned(),
+            why: why.to_owned(),
+        };
+        let cols: Vec<&str> = line.split('\t').collect();
+        let [stream, methods, uris] = cols[..] else {
+            return Err(bad("wrong number of columns"));
+        };
+        let stream: u64 = stream
+            .split(AGGREGATOR)
+            .next()
+            .unwrap_or("")
+            .parse()
+            .map_err(|_| bad("tcp.stream"))?;
+        let methods: Vec<&str> = methods.split(AGGREGATOR).collect();
+        let uris: Vec<&str> = uris.split(AGGREGATOR).collect();
+        if methods.len() != uris.len() {
+            return Err(bad("methods and targets do not pair up"));
+        }
+        let list = requests.entry(stream).or_default();
+        for (m, u) in methods.into_iter().zip(uris) {
+            list.push((m.to_owned(), u.to_owned()));
+        }
+    }
+    Ok(requests)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
