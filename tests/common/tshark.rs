@@ -504,6 +504,86 @@ pub fn http1_requests(file: &Path) -> Result<BTreeMap<u64, Vec<(String, String)>
     Ok(requests)
 }
 
+/// An HTTP/2 request: (stream id, :method, :path).
+pub type H2Request = (u32, String, String);
+
+/// The HTTP/2 requests tshark decodes when told that `server_ports` carry
+/// HTTP/2 (tshark 4.0 has no heuristic for h2c with prior knowledge), per
+/// `tcp.stream`, as (HTTP/2 stream id, :method, :path) in frame order. Only
+/// frames sent to a server port are read, so that response HEADERS do not
+/// pair up with request methods.
+pub fn h2_requests(
+    file: &Path,
+    server_ports: &[u16],
+) -> Result<BTreeMap<u64, Vec<H2Request>>, Error> {
+    let mut cmd = Command::new("tshark");
+    cmd.arg("-r").arg(file);
+    cmd.args([
+        "-n",
+        "-T",
+        "fields",
+        "-E",
+        "separator=/t",
+        "-E",
+        "occurrence=a",
+    ]);
+    cmd.arg("-E").arg(format!("aggregator={AGGREGATOR}"));
+    for port in server_ports {
+        cmd.arg("-d").arg(format!("tcp.port=={port},http2"));
+    }
+    for field in [
+        "tcp.stream",
+        "tcp.dstport",
+        "http2.type",
+        "http2.streamid",
+        "http2.headers.method",
+        "http2.headers.path",
+    ] {
+        cmd.args(["-e", field]);
+    }
+    cmd.args(["-Y", "http2.headers.method"]);
+    let out = cmd.output().map_err(Error::Spawn)?;
+    let mut requests: BTreeMap<u64, Vec<H2Request>> = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+    {
+        let bad = |why: &str| Error::Parse {
+            line: line.to_owned(),
+            why: why.to_owned(),
+        };
+        let cols: Vec<&str> = line.split('\t').collect();
+        let [stream, dst_port, types, ids, methods, paths] = cols[..] else {
+            return Err(bad("wrong number of columns"));
+        };
+        let first = |v: &str| v.split(AGGREGATOR).next().unwrap_or("").to_owned();
+        let dst_port: u16 = first(dst_port).parse().map_err(|_| bad("tcp.dstport"))?;
+        if !server_ports.contains(&dst_port) {
+            continue;
+        }
+        let stream: u64 = first(stream).parse().map_err(|_| bad("tcp.stream"))?;
+        // HEADERS frames (type 1) in the frame, in order, carry the methods.
+        let types: Vec<&str> = types.split(AGGREGATOR).collect();
+        let ids: Vec<&str> = ids.split(AGGREGATOR).collect();
+        let header_ids: Vec<u32> = types
+            .iter()
+            .zip(&ids)
+            .filter(|(t, _)| **t == "1")
+            .map(|(_, id)| id.parse().map_err(|_| bad("http2.streamid")))
+            .collect::<Result<_, _>>()?;
+        let methods: Vec<&str> = methods.split(AGGREGATOR).collect();
+        let paths: Vec<&str> = paths.split(AGGREGATOR).collect();
+        if header_ids.len() != methods.len() || methods.len() != paths.len() {
+            return Err(bad("HEADERS frames, methods and paths do not pair up"));
+        }
+        let list = requests.entry(stream).or_default();
+        for ((id, m), p) in header_ids.into_iter().zip(methods).zip(paths) {
+            list.push((id, m.to_owned(), p.to_owned()));
+        }
+    }
+    Ok(requests)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
