@@ -135,6 +135,7 @@ capture() {
     CAP_FILE=$WORK/$name
     CAP_FILTER_PORTS=$ports
     local ready
+    : >"$CAP_FILE.err"
     if [[ $name == *.pcapng ]]; then
         dumpcap -q -i "$iface" -f "$filter" -w "$CAP_FILE" "$@" 2>"$CAP_FILE.err" &
         ready="Capturing on"
