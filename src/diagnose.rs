@@ -235,6 +235,7 @@ mod tests {
             requests,
             summary,
             anomalies: Vec::new(),
+            client: None,
         };
         explain_new_connections(&mut r);
         r

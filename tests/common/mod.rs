@@ -140,3 +140,25 @@ pub fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec
         .map(|r| r.expect("every item was mapped"))
         .collect()
 }
+
+/// Whether this process runs as root (effective uid 0): live tests capture on
+/// loopback, which needs root (or the capture capabilities).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Returns false (after a notice) when live capture cannot run here.
+pub fn can_capture(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    eprintln!("skipping {test}: live capture needs root");
+    false
+}
