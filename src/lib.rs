@@ -14,6 +14,7 @@ pub mod flow;
 pub mod http;
 pub mod live;
 pub mod pipeline;
+pub mod reassembly;
 pub mod render;
 pub mod report;
 pub mod source;

@@ -1,0 +1,690 @@
+//! HTTP/1.x message framing on one reassembled direction: heads through
+//! `httparse`, bodies by the rules of RFC 9112 §6 (Content-Length, chunked
+//! with trailers, close-delimited), and resynchronisation at the next line
+//! that reads as a request or status line after bytes were lost.
+//!
+//! Everything here is pure: a head parses into an owned summary of the facts
+//! the connection analyser needs, and a body reader says how many bytes it
+//! consumed. Bodies are skipped by counting, never copied.
+
+/// Longest head (start line plus fields) accepted; a longer one is a framing
+/// error (servers refuse far smaller: nginx 8 KiB lines, hyper 400 KiB heads).
+pub const MAX_HEAD_BYTES: usize = 256 * 1024;
+
+/// Longest line kept while scanning for a message start after a gap.
+const MAX_RESYNC_LINE: usize = 8 * 1024;
+
+/// How a message's body ends (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    /// Runs to the end of the connection (responses only).
+    UntilClose,
+}
+
+/// What the `Connection` header said (RFC 9110 §7.6.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ConnectionOptions {
+    pub close: bool,
+    pub keep_alive: bool,
+    pub upgrade: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    pub method: String,
+    pub target: String,
+    /// Minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+    pub host: Option<String>,
+    pub tag: Option<String>,
+    pub connection: ConnectionOptions,
+    pub upgrade: Option<String>,
+    pub framing: Framing,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHead {
+    pub status: u16,
+    pub minor_version: u8,
+    pub connection: ConnectionOptions,
+    pub upgrade: Option<String>,
+    pub keep_alive_timeout: Option<u64>,
+    pub keep_alive_max: Option<u64>,
+    /// Framing from the header fields alone; the request method and status
+    /// code refine it (see [`response_framing`]).
+    pub declared: Framing,
+    /// The length fields were contradictory or unparsable.
+    pub bad_length: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadParse<T> {
+    /// A head of the given byte length.
+    Complete(T, usize),
+    /// Too few bytes yet.
+    Partial,
+    /// Not a head of this kind.
+    Invalid,
+}
+
+use std::mem::MaybeUninit;
+
+const HEADER_SLOTS: usize = 64;
+const MANY_HEADER_SLOTS: usize = 2048;
+
+fn config() -> httparse::ParserConfig {
+    let mut c = httparse::ParserConfig::default();
+    c.allow_spaces_after_header_name_in_responses(true)
+        .allow_obsolete_multiline_headers_in_responses(true)
+        .allow_multiple_spaces_in_request_line_delimiters(true)
+        .allow_multiple_spaces_in_response_status_delimiters(true)
+        .ignore_invalid_headers_in_requests(true)
+        .ignore_invalid_headers_in_responses(true);
+    c
+}
+
+pub fn parse_request(buf: &[u8]) -> HeadParse<RequestHead> {
+    let mut slots = [const { MaybeUninit::uninit() }; HEADER_SLOTS];
+    match parse_request_with(buf, &mut slots) {
+        Err(httparse::Error::TooManyHeaders) => {
+            let mut slots: Vec<_> = (0..MANY_HEADER_SLOTS)
+                .map(|_| MaybeUninit::uninit())
+                .collect();
+            parse_request_with(buf, &mut slots).unwrap_or(HeadParse::Invalid)
+        }
+        other => other.unwrap_or(HeadParse::Invalid),
+    }
+}
+
+fn parse_request_with<'b>(
+    buf: &'b [u8],
+    slots: &mut [MaybeUninit<httparse::Header<'b>>],
+) -> Result<HeadParse<RequestHead>, httparse::Error> {
+    let mut req = httparse::Request::new(&mut []);
+    let len = match config().parse_request_with_uninit_headers(&mut req, buf, slots)? {
+        httparse::Status::Partial => return Ok(HeadParse::Partial),
+        httparse::Status::Complete(len) => len,
+    };
+    let (Some(method), Some(target), Some(minor_version)) = (req.method, req.path, req.version)
+    else {
+        return Ok(HeadParse::Invalid);
+    };
+    let fields = Fields(req.headers);
+    let framing = match fields.transfer_coding() {
+        Some(true) => Framing::Chunked,
+        // RFC 9112 §6.3 item 4: a request with a non-chunked final coding
+        // cannot be framed; treat it as bodyless and let resync sort it out.
+        Some(false) => Framing::None,
+        None => match fields.content_length() {
+            Ok(Some(n)) if n > 0 => Framing::Length(n),
+            Ok(_) => Framing::None,
+            Err(()) => return Ok(HeadParse::Invalid),
+        },
+    };
+    Ok(HeadParse::Complete(
+        RequestHead {
+            method: method.to_owned(),
+            target: target.to_owned(),
+            minor_version,
+            host: fields.text("host"),
+            tag: fields.text("x-conntrace-id"),
+            connection: fields.connection(),
+            upgrade: fields.text("upgrade"),
+            framing,
+        },
+        len,
+    ))
+}
+
+pub fn parse_response(buf: &[u8]) -> HeadParse<ResponseHead> {
+    let mut slots = [const { MaybeUninit::uninit() }; HEADER_SLOTS];
+    match parse_response_with(buf, &mut slots) {
+        Err(httparse::Error::TooManyHeaders) => {
+            let mut slots: Vec<_> = (0..MANY_HEADER_SLOTS)
+                .map(|_| MaybeUninit::uninit())
+                .collect();
+            parse_response_with(buf, &mut slots).unwrap_or(HeadParse::Invalid)
+        }
+        other => other.unwrap_or(HeadParse::Invalid),
+    }
+}
+
+fn parse_response_with<'b>(
+    buf: &'b [u8],
+    slots: &mut [MaybeUninit<httparse::Header<'b>>],
+) -> Result<HeadParse<ResponseHead>, httparse::Error> {
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match config().parse_response_with_uninit_headers(&mut resp, buf, slots)? {
+        httparse::Status::Partial => return Ok(HeadParse::Partial),
+        httparse::Status::Complete(len) => len,
+    };
+    let (Some(status), Some(minor_version)) = (resp.code, resp.version) else {
+        return Ok(HeadParse::Invalid);
+    };
+    let fields = Fields(resp.headers);
+    let mut bad_length = false;
+    let declared = match fields.transfer_coding() {
+        Some(true) => Framing::Chunked,
+        Some(false) => Framing::UntilClose,
+        None => match fields.content_length() {
+            Ok(Some(n)) => Framing::Length(n),
+            Ok(None) => Framing::UntilClose,
+            Err(()) => {
+                bad_length = true;
+                Framing::UntilClose
+            }
+        },
+    };
+    let (keep_alive_timeout, keep_alive_max) = fields.keep_alive_hints();
+    Ok(HeadParse::Complete(
+        ResponseHead {
+            status,
+            minor_version,
+            connection: fields.connection(),
+            upgrade: fields.text("upgrade"),
+            keep_alive_timeout,
+            keep_alive_max,
+            declared,
+            bad_length,
+        },
+        len,
+    ))
+}
+
+/// Methods a malformed request line may still carry to count as a request:
+/// Wireshark's list of HTTP methods (epan/dissectors/packet-http.c), which is
+/// what makes tshark count one.
+const KNOWN_METHODS: &[&str] = &[
+    "GET",
+    "HEAD",
+    "POST",
+    "PUT",
+    "DELETE",
+    "OPTIONS",
+    "TRACE",
+    "CONNECT",
+    "PATCH",
+    "PROPFIND",
+    "PROPPATCH",
+    "MKCOL",
+    "COPY",
+    "MOVE",
+    "LOCK",
+    "UNLOCK",
+    "SEARCH",
+    "REPORT",
+    "CHECKOUT",
+    "CHECKIN",
+    "MERGE",
+    "MKACTIVITY",
+    "MKWORKSPACE",
+    "VERSION-CONTROL",
+    "BASELINE-CONTROL",
+    "NOTIFY",
+    "SUBSCRIBE",
+    "UNSUBSCRIBE",
+    "M-SEARCH",
+    "POLL",
+    "BPROPFIND",
+    "BPROPPATCH",
+    "BDELETE",
+    "BCOPY",
+    "BMOVE",
+    "CCM_POST",
+    "CCM_GET",
+    "RPC_IN_DATA",
+    "RPC_OUT_DATA",
+    "ICY",
+    "LABEL",
+    "UPDATE",
+    "UNCHECKOUT",
+    "ORDERPATCH",
+    "ACL",
+    "MKREDIRECTREF",
+    "UPDATEREDIRECTREF",
+];
+
+/// A request line that `httparse` refuses but a server still received as a
+/// request: a known method followed by a space or the end of the line, then
+/// anything (`GET /HTTP/1.1`, `GET / HTTP/1.`, the HTTP/0.9 `GET /`).
+/// Returns the method, target and whether a version was present.
+pub fn lenient_request_line(line: &[u8]) -> Option<(&str, &str, bool)> {
+    let line = std::str::from_utf8(line)
+        .ok()?
+        .trim_end_matches(['\r', '\n']);
+    let (method, rest) = line.split_once(' ').unwrap_or((line, ""));
+    if !KNOWN_METHODS.contains(&method) {
+        return None;
+    }
+    let rest = rest.trim_matches(' ');
+    Some(match rest.rsplit_once(' ') {
+        Some((target, version)) if version.starts_with("HTTP/") => (method, target.trim(), true),
+        _ => (method, rest, false),
+    })
+}
+
+/// Parse a head whose request line only [`lenient_request_line`] accepts:
+/// the header fields after it are read when they parse, else the line alone
+/// is the head (an HTTP/0.9 simple request has none).
+pub fn parse_request_lenient(buf: &[u8]) -> HeadParse<(RequestHead, bool)> {
+    let Some(end) = buf.iter().position(|&b| b == b'\n') else {
+        return HeadParse::Partial;
+    };
+    let Some((method, target, versioned)) = lenient_request_line(&buf[..end]) else {
+        return HeadParse::Invalid;
+    };
+    let after = &buf[end + 1..];
+    let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
+    let (fields_len, fields) = match httparse::parse_headers(after, &mut slots) {
+        Ok(httparse::Status::Complete((n, fields))) => (n, Fields(fields)),
+        Ok(httparse::Status::Partial) if after.len() < MAX_HEAD_BYTES && versioned => {
+            return HeadParse::Partial
+        }
+        _ => (0, Fields(&[])),
+    };
+    let framing = match fields.content_length() {
+        Ok(Some(n)) if n > 0 => Framing::Length(n),
+        _ => Framing::None,
+    };
+    HeadParse::Complete(
+        (
+            RequestHead {
+                method: method.to_owned(),
+                target: target.to_owned(),
+                minor_version: 1,
+                host: fields.text("host"),
+                tag: fields.text("x-conntrace-id"),
+                connection: fields.connection(),
+                upgrade: None,
+                framing,
+            },
+            versioned,
+        ),
+        end + 1 + fields_len,
+    )
+}
+
+/// The body framing of a response to a request with `method` (RFC 9112 §6.3
+/// items 1 and 2): HEAD answers, 1xx, 204 and 304 have none whatever their
+/// fields say; a 2xx to CONNECT turns the connection into a tunnel.
+pub fn response_framing(method: Option<&str>, head: &ResponseHead) -> Framing {
+    let status = head.status;
+    if method == Some("HEAD") || (100..200).contains(&status) || status == 204 || status == 304 {
+        return Framing::None;
+    }
+    if method == Some("CONNECT") && (200..300).contains(&status) {
+        return Framing::UntilClose;
+    }
+    match head.declared {
+        Framing::Length(0) => Framing::None,
+        other => other,
+    }
+}
+
+struct Fields<'a, 'b>(&'a [httparse::Header<'b>]);
+
+impl Fields<'_, '_> {
+    fn values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s [u8]> + 's {
+        self.0
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+
+    fn text(&self, name: &str) -> Option<String> {
+        self.values(name)
+            .next()
+            .map(|v| String::from_utf8_lossy(v).trim().to_owned())
+    }
+
+    /// Comma-separated list elements of every field called `name`, trimmed.
+    fn tokens<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s [u8]> + 's {
+        self.values(name)
+            .flat_map(|v| v.split(|&b| b == b','))
+            .map(|t| t.trim_ascii())
+            .filter(|t| !t.is_empty())
+    }
+
+    /// `Some(true)` when the final transfer coding is chunked (RFC 9112 §6.1),
+    /// `Some(false)` for another coding, `None` without Transfer-Encoding.
+    fn transfer_coding(&self) -> Option<bool> {
+        let last = self.tokens("transfer-encoding").last();
+        self.values("transfer-encoding").next()?;
+        Some(last.is_some_and(|t| t.eq_ignore_ascii_case(b"chunked")))
+    }
+
+    /// RFC 9110 §8.6: repeated identical values are one value; differing or
+    /// non-numeric values are an error.
+    fn content_length(&self) -> Result<Option<u64>, ()> {
+        let mut found: Option<u64> = None;
+        for token in self.tokens("content-length") {
+            let n = std::str::from_utf8(token)
+                .ok()
+                .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or(())?;
+            if found.is_some_and(|f| f != n) {
+                return Err(());
+            }
+            found = Some(n);
+        }
+        Ok(found)
+    }
+
+    fn connection(&self) -> ConnectionOptions {
+        let mut options = ConnectionOptions::default();
+        for token in self.tokens("connection") {
+            if token.eq_ignore_ascii_case(b"close") {
+                options.close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                options.keep_alive = true;
+            } else if token.eq_ignore_ascii_case(b"upgrade") {
+                options.upgrade = true;
+            }
+        }
+        options
+    }
+
+    /// `Keep-Alive: timeout=5, max=100` (RFC 2068 §19.7.1.1, still sent by
+    /// Apache and nginx).
+    fn keep_alive_hints(&self) -> (Option<u64>, Option<u64>) {
+        let (mut timeout, mut max) = (None, None);
+        for token in self.tokens("keep-alive") {
+            let Some(eq) = token.iter().position(|&b| b == b'=') else {
+                continue;
+            };
+            let (name, value) = (token[..eq].trim_ascii(), token[eq + 1..].trim_ascii());
+            let value = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.trim_matches('"').parse::<u64>().ok());
+            if name.eq_ignore_ascii_case(b"timeout") {
+                timeout = timeout.or(value);
+            } else if name.eq_ignore_ascii_case(b"max") {
+                max = max.or(value);
+            }
+        }
+        (timeout, max)
+    }
+}
+
+/// Where a body reader is inside a chunked body (RFC 9112 §7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkState {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers,
+}
+
+/// Outcome of feeding bytes to a body reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyStep {
+    /// Consumed this many bytes; the body goes on.
+    More(usize),
+    /// Consumed this many bytes and the body ended.
+    Done(usize),
+    /// Needs more bytes before it can consume anything.
+    NeedMore,
+    /// The bytes cannot be this body's framing.
+    Invalid,
+}
+
+/// Feed `buf` to a chunked body reader in state `state`.
+pub fn chunked_step(state: &mut ChunkState, buf: &[u8]) -> BodyStep {
+    match *state {
+        ChunkState::Size => match httparse::parse_chunk_size(buf) {
+            Ok(httparse::Status::Complete((len, 0))) => {
+                *state = ChunkState::Trailers;
+                BodyStep::More(len)
+            }
+            Ok(httparse::Status::Complete((len, size))) => {
+                *state = ChunkState::Data(size);
+                BodyStep::More(len)
+            }
+            Ok(httparse::Status::Partial) if buf.len() < MAX_RESYNC_LINE => BodyStep::NeedMore,
+            _ => BodyStep::Invalid,
+        },
+        ChunkState::Data(remaining) => {
+            let take = remaining.min(buf.len() as u64);
+            *state = if take == remaining {
+                ChunkState::DataEnd
+            } else {
+                ChunkState::Data(remaining - take)
+            };
+            BodyStep::More(take as usize)
+        }
+        ChunkState::DataEnd => match buf {
+            [b'\r', b'\n', ..] => {
+                *state = ChunkState::Size;
+                BodyStep::More(2)
+            }
+            [b'\n', ..] => {
+                *state = ChunkState::Size;
+                BodyStep::More(1)
+            }
+            [b'\r'] | [] => BodyStep::NeedMore,
+            _ => BodyStep::Invalid,
+        },
+        ChunkState::Trailers => {
+            let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
+            match httparse::parse_headers(buf, &mut slots) {
+                Ok(httparse::Status::Complete((len, _))) => BodyStep::Done(len),
+                Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD_BYTES => BodyStep::NeedMore,
+                _ => BodyStep::Invalid,
+            }
+        }
+    }
+}
+
+/// Outcome of scanning for a message start after lost bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resync {
+    /// A start line begins at this offset.
+    Found(usize),
+    /// No start line yet: this many leading bytes can be dropped, and the
+    /// byte after them does (or does not) begin a line.
+    Discard(usize, bool),
+}
+
+/// Look for the first line in `buf` that reads as a request line (or a status
+/// line when `requests` is false). Offset 0 is a candidate only when
+/// `line_start` says it begins a line (after a gap nothing says otherwise).
+pub fn find_message_start(buf: &[u8], requests: bool, line_start: bool) -> Resync {
+    let mut start = 0;
+    let mut candidate = line_start;
+    loop {
+        let rest = &buf[start..];
+        match rest.iter().position(|&b| b == b'\n') {
+            Some(end) => {
+                let line = rest[..end].strip_suffix(b"\r").unwrap_or(&rest[..end]);
+                let ok = if requests {
+                    is_request_line(line)
+                } else {
+                    is_status_line(line)
+                };
+                if candidate && ok {
+                    return Resync::Found(start);
+                }
+                candidate = true;
+                start += end + 1;
+            }
+            None if rest.len() > MAX_RESYNC_LINE => return Resync::Discard(buf.len(), false),
+            None => return Resync::Discard(start, candidate),
+        }
+    }
+}
+
+/// `METHOD SP target SP HTTP/1.d` with a token method (RFC 9112 §3).
+pub fn is_request_line(line: &[u8]) -> bool {
+    let Some(sp) = line.iter().position(|&b| b == b' ') else {
+        return false;
+    };
+    let method = &line[..sp];
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if method.is_empty() || method.len() > 32 || !method.iter().all(|&b| tchar(b)) {
+        return false;
+    }
+    let rest = line[sp..].trim_ascii_end();
+    let Some(target) = rest.len().checked_sub(8).map(|v| &rest[..v]) else {
+        return false;
+    };
+    let version = &rest[target.len()..];
+    version.starts_with(b"HTTP/1.")
+        && version[7].is_ascii_digit()
+        && target.ends_with(b" ")
+        && !target.trim_ascii().is_empty()
+}
+
+/// `HTTP/1.d SP 3DIGIT ...` (RFC 9112 §4).
+pub fn is_status_line(line: &[u8]) -> bool {
+    line.len() >= 12
+        && line.starts_with(b"HTTP/1.")
+        && line[7].is_ascii_digit()
+        && line[8] == b' '
+        && line[9..12].iter().all(u8::is_ascii_digit)
+        && line.get(12).is_none_or(|&b| b == b' ' || b == b'\r')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_head_facts() {
+        let raw = b"POST /up HTTP/1.1\r\nHost: a.example\r\nX-Conntrace-Id: r7\r\nConnection: keep-alive, Upgrade\r\nUpgrade: h2c\r\nContent-Length: 5\r\n\r\nhello";
+        let HeadParse::Complete(head, len) = parse_request(raw) else {
+            panic!("head did not parse");
+        };
+        assert_eq!(len, raw.len() - 5);
+        assert_eq!(head.method, "POST");
+        assert_eq!(head.target, "/up");
+        assert_eq!(head.host.as_deref(), Some("a.example"));
+        assert_eq!(head.tag.as_deref(), Some("r7"));
+        assert!(head.connection.keep_alive && head.connection.upgrade);
+        assert_eq!(head.upgrade.as_deref(), Some("h2c"));
+        assert_eq!(head.framing, Framing::Length(5));
+    }
+
+    #[test]
+    fn conflicting_content_lengths_are_invalid() {
+        let raw = b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n";
+        assert_eq!(parse_request(raw), HeadParse::Invalid);
+        let same = b"POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n";
+        assert!(matches!(
+            parse_request(same),
+            HeadParse::Complete(
+                RequestHead {
+                    framing: Framing::Length(5),
+                    ..
+                },
+                _
+            )
+        ));
+    }
+
+    #[test]
+    fn keep_alive_hints_parse() {
+        let raw = b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5, max=100\r\nContent-Length: 0\r\n\r\n";
+        let HeadParse::Complete(head, _) = parse_response(raw) else {
+            panic!("head did not parse");
+        };
+        assert_eq!(head.keep_alive_timeout, Some(5));
+        assert_eq!(head.keep_alive_max, Some(100));
+        assert_eq!(response_framing(Some("GET"), &head), Framing::None);
+    }
+
+    #[test]
+    fn response_framing_follows_rfc9112() {
+        let head = |raw: &[u8]| match parse_response(raw) {
+            HeadParse::Complete(h, _) => h,
+            other => panic!("{other:?}"),
+        };
+        let cl = head(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n");
+        assert_eq!(response_framing(Some("GET"), &cl), Framing::Length(10));
+        assert_eq!(response_framing(Some("HEAD"), &cl), Framing::None);
+        let nc = head(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n");
+        assert_eq!(response_framing(Some("GET"), &nc), Framing::None);
+        let te = head(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n",
+        );
+        assert_eq!(response_framing(None, &te), Framing::Chunked);
+        let close = head(b"HTTP/1.0 200 OK\r\n\r\n");
+        assert_eq!(response_framing(Some("GET"), &close), Framing::UntilClose);
+    }
+
+    #[test]
+    fn chunked_body_with_trailers() {
+        let body = b"4\r\nWiki\r\n5;ext=1\r\npedia\r\n0\r\nExpires: never\r\n\r\nNEXT";
+        let mut state = ChunkState::Size;
+        let mut pos = 0;
+        loop {
+            match chunked_step(&mut state, &body[pos..]) {
+                BodyStep::More(n) => pos += n,
+                BodyStep::Done(n) => {
+                    pos += n;
+                    break;
+                }
+                other => panic!("{other:?} at {pos}"),
+            }
+        }
+        assert_eq!(&body[pos..], b"NEXT");
+    }
+
+    #[test]
+    fn malformed_request_lines_tshark_counts() {
+        assert_eq!(
+            lenient_request_line(b"GET /HTTP/1.1"),
+            Some(("GET", "/HTTP/1.1", false))
+        );
+        assert_eq!(
+            lenient_request_line(b"GET / HTTP/1."),
+            Some(("GET", "/", true))
+        );
+        assert_eq!(
+            lenient_request_line(b"OPTIONS\r"),
+            Some(("OPTIONS", "", false))
+        );
+        assert_eq!(
+            lenient_request_line(b"OPTIONS HTTP/1.1"),
+            Some(("OPTIONS", "HTTP/1.1", false))
+        );
+        assert_eq!(lenient_request_line(b"OPTIONSHTTP/1.1"), None);
+        assert_eq!(lenient_request_line(b"GET/ HTTP/1.1"), None);
+        assert_eq!(lenient_request_line(b"EHLO client"), None);
+        let HeadParse::Complete((head, versioned), len) =
+            parse_request_lenient(b"GET /HTTP/1.1\nHost: www.google.com\n\nNEXT")
+        else {
+            panic!("lenient head did not parse");
+        };
+        assert_eq!(
+            (head.target.as_str(), versioned, len),
+            ("/HTTP/1.1", false, 36)
+        );
+        assert_eq!(head.host.as_deref(), Some("www.google.com"));
+    }
+
+    #[test]
+    fn start_lines_are_recognised() {
+        assert!(is_request_line(b"GET /a b HTTP/1.1"));
+        assert!(is_request_line(b"M-SEARCH * HTTP/1.1"));
+        assert!(!is_request_line(b"GET /a"));
+        assert!(!is_request_line(b"\x16\x03\x01 x HTTP/1.1"));
+        assert!(is_status_line(b"HTTP/1.1 200 OK"));
+        assert!(is_status_line(b"HTTP/1.0 404"));
+        assert!(!is_status_line(b"HTTP/1.1 20 OK"));
+        let buf = b"tail of a body\r\nGET /next HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(find_message_start(buf, true, true), Resync::Found(16));
+        assert_eq!(find_message_start(&buf[16..], true, true), Resync::Found(0));
+        assert_eq!(
+            find_message_start(&buf[16..], true, false),
+            Resync::Discard(buf.len() - 16, true)
+        );
+        assert_eq!(
+            find_message_start(b"abc\r\npartial", true, true),
+            Resync::Discard(5, true)
+        );
+    }
+}
