@@ -213,13 +213,22 @@ fn an_unprivileged_run_says_how_to_get_privileges() {
     assert!(err.contains("--no-capture"), "{err}");
 
     let demo = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN, "demo"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            BIN,
+            "demo",
+        ])
         .output()
         .expect("setpriv runs");
     assert!(!demo.status.success());
     let err = String::from_utf8_lossy(&demo.stderr);
     assert!(err.contains("needs capture privileges"), "{err}");
-    assert!(err.contains("sudo setcap cap_net_raw,cap_net_admin=eip"), "{err}");
+    assert!(
+        err.contains("sudo setcap cap_net_raw,cap_net_admin=eip"),
+        "{err}"
+    );
 }
 
 #[test]
