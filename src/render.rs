@@ -354,6 +354,7 @@ fn requests_table(report: &Report, markdown: bool) -> Table {
         "stream",
         "depth",
         "connection",
+        "why new",
         "method",
         "target",
         "status",
