@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use crate::live::args::{DemoArgs, RunArgs, ServeArgs};
 use crate::pipeline::{check_filter, replay_files, PipelineOptions, ReaderKind, ReplayOptions};
 use crate::render::{write_report, Format, RenderOptions, RequestRows};
 use crate::report::Report;
@@ -28,7 +29,27 @@ pub enum Command {
     /// every TCP connection and the HTTP requests each carried. Needs no privileges.
     #[command(after_help = REPLAY_EXAMPLES)]
     Replay(ReplayArgs),
+    /// Issue HTTP requests while capturing them on the interface that reaches the
+    /// target, and report which requests reused a connection. Capturing needs
+    /// root or the capture capabilities; --no-capture runs without.
+    #[command(after_help = RUN_EXAMPLES)]
+    Run(RunArgs),
+    /// The built-in test server (HTTP/1.1 and h2c, or HTTPS) with keep-alive knobs.
+    Serve(ServeArgs),
+    /// Run the reuse experiments against the built-in server, captured on
+    /// loopback, each with a verdict from what was captured. Needs root.
+    Demo(DemoArgs),
 }
+
+const RUN_EXAMPLES: &str = "\
+Examples:
+  sudo conntrace run http://127.0.0.1:8080/ -n 100 -c 10
+  sudo conntrace run http://127.0.0.1:8080/ -n 10 --no-drain      (bodies dropped unread)
+  sudo conntrace run https://localhost:8443/ -k --http2 -w run.pcap --keylog keys.txt
+  conntrace run http://127.0.0.1:8080/ --no-capture                (no privileges)
+
+Every request carries `x-conntrace-id: N`; over cleartext it is found in the
+packets and checked against the connection's local port.";
 
 const REPLAY_EXAMPLES: &str = "\
 Examples:
@@ -82,6 +103,9 @@ pub struct ReplayArgs {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Replay(args) => replay(args),
+        Command::Run(args) => crate::live::commands::run(args),
+        Command::Serve(args) => crate::live::commands::serve(args),
+        Command::Demo(args) => crate::live::commands::demo(args),
     }
 }
 

@@ -730,6 +730,8 @@ pub struct FlowTable {
     by_key: HashMap<FlowKey, u64>,
     /// Connections by stream number; `None` once handed out.
     connections: Vec<Option<Connection>>,
+    /// Connections that neither a RST nor a FIN from each side has ended yet.
+    open: usize,
     http: bool,
 }
 
@@ -739,6 +741,7 @@ impl FlowTable {
         FlowTable {
             by_key: HashMap::new(),
             connections: Vec::new(),
+            open: 0,
             http,
         }
     }
@@ -754,11 +757,16 @@ impl FlowTable {
                 let conn = Connection::new(stream, key, seg, sender, self.http);
                 self.connections.push(Some(conn));
                 self.by_key.insert(key, stream);
+                self.open += 1;
                 stream
             }
         };
         if let Some(Some(conn)) = self.connections.get_mut(stream as usize) {
+            let was_finished = conn.is_finished();
             conn.on_segment(seg, sender, payload);
+            if !was_finished && conn.is_finished() {
+                self.open -= 1;
+            }
         }
         stream
     }
@@ -785,6 +793,11 @@ impl FlowTable {
 
     pub fn is_empty(&self) -> bool {
         self.connections.is_empty()
+    }
+
+    /// Connections not yet ended by a RST or by a FIN from each side.
+    pub fn open(&self) -> usize {
+        self.open
     }
 
     /// Every connection's record and its requests, by stream number.

@@ -79,6 +79,11 @@ impl Pipeline {
         self.table.len()
     }
 
+    /// Connections seen and not yet ended (a live capture lingers for these).
+    pub fn open_connections(&self) -> usize {
+        self.table.open()
+    }
+
     pub fn finish(self) -> Report {
         let (connections, requests) = self.table.finish();
         let summary = Summary::tally(&connections, &requests);
@@ -101,6 +106,7 @@ impl Pipeline {
             requests,
             summary,
             anomalies,
+            client: None,
         };
         crate::diagnose::explain_new_connections(&mut report);
         report

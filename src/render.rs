@@ -54,13 +54,59 @@ pub fn write_report(
     }
 }
 
-/// The capture's start, for relative times in tables.
+/// The capture's start, for relative times in tables (the first request's
+/// when nothing was captured).
 fn origin(report: &Report) -> f64 {
-    report
+    let t0 = report
         .connections
         .iter()
         .map(|c| c.first_seen)
-        .fold(f64::INFINITY, f64::min)
+        .chain(report.requests.iter().map(|r| r.sent))
+        .fold(f64::INFINITY, f64::min);
+    if t0.is_finite() {
+        t0
+    } else {
+        0.0
+    }
+}
+
+/// What a live run adds to the text report: how requests were attributed, and
+/// anything the client saw go wrong.
+fn client_notes(report: &Report) -> Vec<String> {
+    let Some(c) = &report.client else {
+        return Vec::new();
+    };
+    let mut notes = Vec::new();
+    match c.attribution {
+        "client-only" => notes.push(
+            "CLIENT-SIDE ATTRIBUTION ONLY (--no-capture): nothing was captured; a stream is \
+             one local socket of the client, numbered in order of first use."
+                .to_string(),
+        ),
+        "port" => notes.push(
+            "Requests attributed by the client's local port (the packets did not show them, \
+             e.g. TLS)."
+                .to_string(),
+        ),
+        _ => {}
+    }
+    if c.disagreements > 0 {
+        notes.push(format!(
+            "WARNING: {} request(s) carried their tag on another connection than their local \
+             port says (see client.requests[].disagreement in --format json).",
+            c.disagreements
+        ));
+    }
+    if c.errors > 0 {
+        notes.push(format!(
+            "{} request(s) failed on the client side.",
+            c.errors
+        ));
+    }
+    if c.interrupted {
+        notes.push("Interrupted: not every request was issued.".to_string());
+    }
+    notes
 }
 
 fn new_table(markdown: bool) -> Table {
@@ -105,11 +151,21 @@ fn write_text(
             src.link_types.join(", ")
         )?;
         writeln!(out, "{}\n", verdict(report))?;
-        writeln!(out, "### Connections\n")?;
+        for note in client_notes(report) {
+            writeln!(out, "{note}\n")?;
+        }
+        if report.source.kind != "client-only" {
+            writeln!(out, "### Connections\n")?;
+        }
     } else {
         writeln!(out, "{}", verdict(report))?;
+        for note in client_notes(report) {
+            writeln!(out, "{note}")?;
+        }
     }
-    writeln!(out, "{}", connections_table(report, markdown))?;
+    if report.source.kind != "client-only" {
+        writeln!(out, "{}", connections_table(report, markdown))?;
+    }
     if !report.requests.is_empty() {
         if markdown {
             writeln!(out, "\n### Requests\n")?;
@@ -143,6 +199,12 @@ fn write_text(
         "{bullet}{} connections, {} requests ({} reused a connection)",
         s.connections, s.requests, s.reused_requests
     )?;
+    if src.kind == "client-only" {
+        return writeln!(
+            out,
+            "{bullet}nothing captured (--no-capture): no packet, handshake or close is known"
+        );
+    }
     writeln!(
         out,
         "{bullet}SYN {} (client) / SYN+ACK {} (server); FIN {} (client {}, server {}); RST {} (client {}, server {})",
@@ -298,6 +360,7 @@ fn requests_table(report: &Report, markdown: bool) -> Table {
         "stream",
         "depth",
         "connection",
+        "why new",
         "method",
         "target",
         "status",

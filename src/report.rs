@@ -16,6 +16,10 @@ pub struct Report {
     /// Frames counted but not understood, grouped by reason (an addition to the
     /// contract: `source.anomalies` gives only their total).
     pub anomalies: Vec<AnomalyCount>,
+    /// `run` and `demo`: the client's settings and what it saw of each request.
+    /// An addition; absent from `replay` reports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<ClientReport>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -165,4 +169,72 @@ impl Summary {
         s.rst = s.rst_client + s.rst_server;
         s
     }
+}
+
+/// What the request driver of a live run did and saw.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ClientReport {
+    /// How requests were matched to connections: "tag+port" (the
+    /// `x-conntrace-id` header found in the packets, checked against the local
+    /// port), "port" (local port and time only, e.g. over TLS) or "client-only"
+    /// (`--no-capture`: nothing was captured; streams are the client's local
+    /// sockets in order of first use).
+    pub attribution: &'static str,
+    pub settings: ClientSettings,
+    pub requests: Vec<ClientRequestRecord>,
+    /// Requests that ended with an error.
+    pub errors: u64,
+    /// Requests whose tag and local port pointed at different connections.
+    pub disagreements: u64,
+    /// The run was stopped (Ctrl-C) before every request was issued.
+    pub interrupted: bool,
+}
+
+/// The client settings of a run, as given on the command line.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ClientSettings {
+    pub url: String,
+    pub method: String,
+    pub requests: u64,
+    pub concurrency: u64,
+    /// Response bodies read to the end (false: dropped unread).
+    pub drain: bool,
+    /// "auto" | "http1" | "http2".
+    pub http: &'static str,
+    pub pool_max_idle_per_host: Option<u64>,
+    pub pool_idle_timeout_ms: Option<f64>,
+    pub interval_ms: Option<f64>,
+    pub timeout_ms: Option<f64>,
+    pub retries: u32,
+    pub insecure: bool,
+    pub headers: Vec<String>,
+}
+
+/// One request as the client saw it, and the connection it was attributed to.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ClientRequestRecord {
+    /// The `x-conntrace-id` header's value.
+    pub id: u64,
+    pub worker: u64,
+    pub method: String,
+    pub started: f64,
+    /// When the response head arrived, or the request failed.
+    pub head: f64,
+    /// When the body was read to its end or dropped.
+    pub finished: f64,
+    pub status: Option<u16>,
+    pub http_version: Option<String>,
+    /// The client's error, if the request failed.
+    pub error: Option<String>,
+    /// The connection's local and remote socket addresses (hyper-util `HttpInfo`).
+    pub local: Option<String>,
+    pub remote: Option<String>,
+    /// The connection (tcp.stream) attributed; null if none could be.
+    pub stream: Option<u64>,
+    /// The stream whose packets carried this request's tag.
+    pub stream_by_tag: Option<u64>,
+    /// The stream whose client socket and lifetime match the request's.
+    pub stream_by_port: Option<u64>,
+    /// Set when the two attributions disagree.
+    pub disagreement: Option<String>,
 }

@@ -152,3 +152,34 @@ fn several_files_are_numbered_as_one_capture() {
     assert_eq!(conns[1]["client"], "192.0.2.10:40001");
     assert_eq!(v["source"]["names"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn markdown_tables_have_as_many_cells_as_headers() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/nginx-limits-requests.pcap");
+    let out = bin()
+        .arg("replay")
+        .arg(&fixture)
+        .args(["--format", "markdown"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let md = String::from_utf8(out.stdout).unwrap();
+    let mut tables = 0;
+    let mut header_cells = None;
+    for line in md.lines() {
+        if line.starts_with('|') {
+            let cells = line.matches('|').count();
+            match header_cells {
+                None => {
+                    header_cells = Some(cells);
+                    tables += 1;
+                }
+                Some(h) => assert_eq!(cells, h, "row {line:?} in\n{md}"),
+            }
+        } else {
+            header_cells = None;
+        }
+    }
+    assert_eq!(tables, 2, "a connections and a requests table:\n{md}");
+    assert!(md.contains("| why new"), "{md}");
+}

@@ -1,0 +1,111 @@
+//! The `serve`, `run` and `demo` commands: validated arguments in, output and
+//! an error for `main` to print out. Library errors become messages here.
+
+use std::io::Write;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use crate::cli::{emit, OutputArgs};
+use crate::live::args::{DemoArgs, RunArgs, ServeArgs};
+use crate::live::capture::CaptureError;
+use crate::live::demo::{self, DemoError, Experiment};
+use crate::live::server::TestServer;
+use crate::live::session::{run_session, SessionConfig, SessionError};
+
+/// `conntrace serve`: prints the bound address, serves until Ctrl-C.
+pub fn serve(args: ServeArgs) -> Result<()> {
+    let config = args.config();
+    let server = TestServer::start(args.listen, config.clone())?;
+    let protocols = if config.tls {
+        "HTTPS, ALPN h2 and http/1.1, self-signed certificate"
+    } else {
+        "HTTP/1.1 and h2c"
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "listening on {} ({protocols})", server.url())?;
+    out.flush()?;
+    drop(out);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(tokio::signal::ctrl_c())?;
+    drop(server);
+    Ok(())
+}
+
+/// `conntrace run URL`.
+pub fn run(args: RunArgs) -> Result<()> {
+    let driver = args.driver()?;
+    let session = SessionConfig {
+        driver,
+        capture: args.capture(),
+        progress: true,
+        handle_ctrl_c: true,
+    };
+    let outcome = match run_session(session) {
+        Ok(o) => o,
+        Err(SessionError::Capture(e @ CaptureError::Permission { .. })) => bail!(
+            "{e}\nor add --no-capture to attribute requests by the client's local ports \
+             only (nothing is captured, and the report says so)"
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(c) = &outcome.report.client {
+        if c.errors > 0 {
+            let first = c.requests.iter().find_map(|r| r.error.as_deref());
+            eprintln!(
+                "conntrace: {} of {} requests failed (first error: {})",
+                c.errors,
+                c.requests.len(),
+                first.unwrap_or("?")
+            );
+        }
+    }
+    let output = OutputArgs {
+        format: args.format,
+        output: args.output.clone(),
+        requests: args.rows,
+    };
+    emit(&outcome.report, &output)
+}
+
+/// `conntrace demo`.
+pub fn demo(args: DemoArgs) -> Result<()> {
+    let chosen: Vec<Experiment> = match &args.only {
+        None => Experiment::ALL.to_vec(),
+        Some(letters) => {
+            let chosen: Vec<Experiment> = Experiment::ALL
+                .into_iter()
+                .filter(|e| letters.contains(e.letter()))
+                .collect();
+            if chosen.is_empty() {
+                bail!("--only {letters:?}: the experiments are a to f");
+            }
+            chosen
+        }
+    };
+    let started = Instant::now();
+    let mut unexpected = 0;
+    let mut out = std::io::stdout().lock();
+    for e in chosen {
+        let result = match demo::run_experiment(e) {
+            Ok(r) => r,
+            Err(DemoError::Session(SessionError::Capture(e @ CaptureError::Permission { .. }))) => {
+                bail!("the demo captures on loopback and needs capture privileges: {e}")
+            }
+            Err(err) => return Err(err).with_context(|| format!("experiment ({})", e.letter())),
+        };
+        if !result.verdict.expected {
+            unexpected += 1;
+        }
+        writeln!(out, "{}", demo::render(&result))?;
+        out.flush()?;
+    }
+    writeln!(
+        out,
+        "demo finished in {:.1}s; {unexpected} unexpected result(s)",
+        started.elapsed().as_secs_f64()
+    )?;
+    Ok(())
+}

@@ -1,0 +1,13 @@
+//! The live half of conntrace: a built-in test server ([`server`]), a request
+//! driver ([`driver`]), a libpcap capture thread ([`capture`]) and the
+//! attribution of each driven request to the connection that carried it
+//! ([`correlate`]). `conntrace run`, `serve` and `demo` are built from these.
+
+pub mod args;
+pub mod capture;
+pub mod commands;
+pub mod correlate;
+pub mod demo;
+pub mod driver;
+pub mod server;
+pub mod session;

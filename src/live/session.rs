@@ -1,0 +1,249 @@
+//! One live run from start to report: resolve the target, open the capture and
+//! wait for it to be ready, drive the requests (Ctrl-C stops issuing them),
+//! linger until the connections have closed, then attribute every request to
+//! its connection. `conntrace run` and each `demo` experiment are one session.
+
+use std::io::IsTerminal;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::live::capture::{CaptureConfig, CaptureError, LiveCapture};
+use crate::live::correlate;
+use crate::live::driver::{self, ClientRequest, DriverConfig, DriverError, StopSignal};
+use crate::pipeline::{Pipeline, PipelineOptions};
+use crate::report::{ClientSettings, Report, SourceInfo};
+
+/// How to capture during a run; `None` in [`SessionConfig`] is `--no-capture`.
+#[derive(Debug, Clone)]
+pub struct CaptureSettings {
+    /// The interface; by default the one that reaches the target.
+    pub interface: Option<String>,
+    /// Save what was captured to this pcap file.
+    pub savefile: Option<PathBuf>,
+    /// After the last response, wait at most this long for connections to close.
+    pub linger: Duration,
+    /// The kernel's capture buffer, in bytes.
+    pub buffer_size: usize,
+}
+
+impl Default for CaptureSettings {
+    fn default() -> CaptureSettings {
+        CaptureSettings {
+            interface: None,
+            savefile: None,
+            linger: Duration::from_secs(1),
+            buffer_size: crate::live::capture::DEFAULT_BUFFER_SIZE,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub driver: DriverConfig,
+    pub capture: Option<CaptureSettings>,
+    /// Show a progress bar on stderr (only drawn when stderr is a terminal).
+    pub progress: bool,
+    /// Stop issuing requests on Ctrl-C and still report.
+    pub handle_ctrl_c: bool,
+}
+
+/// Why a run could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("{url}: {detail}")]
+    Target { url: String, detail: String },
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+    #[error("cannot start the client's runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// The report of a run and the client's own records.
+#[derive(Debug)]
+pub struct SessionOutcome {
+    pub report: Report,
+    pub client: Vec<ClientRequest>,
+}
+
+/// The socket address the URL's host and port resolve to (the first IPv4 one,
+/// else the first).
+pub fn resolve_target(url: &reqwest::Url) -> Result<SocketAddr, SessionError> {
+    let err = |detail: String| SessionError::Target {
+        url: url.to_string(),
+        detail,
+    };
+    let host = url
+        .host_str()
+        .ok_or_else(|| err("the URL has no host".into()))?;
+    let port = url
+        .port_or_known_default()
+        .ok_or_else(|| err("the URL has no port".into()))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| err(format!("cannot resolve {host}: {e}")))?
+        .collect();
+    // One address, so that the capture filter and the client agree. IPv4
+    // first: `localhost` often resolves to ::1 first while test servers
+    // listen on 127.0.0.1.
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| err(format!("{host} resolves to no address")))
+}
+
+/// Runs one session.
+pub fn run_session(config: SessionConfig) -> Result<SessionOutcome, SessionError> {
+    let target = resolve_target(&config.driver.url)?;
+    let mut driver_config = config.driver.clone();
+    // The client connects to the address the capture filters on.
+    driver_config.resolve = Some(target);
+    let settings = client_settings(&driver_config);
+
+    let capture = match &config.capture {
+        None => None,
+        Some(c) => {
+            let mut cc = CaptureConfig::for_target(target, c.interface.clone())?;
+            cc.savefile = c.savefile.clone();
+            cc.buffer_size = c.buffer_size;
+            let capture = LiveCapture::start(&cc, Pipeline::new(&PipelineOptions::default()))?;
+            Some((capture, cc, c.linger))
+        }
+    };
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(SessionError::Runtime)?;
+    let stop = StopSignal::default();
+    if config.handle_ctrl_c {
+        let stop = stop.clone();
+        runtime.spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("conntrace: interrupted; finishing the report");
+                stop.stop();
+            }
+        });
+    }
+    let bar = progress_bar(config.progress, driver_config.requests);
+    let on_done = {
+        let bar = bar.clone();
+        Arc::new(move |_: &ClientRequest| bar.inc(1))
+    };
+    let driven = runtime.block_on(driver::drive(
+        Arc::new(driver_config),
+        stop.clone(),
+        on_done,
+    ));
+    bar.finish_and_clear();
+    let client = match driven {
+        Ok(c) => c,
+        Err(e) => {
+            if let Some((capture, _, _)) = capture {
+                let _ = capture.stop();
+            }
+            return Err(e.into());
+        }
+    };
+    let interrupted = stop.is_stopped();
+
+    let report = match capture {
+        None => {
+            let source = SourceInfo {
+                names: vec![target.to_string()],
+                ..SourceInfo::default()
+            };
+            correlate::client_only(source, &client, settings, interrupted)
+        }
+        Some((capture, cc, linger)) => {
+            // The runtime keeps running: the client's connections close now,
+            // also after Ctrl-C, so their FINs and RSTs are in the report.
+            let (mut pipeline, stats) = capture.finish(linger)?;
+            let source = pipeline.source_mut();
+            source.kind = "live";
+            source.names = vec![cc.interface.clone()];
+            source.filter = Some(cc.filter.clone());
+            source.dropped = Some(stats.dropped);
+            let mut report = pipeline.finish();
+            correlate::attribute(&mut report, &client, settings, interrupted);
+            report
+        }
+    };
+    runtime.shutdown_background();
+    if let Some(c) = &report.client {
+        for r in &c.requests {
+            if let Some(d) = &r.disagreement {
+                eprintln!("conntrace: warning: attribution disagrees: {d}");
+            }
+        }
+    }
+    Ok(SessionOutcome { report, client })
+}
+
+fn progress_bar(wanted: bool, total: u64) -> ProgressBar {
+    if !wanted || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} {pos}/{len} requests [{bar:30}] {per_sec} {elapsed_precise}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// The settings section of the report, from the driver's configuration.
+pub fn client_settings(c: &DriverConfig) -> ClientSettings {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    ClientSettings {
+        url: c.url.to_string(),
+        method: c.effective_method().to_string(),
+        requests: c.requests,
+        concurrency: c.concurrency as u64,
+        drain: c.drain,
+        http: c.http.as_str(),
+        pool_max_idle_per_host: c.pool_max_idle_per_host.map(|n| n as u64),
+        pool_idle_timeout_ms: c.pool_idle_timeout.map(ms),
+        interval_ms: c.interval.map(ms),
+        timeout_ms: c.timeout.map(ms),
+        retries: c.retries,
+        insecure: c.insecure,
+        headers: c
+            .headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", String::from_utf8_lossy(v.as_bytes())))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_resolve_to_one_address_ipv4_first() {
+        let url = |s: &str| reqwest::Url::parse(s).unwrap();
+        assert_eq!(
+            resolve_target(&url("http://localhost:8080/")).unwrap(),
+            "127.0.0.1:8080".parse().unwrap()
+        );
+        assert_eq!(
+            resolve_target(&url("https://[::1]/")).unwrap(),
+            "[::1]:443".parse().unwrap()
+        );
+        assert_eq!(
+            resolve_target(&url("http://127.0.0.1/")).unwrap(),
+            "127.0.0.1:80".parse().unwrap()
+        );
+    }
+}

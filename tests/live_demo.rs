@@ -1,0 +1,138 @@
+//! Each demo experiment, run for real on loopback with capture, and its
+//! numbers asserted from the captured report.
+
+mod common;
+
+use conntrace::live::demo::{render, run_experiment, Experiment, ExperimentResult};
+
+fn run(e: Experiment, name: &str) -> Option<ExperimentResult> {
+    if !common::can_capture(name) {
+        return None;
+    }
+    let result = run_experiment(e).expect("experiment runs");
+    eprintln!("{}", render(&result));
+    Some(result)
+}
+
+fn streams_closed_by(r: &ExperimentResult, side: &str) -> usize {
+    r.report
+        .connections
+        .iter()
+        .filter(|c| c.closed_by == Some(side))
+        .count()
+}
+
+/// Connections that carried at least one request.
+fn carrying(r: &ExperimentResult) -> usize {
+    r.report
+        .connections
+        .iter()
+        .filter(|c| r.report.requests.iter().any(|q| q.stream == c.stream))
+        .count()
+}
+
+#[test]
+fn a_sequential_drained_requests_share_one_connection() {
+    let Some(r) = run(Experiment::SequentialDrained, "a") else {
+        return;
+    };
+    let s = &r.report.summary;
+    assert_eq!(s.requests, 10);
+    assert_eq!(s.connections, 1, "{}", r.verdict.line);
+    assert_eq!(s.reused_requests, 9);
+    assert!(r.verdict.expected);
+}
+
+#[test]
+fn b_undrained_bodies_cost_a_connection_each() {
+    let Some(r) = run(Experiment::SequentialUndrained, "b") else {
+        return;
+    };
+    let s = &r.report.summary;
+    assert_eq!(s.requests, 10);
+    assert_eq!(s.connections, 10, "{}", r.verdict.line);
+    assert_eq!(s.reused_requests, 0);
+    // The client abandons each connection with bytes unread.
+    assert_eq!(streams_closed_by(&r, "client"), 10);
+    assert!(r.verdict.expected);
+}
+
+#[test]
+fn c_pool_idle_limit_2_reopens_connections() {
+    let Some(r) = run(Experiment::PoolIdleLimit2, "c2") else {
+        return;
+    };
+    let s = &r.report.summary;
+    assert_eq!(s.requests, 50);
+    assert!(carrying(&r) > 10, "{}", r.verdict.line);
+    assert!(r.verdict.expected);
+}
+
+#[test]
+fn c_pool_idle_limit_10_keeps_ten_connections() {
+    let Some(r) = run(Experiment::PoolIdleLimit10, "c10") else {
+        return;
+    };
+    let s = &r.report.summary;
+    assert_eq!(s.requests, 50);
+    assert_eq!(carrying(&r), 10, "{}", r.verdict.line);
+    assert_eq!(s.reused_requests, 40);
+    assert!(r.verdict.expected);
+}
+
+#[test]
+fn d_http2_multiplexes_on_one_connection() {
+    let Some(r) = run(Experiment::Http2Concurrent, "d") else {
+        return;
+    };
+    let s = &r.report.summary;
+    assert_eq!(s.requests, 10);
+    assert_eq!(s.connections, 1, "{}", r.verdict.line);
+    let mut ids: Vec<u32> = r
+        .report
+        .requests
+        .iter()
+        .filter_map(|q| q.h2_stream)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        // HTTP/2 not parsed from the packets: the client's record says HTTP/2.
+        let client = r
+            .report
+            .client
+            .as_ref()
+            .expect("a run has a client section");
+        assert!(client
+            .requests
+            .iter()
+            .all(|q| q.http_version.as_deref() == Some("HTTP/2.0")));
+    } else {
+        assert_eq!(ids.len(), 10);
+    }
+    assert!(r.verdict.expected);
+}
+
+#[test]
+fn e_server_idle_timeout_forces_new_connections() {
+    let Some(r) = run(Experiment::ServerIdleTimeout, "e") else {
+        return;
+    };
+    let s = &r.report.summary;
+    assert_eq!(s.requests, 3);
+    assert_eq!(s.connections, 3, "{}", r.verdict.line);
+    assert!(streams_closed_by(&r, "server") >= 2);
+    assert!(r.verdict.expected);
+}
+
+#[test]
+fn f_server_max_requests_splits_connections() {
+    let Some(r) = run(Experiment::ServerMaxRequests, "f") else {
+        return;
+    };
+    let s = &r.report.summary;
+    assert_eq!(s.requests, 9);
+    assert_eq!(s.connections, 3, "{}", r.verdict.line);
+    assert_eq!(s.reused_requests, 6);
+    assert!(r.verdict.expected);
+}
