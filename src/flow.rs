@@ -548,6 +548,11 @@ impl Connection {
     }
 
     /// Closed for good: a RST from either side, or a FIN from both.
+    fn is_finished(&self) -> bool {
+        let [a, b] = &self.ends;
+        a.rst > 0 || b.rst > 0 || (a.fin > 0 && b.fin > 0)
+    }
+
     fn settle_app(&mut self) {
         if let AppState::Open(_) = self.app {
             let AppState::Open(analyzer) = std::mem::replace(&mut self.app, AppState::Disabled)

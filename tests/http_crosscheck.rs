@@ -18,6 +18,8 @@
 //! the reason; an exception that no longer differs fails the test so that it
 //! is removed. Skipped, with a notice, when tshark or the corpus is absent.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -57,27 +59,10 @@ fn corpus_root() -> PathBuf {
 }
 
 fn captures() -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if path.is_dir() {
-                walk(&path, out);
-            } else if name.contains(".pcap") {
-                out.push(path);
-            }
-        }
+    let mut out = common::fixtures();
+    if let Some(dir) = common::corpus_dir() {
+        out.extend(common::captures_under(&dir));
     }
-    let mut out = Vec::new();
-    walk(&corpus_root(), &mut out);
-    walk(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures"),
-        &mut out,
-    );
-    out.sort();
     out
 }
 
