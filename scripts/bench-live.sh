@@ -23,6 +23,7 @@ need python3 python3
 
 cargo build --release --locked --quiet
 
+rm -f "$dir/serve.out"
 "$bin" serve --body-size 1k > "$dir/serve.out" &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT

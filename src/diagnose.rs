@@ -7,7 +7,7 @@
 //! connections from the same client host to the same server, as they stood
 //! when the request was sent:
 //! - none: the first connection to that server (`first`);
-//! - one was open and idle (its requests answered): the client chose not to
+//! - one was open and idle (its requests so far answered): the client chose not to
 //!   reuse it (`idle_not_reused`): a pool limit, an undrained body, a client
 //!   without a connection pool;
 //! - all open ones were busy with an unanswered request (`all_busy`):
@@ -19,7 +19,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::report::{ConnectionRecord, Report, RequestRecord};
+use crate::report::{ConnectionRecord, Report};
 
 /// Why one request was sent on a new connection.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -40,8 +40,13 @@ fn host(addr: &str) -> &str {
 
 /// Fill `why_new` on every request that opened its connection, and the tally
 /// in the summary.
+///
+/// One sweep in time per (client host, server) pair: connections join the
+/// open set when they start and leave it when they close, so the work grows
+/// with the requests times the connections open at once, not with the square
+/// of the connections in the capture.
 pub fn explain_new_connections(report: &mut Report) {
-    // Requests per stream, for the busy/idle test.
+    // Requests per stream, in order sent, for the busy/idle test.
     let mut by_stream: HashMap<u64, Vec<(f64, Option<f64>)>> = HashMap::new();
     for r in &report.requests {
         by_stream
@@ -49,103 +54,156 @@ pub fn explain_new_connections(report: &mut Report) {
             .or_default()
             .push((r.sent, r.answered));
     }
-    let conns: HashMap<u64, &ConnectionRecord> =
-        report.connections.iter().map(|c| (c.stream, c)).collect();
-    let mut tally: std::collections::BTreeMap<&'static str, u64> = Default::default();
-    let reasons: Vec<Option<NewConnectionReason>> = report
-        .requests
+    for reqs in by_stream.values_mut() {
+        reqs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    let index: HashMap<u64, usize> = report
+        .connections
         .iter()
-        .map(|r| {
-            if r.reused {
-                return None;
-            }
-            let conn = conns.get(&r.stream)?;
-            let why = explain(r, conn, &report.connections, &by_stream);
-            *tally.entry(why.reason).or_default() += 1;
-            Some(why)
-        })
+        .enumerate()
+        .map(|(i, c)| (c.stream, i))
         .collect();
-    for (r, why) in report.requests.iter_mut().zip(reasons) {
-        r.why_new = why;
+    // Connections (by first packet) and new-connection requests (by time
+    // sent) of each client host and server.
+    type Group = (Vec<usize>, Vec<usize>);
+    let mut groups: HashMap<(&str, &str), Group> = HashMap::new();
+    for (i, c) in report.connections.iter().enumerate() {
+        groups
+            .entry((host(&c.client), c.server.as_str()))
+            .or_default()
+            .0
+            .push(i);
+    }
+    for (ri, r) in report.requests.iter().enumerate() {
+        if r.reused {
+            continue;
+        }
+        if let Some(&ci) = index.get(&r.stream) {
+            let c = &report.connections[ci];
+            if let Some(g) = groups.get_mut(&(host(&c.client), c.server.as_str())) {
+                g.1.push(ri);
+            }
+        }
+    }
+    let mut reasons: Vec<(usize, NewConnectionReason)> = Vec::new();
+    for (_, (mut conns, mut reqs)) in groups {
+        let all = &report.connections;
+        conns.sort_by(|&a, &b| all[a].first_seen.total_cmp(&all[b].first_seen));
+        reqs.sort_by(|&a, &b| report.requests[a].sent.total_cmp(&report.requests[b].sent));
+        let mut next = 0;
+        let mut open: Vec<usize> = Vec::new();
+        let mut last_closed: Option<usize> = None;
+        for ri in reqs {
+            let r = &report.requests[ri];
+            let t = r.sent;
+            while next < conns.len() && all[conns[next]].first_seen < t {
+                open.push(conns[next]);
+                next += 1;
+            }
+            open.retain(|&ci| match all[ci].closed_at {
+                Some(at) if at <= t => {
+                    if last_closed.is_none_or(|l| all[l].closed_at < Some(at)) {
+                        last_closed = Some(ci);
+                    }
+                    false
+                }
+                _ => true,
+            });
+            let own = index[&r.stream];
+            let others: Vec<&ConnectionRecord> = open
+                .iter()
+                .filter(|&&ci| ci != own)
+                .map(|&ci| &all[ci])
+                .collect();
+            let closed = last_closed.map(|ci| &all[ci]);
+            reasons.push((ri, explain(t, &all[own], &others, closed, &by_stream)));
+        }
+    }
+    let mut tally: std::collections::BTreeMap<&'static str, u64> = Default::default();
+    for (ri, why) in reasons {
+        *tally.entry(why.reason).or_default() += 1;
+        report.requests[ri].why_new = Some(why);
     }
     report.summary.new_connection_reasons =
         tally.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
 }
 
+/// What one connection was doing at time `t`.
+enum Activity {
+    /// A request sent and not yet answered.
+    Busy,
+    /// Its requests so far were answered, the last one at this time.
+    Idle(f64),
+    /// Opened, but no request answered on it yet (reserved by another caller,
+    /// or still in its handshake).
+    Unused,
+}
+
+fn activity(
+    c: &ConnectionRecord,
+    t: f64,
+    by_stream: &HashMap<u64, Vec<(f64, Option<f64>)>>,
+) -> Activity {
+    let Some(reqs) = by_stream.get(&c.stream) else {
+        return Activity::Unused;
+    };
+    let sent = reqs.partition_point(|&(s, _)| s <= t);
+    // A few most recent requests decide (HTTP/2 may have several in flight).
+    let recent = &reqs[sent.saturating_sub(8)..sent];
+    if recent.iter().any(|&(_, a)| a.is_none_or(|a| a > t)) {
+        return Activity::Busy;
+    }
+    match recent.iter().filter_map(|&(_, a)| a).reduce(f64::max) {
+        Some(a) => Activity::Idle(a),
+        None => Activity::Unused,
+    }
+}
+
+/// `others`: the other connections of the same client host to the same
+/// server open at `t`; `closed`: the one of them closed most recently before.
 fn explain(
-    r: &RequestRecord,
+    t: f64,
     conn: &ConnectionRecord,
-    all: &[ConnectionRecord],
+    others: &[&ConnectionRecord],
+    closed: Option<&ConnectionRecord>,
     by_stream: &HashMap<u64, Vec<(f64, Option<f64>)>>,
 ) -> NewConnectionReason {
-    let t = r.sent;
-    let earlier: Vec<&ConnectionRecord> = all
-        .iter()
-        .filter(|c| {
-            c.stream != conn.stream
-                && c.server == conn.server
-                && host(&c.client) == host(&conn.client)
-                && c.first_seen < conn.first_seen
-        })
-        .collect();
-    if earlier.is_empty() {
+    let mut busy = 0;
+    for c in others {
+        match activity(c, t, by_stream) {
+            Activity::Idle(answered) => {
+                return NewConnectionReason {
+                    reason: "idle_not_reused",
+                    previous_stream: Some(c.stream),
+                    detail: format!(
+                        "stream {} to the same server was open, idle for {:.1} ms, but the client did not reuse it",
+                        c.stream,
+                        (t - answered) * 1000.0
+                    ),
+                };
+            }
+            Activity::Busy => busy += 1,
+            Activity::Unused => {}
+        }
+    }
+    if busy > 0 {
+        return NewConnectionReason {
+            reason: "all_busy",
+            previous_stream: others.last().map(|c| c.stream),
+            detail: format!(
+                "all {} open connection{} to the same server had a request in flight",
+                busy,
+                if busy == 1 { "" } else { "s" }
+            ),
+        };
+    }
+    let Some(last) = closed else {
         return NewConnectionReason {
             reason: "first",
             previous_stream: None,
             detail: format!("first connection from this client to {}", conn.server),
         };
-    }
-    let open: Vec<&ConnectionRecord> = earlier
-        .iter()
-        .copied()
-        .filter(|c| c.closed_at.is_none_or(|at| at > t))
-        .collect();
-    let busy = |c: &ConnectionRecord| {
-        by_stream.get(&c.stream).is_some_and(|reqs| {
-            reqs.iter()
-                .any(|&(sent, answered)| sent <= t && answered.is_none_or(|a| a > t))
-        })
     };
-    if let Some(idle) = open.iter().find(|c| !busy(c)) {
-        let since = by_stream.get(&idle.stream).and_then(|reqs| {
-            reqs.iter()
-                .filter_map(|&(_, a)| a)
-                .filter(|&a| a <= t)
-                .reduce(f64::max)
-        });
-        let idle_for = since.map_or_else(String::new, |a| {
-            format!(", idle for {:.1} ms", (t - a) * 1000.0)
-        });
-        return NewConnectionReason {
-            reason: "idle_not_reused",
-            previous_stream: Some(idle.stream),
-            detail: format!(
-                "stream {} to the same server was open{idle_for}, but the client did not reuse it",
-                idle.stream
-            ),
-        };
-    }
-    if !open.is_empty() {
-        return NewConnectionReason {
-            reason: "all_busy",
-            previous_stream: open.last().map(|c| c.stream),
-            detail: format!(
-                "all {} open connection{} to the same server had a request in flight",
-                open.len(),
-                if open.len() == 1 { "" } else { "s" }
-            ),
-        };
-    }
-    // All closed: the most recent close explains this one.
-    let last = earlier
-        .iter()
-        .copied()
-        .max_by(|a, b| {
-            a.closed_at
-                .unwrap_or(0.0)
-                .total_cmp(&b.closed_at.unwrap_or(0.0))
-        })
-        .expect("earlier is not empty");
     let by = last.closed_by.unwrap_or("?");
     let how = last.closed_with.map_or("?".to_string(), str::to_uppercase);
     let ago = last.closed_at.map_or_else(String::new, |at| {
@@ -167,7 +225,7 @@ fn explain(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::Summary;
+    use crate::report::{RequestRecord, Summary};
 
     fn conn(
         stream: u64,

@@ -199,6 +199,12 @@ fn write_text(
         "{bullet}{} connections, {} requests ({} reused a connection)",
         s.connections, s.requests, s.reused_requests
     )?;
+    if src.kind == "client-only" {
+        return writeln!(
+            out,
+            "{bullet}nothing captured (--no-capture): no packet, handshake or close is known"
+        );
+    }
     writeln!(
         out,
         "{bullet}SYN {} (client) / SYN+ACK {} (server); FIN {} (client {}, server {}); RST {} (client {}, server {})",

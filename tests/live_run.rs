@@ -40,7 +40,6 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 #[test]
-#[ignore = "needs the HTTP/1 analyser (tags parsed from the packets)"]
 fn tag_and_local_port_attribution_agree_on_cleartext() {
     if !common::can_capture("tag_and_local_port_attribution_agree_on_cleartext") {
         return;

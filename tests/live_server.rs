@@ -154,3 +154,32 @@ fn idle_timeout_closes_an_idle_h2c_connection() {
     assert!(done.iter().all(|r| r.status == Some(200)), "{done:?}");
     assert_ne!(done[0].local, done[1].local);
 }
+
+#[test]
+fn serve_prints_the_address_it_bound_and_answers_there() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_conntrace"))
+        .args(["serve", "--max-requests", "1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or_default()
+        .to_string();
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let answered = TcpStream::connect(&addr).map(|mut sock| get(&mut sock, 1024));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.starts_with("listening on http://127.0.0.1:"), "{line}");
+    assert!(answered.unwrap().contains("connection: close"));
+}

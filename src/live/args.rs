@@ -114,7 +114,8 @@ pub struct RunArgs {
     /// Save the captured packets to FILE (pcap); `conntrace replay FILE` gives the same report.
     #[arg(short = 'w', long = "write", value_name = "FILE")]
     pub savefile: Option<PathBuf>,
-    /// After the last response, wait at most this long for connections to close.
+    /// After the last response, wait at most this long for connections to close
+    /// (packets libpcap still holds are always collected, which takes about 0.1s).
     #[arg(long, value_name = "D", default_value = "1s", value_parser = parse_duration)]
     pub linger: Duration,
     /// The kernel's capture buffer (at least 1MiB); a full buffer drops packets,

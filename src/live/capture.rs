@@ -1,6 +1,6 @@
 //! The capture thread of `conntrace run`: libpcap on the interface that reaches
-//! the target, filtered to the target's address and port, in immediate mode with
-//! a large buffer. It signals readiness before the first request is sent, hands
+//! the target, filtered to the target's address and port, with a large buffer
+//! and full packets. It signals readiness before the first request is sent, hands
 //! every frame to a [`FrameSink`] (the analysis pipeline), optionally saves
 //! exactly what it captured to a pcap file, and stops — once the connections
 //! have closed or a linger time has passed — through libpcap's breakloop, since
@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::source::{Frame, LinkType};
 use crate::wire::Timestamp;
@@ -34,8 +34,10 @@ pub struct CaptureConfig {
     pub buffer_size: usize,
 }
 
-/// Room for about a second of loopback traffic at tens of thousands of
-/// requests per second while the capture thread waits for a core.
+/// Room for bursts of loopback traffic while the capture thread waits for a
+/// core. With blocks filled before delivery (see [`open`]), 20,000 requests at
+/// concurrency 64 on two busy cores dropped nothing even with 8 MiB
+/// (scripts/bench-live.sh); 32 MiB leaves a margin.
 pub const DEFAULT_BUFFER_SIZE: usize = 32 << 20;
 
 impl CaptureConfig {
@@ -133,6 +135,13 @@ pub fn interface_for(target: IpAddr) -> Result<String, CaptureError> {
         .ok_or(CaptureError::NoInterface { target, local })
 }
 
+/// libpcap's read timeout: the kernel hands a block of packets to the capture
+/// thread when it is full or this old (TPACKET_V3's block retire timeout).
+const READ_TIMEOUT_MS: i32 = 50;
+
+/// Time within which a captured packet reaches the capture thread.
+const DELIVERY: Duration = Duration::from_millis(2 * READ_TIMEOUT_MS as u64);
+
 /// libpcap's counters at the end of a capture.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CaptureStats {
@@ -201,9 +210,18 @@ impl<S: FrameSink> LiveCapture<S> {
     /// closed or `linger` has passed (so closing FINs and RSTs are counted),
     /// stops the capture and gives the sink back.
     pub fn finish(self, linger: Duration) -> Result<(S, CaptureStats), CaptureError> {
+        let deadline = Instant::now() + linger;
         self.finishing.store(true, Ordering::SeqCst);
+        // Whatever was captured before now reaches the capture thread within
+        // a read timeout; only then does "every connection closed" mean it.
+        thread::sleep(DELIVERY);
+        while self.done.try_recv().is_ok() {}
         if !self.quiet.load(Ordering::SeqCst) {
-            let _ = self.done.recv_timeout(linger);
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.done.recv_timeout(left).is_ok() {
+                // The last close's ACKs travel in the same or the next block.
+                thread::sleep(DELIVERY);
+            }
         }
         self.stop()
     }
@@ -236,10 +254,17 @@ fn open(config: &CaptureConfig) -> Result<pcap::Capture<pcap::Active>, CaptureEr
     };
     let mut cap = pcap::Capture::from_device(config.interface.as_str())
         .map_err(open_error)?
-        .immediate_mode(true)
+        // No immediate mode: with it libpcap retires a TPACKET_V3 block every
+        // millisecond, so the ring holds only a fraction of a second of traffic
+        // and a capture thread kept off the CPU for a moment drops packets
+        // (hundreds to thousands per 20,000 requests at concurrency 64 in
+        // scripts/bench-live.sh, 64 MiB buffer; none without immediate mode,
+        // 8 to 64 MiB). Blocks are still delivered within the 50 ms read
+        // timeout, which only delays noticing the last FIN by as much.
+        .immediate_mode(false)
         .snaplen(65535)
         .buffer_size(i32::try_from(config.buffer_size).unwrap_or(i32::MAX))
-        .timeout(50)
+        .timeout(READ_TIMEOUT_MS)
         .open()
         .map_err(open_error)?;
     cap.filter(&config.filter, true)

@@ -71,7 +71,8 @@ pub struct SessionOutcome {
     pub client: Vec<ClientRequest>,
 }
 
-/// The socket address the URL's host and port resolve to (the first one).
+/// The socket address the URL's host and port resolve to (the first IPv4 one,
+/// else the first).
 pub fn resolve_target(url: &reqwest::Url) -> Result<SocketAddr, SessionError> {
     let err = |detail: String| SessionError::Target {
         url: url.to_string(),
@@ -84,10 +85,18 @@ pub fn resolve_target(url: &reqwest::Url) -> Result<SocketAddr, SessionError> {
         .port_or_known_default()
         .ok_or_else(|| err("the URL has no port".into()))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    (host, port)
+    let addrs: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
         .map_err(|e| err(format!("cannot resolve {host}: {e}")))?
-        .next()
+        .collect();
+    // One address, so that the capture filter and the client agree. IPv4
+    // first: `localhost` often resolves to ::1 first while test servers
+    // listen on 127.0.0.1.
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
         .ok_or_else(|| err(format!("{host} resolves to no address")))
 }
 
@@ -214,5 +223,27 @@ pub fn client_settings(c: &DriverConfig) -> ClientSettings {
             .iter()
             .map(|(k, v)| format!("{k}: {}", String::from_utf8_lossy(v.as_bytes())))
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_resolve_to_one_address_ipv4_first() {
+        let url = |s: &str| reqwest::Url::parse(s).unwrap();
+        assert_eq!(
+            resolve_target(&url("http://localhost:8080/")).unwrap(),
+            "127.0.0.1:8080".parse().unwrap()
+        );
+        assert_eq!(
+            resolve_target(&url("https://[::1]/")).unwrap(),
+            "[::1]:443".parse().unwrap()
+        );
+        assert_eq!(
+            resolve_target(&url("http://127.0.0.1/")).unwrap(),
+            "127.0.0.1:80".parse().unwrap()
+        );
     }
 }
