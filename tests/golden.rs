@@ -1,5 +1,5 @@
 //! Golden reports: `conntrace replay --format json fixtures/X.pcap` must print
-//! exactly `fixtures/X.json` (for `X.pcapng`: `X.pcapng.json`), apart from
+//! exactly `fixtures/X.json` (for `X.pcapng`: `X-pcapng.json`), apart from
 //! `tool.version`. Each golden was checked against tshark when it was written
 //! (tests/tshark_crosscheck.rs checks the TCP numbers on every run; the golden
 //! also pins the rest: states, histories, requests, timings).
@@ -15,11 +15,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// `fixtures/X.pcap` -> `fixtures/X.json`; `fixtures/X.pcapng` ->
-/// `fixtures/X.pcapng.json`, so that a capture and its pcapng twin keep
-/// goldens of their own.
+/// `fixtures/X-pcapng.json`, so that a capture and its pcapng twin keep
+/// goldens of their own (and no golden's name contains ".pcap").
 fn golden_path(capture: &Path) -> PathBuf {
     let name = capture.file_name().unwrap().to_string_lossy();
-    let stem = name.strip_suffix(".pcap").unwrap_or(&name);
+    let stem = match name.strip_suffix(".pcap") {
+        Some(stem) => stem.to_owned(),
+        None => name.replace('.', "-"),
+    };
     capture.with_file_name(format!("{stem}.json"))
 }
 
