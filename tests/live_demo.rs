@@ -87,7 +87,9 @@ fn d_http2_multiplexes_on_one_connection() {
     };
     let s = &r.report.summary;
     assert_eq!(s.requests, 10);
-    assert_eq!(s.connections, 1, "{}", r.verdict.line);
+    // Every request rides one connection; a second one that hyper's pool may
+    // open in a race carries nothing (the verdict names it).
+    assert_eq!(carrying(&r), 1, "{}", r.verdict.line);
     let mut ids: Vec<u32> = r
         .report
         .requests
