@@ -31,6 +31,9 @@ pub struct NewConnectionReason {
     pub previous_stream: Option<u64>,
     /// One sentence for people.
     pub detail: String,
+    /// For `previous_closed`: why that connection ended, when the bytes or
+    /// the timing tell (`Connection: close`, HTTP/1.0, GOAWAY, an idle close).
+    pub cause: Option<String>,
 }
 
 /// The client host of an `ip:port` address.
@@ -180,6 +183,7 @@ fn explain(
                         c.stream,
                         (t - answered) * 1000.0
                     ),
+                    cause: None,
                 };
             }
             Activity::Busy => busy += 1,
@@ -195,6 +199,7 @@ fn explain(
                 busy,
                 if busy == 1 { "" } else { "s" }
             ),
+            cause: None,
         };
     }
     let Some(last) = closed else {
@@ -202,6 +207,7 @@ fn explain(
             reason: "first",
             previous_stream: None,
             detail: format!("first connection from this client to {}", conn.server),
+            cause: None,
         };
     };
     let by = last.closed_by.unwrap_or("?");
@@ -212,13 +218,70 @@ fn explain(
     let after = last.requests.map_or_else(String::new, |n| {
         format!(" after {n} request{}", if n == 1 { "" } else { "s" })
     });
+    let cause = close_cause(last, by_stream);
     NewConnectionReason {
         reason: "previous_closed",
         previous_stream: Some(last.stream),
         detail: format!(
-            "stream {} to the same server was closed by the {by} ({how}){after}{ago}",
-            last.stream
+            "stream {} to the same server was closed by the {by} ({how}){after}{ago}{}",
+            last.stream,
+            cause
+                .as_ref()
+                .map_or_else(String::new, |c| format!(": {c}"))
         ),
+        cause,
+    }
+}
+
+/// Why a connection ended, as far as its bytes and timing tell: an announced
+/// close (`Connection: close`, HTTP/1.0, GOAWAY), or a server that closed a
+/// connection idle since its last response (a keep-alive timeout, like
+/// nginx's `keepalive_timeout`).
+fn close_cause(
+    c: &ConnectionRecord,
+    by_stream: &HashMap<u64, Vec<(f64, Option<f64>)>>,
+) -> Option<String> {
+    if let Some(http) = &c.http {
+        // A client that asked to close is answered in kind: the ask comes first.
+        match (http.client_close_depth, http.server_close_depth) {
+            (Some(c), s) if s.is_none_or(|s| c <= s) => {
+                return Some(format!(
+                    "the client sent Connection: close with request {c}"
+                ));
+            }
+            (_, Some(s)) => {
+                return Some(format!(
+                    "the server sent Connection: close with response {s}"
+                ));
+            }
+            _ => {}
+        }
+        if http.server_http10_depth.is_some() || http.client_http10_depth.is_some() {
+            return Some("HTTP/1.0 without keep-alive".to_string());
+        }
+        if let Some(g) = http.goaway.first() {
+            return Some(format!("the {} sent GOAWAY", g.sender));
+        }
+    }
+    let closed_at = c.closed_at?;
+    let last_answer = by_stream
+        .get(&c.stream)?
+        .iter()
+        .filter_map(|&(_, a)| a)
+        .filter(|&a| a <= closed_at)
+        .reduce(f64::max)?;
+    let idle_ms = (closed_at - last_answer) * 1000.0;
+    match c.closed_by {
+        Some("server") => Some(format!(
+            "the server closed it {idle_ms:.0} ms after its last response (an idle timeout)"
+        )),
+        Some("client") if c.rst_client > 0 => Some(format!(
+            "the client reset it {idle_ms:.0} ms after its last response (a response not read to the end?)"
+        )),
+        Some("client") => Some(format!(
+            "the client closed it {idle_ms:.0} ms after its last response"
+        )),
+        _ => None,
     }
 }
 
@@ -333,6 +396,41 @@ mod tests {
             "{detail}"
         );
         assert_eq!(r.summary.new_connection_reasons["previous_closed"], 1);
+    }
+
+    #[test]
+    fn the_cause_of_a_close_comes_from_signals_or_idle_time() {
+        // Closed by the server one second after its only response: an idle timeout.
+        let r = report(
+            vec![
+                conn(0, 5000, 0.0, Some((1.2, "server"))),
+                conn(1, 5001, 2.0, None),
+            ],
+            vec![req(0, 1, 0.1, Some(0.2)), req(1, 1, 2.1, Some(2.2))],
+        );
+        let cause = r.requests[1].why_new.as_ref().unwrap().cause.clone();
+        assert_eq!(
+            cause.as_deref(),
+            Some("the server closed it 1000 ms after its last response (an idle timeout)")
+        );
+        // The same close after an announced `Connection: close`.
+        let mut announced = conn(0, 5000, 0.0, Some((1.2, "server")));
+        announced.http = Some(crate::http::HttpSignals {
+            server_close_depth: Some(1),
+            ..Default::default()
+        });
+        let r = report(
+            vec![announced, conn(1, 5001, 2.0, None)],
+            vec![req(0, 1, 0.1, Some(0.2)), req(1, 1, 2.1, Some(2.2))],
+        );
+        let why = r.requests[1].why_new.as_ref().unwrap();
+        assert_eq!(
+            why.cause.as_deref(),
+            Some("the server sent Connection: close with response 1")
+        );
+        assert!(why
+            .detail
+            .ends_with(": the server sent Connection: close with response 1"));
     }
 
     #[test]

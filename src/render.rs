@@ -287,10 +287,16 @@ fn why_new_cell(report: &Report, r: &RequestRecord) -> String {
         ("first", _) => "first to server".to_string(),
         ("idle_not_reused", Some(p)) => format!("stream {p} idle, not reused"),
         ("all_busy", _) => "all open busy".to_string(),
-        ("previous_closed", Some(p)) => match report.connections.iter().find(|c| c.stream == p) {
-            Some(c) => format!("stream {p}: {}", closed_text(c)),
-            None => format!("stream {p} closed"),
-        },
+        ("previous_closed", Some(p)) => {
+            let closed = match report.connections.iter().find(|c| c.stream == p) {
+                Some(c) => format!("stream {p}: {}", closed_text(c)),
+                None => format!("stream {p} closed"),
+            };
+            match &why.cause {
+                Some(cause) => format!("{closed}; {cause}"),
+                None => closed,
+            }
+        }
         (other, _) => other.to_string(),
     }
 }
