@@ -297,35 +297,17 @@ mod tests {
         closed: Option<(f64, &'static str)>,
     ) -> ConnectionRecord {
         ConnectionRecord {
-            stream,
-            client: format!("127.0.0.1:{cport}"),
-            server: "127.0.0.1:8080".to_string(),
-            first_seen: first,
             last_seen: first + 10.0,
-            syn: 1,
-            syn_ack: 1,
-            fin_client: 0,
-            fin_server: 0,
-            rst_client: 0,
-            rst_server: 0,
-            packets_client: 0,
-            packets_server: 0,
-            bytes_client: 0,
-            bytes_server: 0,
-            payload_client: 0,
-            payload_server: 0,
-            handshake_rtt_ms: None,
             closed_by: closed.map(|(_, by)| by),
             closed_with: closed.map(|_| "fin"),
             closed_at: closed.map(|(at, _)| at),
-            state: "SF",
-            history: String::new(),
-            orientation: "syn",
-            protocol: "http/1.1",
-            tls_sni: None,
-            alpn: Vec::new(),
             requests: Some(1),
-            http: None,
+            ..crate::testkit::connection_record(
+                stream,
+                &format!("127.0.0.1:{cport}"),
+                "127.0.0.1:8080",
+                first,
+            )
         }
     }
 

@@ -1,6 +1,7 @@
 //! Byte-array packets for unit tests: IPv4/IPv6 + TCP built by hand, so the
 //! tests say exactly which bytes they feed the decoder and the tracker.
 
+use crate::report::ConnectionRecord;
 use crate::source::Frame;
 use crate::wire::Timestamp;
 
@@ -73,5 +74,46 @@ pub fn frame(ts_micros: i64, data: &[u8]) -> Frame<'_> {
         caplen: data.len() as u32,
         wirelen: data.len() as u32,
         data,
+    }
+}
+
+/// A report row for an HTTP/1.1 connection that opened with a handshake and is
+/// still open; tests set the fields they are about.
+pub fn connection_record(
+    stream: u64,
+    client: &str,
+    server: &str,
+    first_seen: f64,
+) -> ConnectionRecord {
+    ConnectionRecord {
+        stream,
+        client: client.to_string(),
+        server: server.to_string(),
+        first_seen,
+        last_seen: first_seen + 1.0,
+        syn: 1,
+        syn_ack: 1,
+        fin_client: 0,
+        fin_server: 0,
+        rst_client: 0,
+        rst_server: 0,
+        packets_client: 0,
+        packets_server: 0,
+        bytes_client: 0,
+        bytes_server: 0,
+        payload_client: 0,
+        payload_server: 0,
+        handshake_rtt_ms: None,
+        closed_by: None,
+        closed_with: None,
+        closed_at: None,
+        state: "S1",
+        history: String::new(),
+        orientation: "syn",
+        protocol: "http/1.1",
+        tls_sni: None,
+        alpn: Vec::new(),
+        requests: None,
+        http: None,
     }
 }

@@ -231,35 +231,15 @@ mod tests {
 
     fn conn(stream: u64, client: &str, first_seen: f64) -> ConnectionRecord {
         ConnectionRecord {
-            stream,
-            client: client.into(),
-            server: "127.0.0.1:80".into(),
-            first_seen,
-            last_seen: first_seen + 1.0,
-            syn: 1,
-            syn_ack: 1,
             fin_client: 1,
             fin_server: 1,
-            rst_client: 0,
-            rst_server: 0,
             packets_client: 5,
             packets_server: 5,
-            bytes_client: 0,
-            bytes_server: 0,
-            payload_client: 0,
-            payload_server: 0,
-            handshake_rtt_ms: None,
             closed_by: Some("client"),
             closed_with: Some("fin"),
             closed_at: Some(first_seen + 1.0),
             state: "SF",
-            history: String::new(),
-            orientation: "syn",
-            protocol: "http/1.1",
-            tls_sni: None,
-            alpn: Vec::new(),
-            requests: None,
-            http: None,
+            ..crate::testkit::connection_record(stream, client, "127.0.0.1:80", first_seen)
         }
     }
 
