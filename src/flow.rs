@@ -145,7 +145,8 @@ struct Endpoint {
     seen_end: Option<SeqNumber>,
     seen_ahead: Vec<(SeqNumber, SeqNumber)>,
     gaps: u64,
-    first_syn: Option<Timestamp>,
+    /// The most recent SYN (tshark measures the initial RTT from it).
+    last_syn_at: Option<Timestamp>,
 }
 
 /// One TCP connection (one Wireshark `tcp.stream`).
@@ -341,7 +342,7 @@ impl Connection {
             }
             if flags.is_syn_only() {
                 end.syn += 1;
-                end.first_syn.get_or_insert(seg.ts);
+                end.last_syn_at = Some(seg.ts);
             }
             if flags.is_syn_ack() {
                 end.syn_ack += 1;
@@ -387,12 +388,15 @@ impl Connection {
         }
     }
 
-    /// SYN to the client's ACK of the SYN+ACK, as tshark's `tcp.analysis.initial_rtt`.
+    /// The most recent SYN to the client's ACK of the SYN+ACK. tshark's
+    /// `tcp.analysis.initial_rtt` agrees on completed handshakes; it also takes
+    /// the first bare ACK or RST+ACK of either side (a refused or bogus answer),
+    /// where we report no handshake.
     fn update_handshake_rtt(&mut self, seg: &Segment, sender: Side) {
         if self.handshake_rtt_ms.is_some() || sender != self.client || seg.flags.syn() {
             return;
         }
-        let (Some(syn_at), Some(isn)) = (self.ends[sender as usize].first_syn, self.server_isn)
+        let (Some(syn_at), Some(isn)) = (self.ends[sender as usize].last_syn_at, self.server_isn)
         else {
             return;
         };
@@ -966,8 +970,8 @@ mod tests {
         let r = &records(t)[0];
         assert_eq!(r.syn, 2);
         assert_eq!(r.history, "ShA");
-        // tshark's initial RTT runs from the first SYN.
-        assert_eq!(r.handshake_rtt_ms, Some(1002.0));
+        // Measured from the SYN that was answered: the retransmission.
+        assert_eq!(r.handshake_rtt_ms, Some(2.0));
     }
 
     #[test]
