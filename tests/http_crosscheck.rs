@@ -1,5 +1,6 @@
-//! Cross-check against tshark: for every capture in `../shared/corpus` and
-//! `fixtures/`, the HTTP requests conntrace attributes to each TCP stream, in
+//! Cross-check against tshark: for every capture in `../shared/corpus`,
+//! `fixtures/` and the folder named by `CONNTRACE_EXTRA_CAPTURES` (see
+//! scripts/unseen-clients.sh), the HTTP requests conntrace attributes to each TCP stream, in
 //! order, are the ones tshark decodes there.
 //!
 //! HTTP/1.x: method and request-target of every `http.request`. HTTP/2: stream
@@ -62,6 +63,10 @@ fn captures() -> Vec<PathBuf> {
     let mut out = common::fixtures();
     if let Some(dir) = common::corpus_dir() {
         out.extend(common::captures_under(&dir));
+    }
+    // Fresh captures, e.g. from scripts/unseen-clients.sh.
+    if let Some((_, extra)) = common::extra_captures() {
+        out.extend(extra);
     }
     out
 }
