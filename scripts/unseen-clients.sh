@@ -5,7 +5,8 @@
 # keepalive_requests and keepalive_timeout limits, h2c, TLS, IPv6) into a
 # temporary folder, then runs the tshark cross-check on them
 # (`CONNTRACE_EXTRA_CAPTURES=DIR cargo test --test tshark_crosscheck`) and
-# prints one line per capture: file, streams ours/tshark, agreement.
+# prints one line per capture: file, streams ours/tshark, agreement; then the
+# HTTP cross-check (requests per stream, TLS hellos) on the same captures.
 #
 #   sudo scripts/unseen-clients.sh
 #
@@ -142,5 +143,13 @@ sed -n '/^cross-check of the captures/,/^$/p' "$log"
 if [[ $status -ne 0 ]]; then
     grep -E '^(extra/|thread|[0-9]+ disagreement)' "$log" || tail -20 "$log"
 fi
-echo "log: $log"
+# The same captures, request by request (HTTP/1 and HTTP/2) and TLS hello by hello.
+http_log=$OUT/http-crosscheck.log
+CONNTRACE_BIN=$WORK/conntrace CONNTRACE_EXTRA_CAPTURES=$OUT cargo test --test http_crosscheck \
+    -- --nocapture >"$http_log" 2>&1 || status=$?
+echo
+echo "HTTP requests per stream against tshark:"
+grep -E "^$OUT/" "$http_log" | sed "s|^$OUT/||" || true
+grep -E "^test result" "$http_log" || tail -20 "$http_log"
+echo "log: $log, $http_log"
 exit "$status"
