@@ -17,6 +17,8 @@ pub enum Format {
     Markdown,
     /// One JSON document (see docs/report-schema.md).
     Json,
+    /// The verdict and the totals only: one screen, however large the capture.
+    Summary,
 }
 
 /// How many request rows the table and Markdown formats print.
@@ -49,8 +51,9 @@ pub fn write_report(
             serde_json::to_writer_pretty(&mut *out, report)?;
             writeln!(out)
         }
-        Format::Table => write_text(report, options.requests, out, false),
-        Format::Markdown => write_text(report, options.requests, out, true),
+        Format::Table => write_text(report, Some(options.requests), out, false),
+        Format::Markdown => write_text(report, Some(options.requests), out, true),
+        Format::Summary => write_text(report, None, out, false),
     }
 }
 
@@ -128,13 +131,13 @@ fn opt<T: ToString>(v: Option<T>) -> String {
     v.map_or_else(|| "-".to_string(), |v| v.to_string())
 }
 
+/// The text formats; `rows: None` leaves the tables out (`--format summary`).
 fn write_text(
     report: &Report,
-    rows: RequestRows,
+    rows: Option<RequestRows>,
     out: &mut dyn Write,
     markdown: bool,
 ) -> io::Result<()> {
-    let s = &report.summary;
     let src = &report.source;
     if markdown {
         writeln!(out, "## conntrace report\n")?;
@@ -163,6 +166,18 @@ fn write_text(
             writeln!(out, "{note}")?;
         }
     }
+    if let Some(rows) = rows {
+        write_tables(report, rows, out, markdown)?;
+    }
+    write_totals(report, out, markdown)
+}
+
+fn write_tables(
+    report: &Report,
+    rows: RequestRows,
+    out: &mut dyn Write,
+    markdown: bool,
+) -> io::Result<()> {
     if report.source.kind != "client-only" {
         writeln!(out, "{}", connections_table(report, markdown))?;
     }
@@ -188,6 +203,12 @@ fn write_text(
             )?;
         }
     }
+    Ok(())
+}
+
+fn write_totals(report: &Report, out: &mut dyn Write, markdown: bool) -> io::Result<()> {
+    let s = &report.summary;
+    let src = &report.source;
     if markdown {
         writeln!(out, "\n### Totals\n")?;
     } else {

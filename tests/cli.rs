@@ -183,3 +183,27 @@ fn markdown_tables_have_as_many_cells_as_headers() {
     assert_eq!(tables, 2, "a connections and a requests table:\n{md}");
     assert!(md.contains("| why new"), "{md}");
 }
+
+#[test]
+fn summary_format_is_the_verdict_and_totals_without_tables() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/nginx-limits-timeout.pcap");
+    let out = bin()
+        .arg("replay")
+        .arg(&fixture)
+        .args(["--format", "summary"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with(
+            "3 requests over 3 connections: 0 reused a connection, 3 opened a new one"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("closed by client: 1, by server: 2"), "{text}");
+    assert!(
+        !text.contains('│') && !text.contains('|'),
+        "no tables: {text}"
+    );
+}
