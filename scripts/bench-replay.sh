@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Replay speed and peak memory on one large capture, side by side in one run:
-# conntrace (with and without HTTP parsing, native and libpcap readers),
-# tcpdump -r F -w /dev/null, and tshark -q -z conv,tcp.
+# conntrace (with and without HTTP parsing; printing the summary only, and the
+# whole JSON report; the native and the libpcap reader), tcpdump -r F -w
+# /dev/null, and tshark -q -z conv,tcp.
 #
 #   scripts/bench-replay.sh [CAPTURE]
 #
@@ -76,14 +77,17 @@ measure() { # name, command...
 }
 
 {
-  measure "conntrace replay" "$bin" replay -f json "$cap"
-  measure "conntrace replay --no-http" "$bin" replay --no-http -f json "$cap"
-  measure "conntrace replay --reader libpcap" "$bin" replay --reader libpcap -f json "$cap"
-  measure "conntrace replay --reader libpcap --no-http" "$bin" replay --reader libpcap --no-http -f json "$cap"
+  measure "conntrace replay -f summary" "$bin" replay -f summary "$cap"
+  measure "conntrace replay --no-http -f summary" "$bin" replay --no-http -f summary "$cap"
+  measure "conntrace replay -f json" "$bin" replay -f json "$cap"
+  measure "conntrace replay --no-http -f json" "$bin" replay --no-http -f json "$cap"
+  measure "conntrace replay --reader libpcap -f summary" "$bin" replay --reader libpcap -f summary "$cap"
   measure "tcpdump -r F -w /dev/null" tcpdump -r "$cap" -w /dev/null
   measure "tshark -q -z conv,tcp" tshark -r "$cap" -q -z conv,tcp
 } > "$dir/results.tsv"
 
+# Ratios against the first two rows: the whole analysis with HTTP parsing, and
+# without it (both printing only the summary, so output size does not count).
 base=$(awk -F'\t' 'NR==1 {print $2}' "$dir/results.tsv")
 nohttp=$(awk -F'\t' 'NR==2 {print $2}' "$dir/results.tsv")
 printf '%-46s %10s %12s %14s %12s\n' "command" "seconds" "peak MiB" "÷ replay" "÷ --no-http"

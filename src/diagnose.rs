@@ -15,7 +15,8 @@
 //! - all were closed (`previous_closed`): by whom and how says whether the server
 //!   (idle timeout, request limit, `Connection: close`) or the client ended them.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 
 use serde::Serialize;
 
@@ -93,33 +94,43 @@ pub fn explain_new_connections(report: &mut Report) {
         let all = &report.connections;
         conns.sort_by(|&a, &b| all[a].first_seen.total_cmp(&all[b].first_seen));
         reqs.sort_by(|&a, &b| report.requests[a].sent.total_cmp(&report.requests[b].sent));
+        // Open connections by position in `conns` (so in order of start), and
+        // their close times, earliest first, to retire them as time passes.
         let mut next = 0;
-        let mut open: Vec<usize> = Vec::new();
+        let mut open: BTreeSet<usize> = BTreeSet::new();
+        let mut closing: BinaryHeap<Reverse<(i64, usize)>> = BinaryHeap::new();
         let mut last_closed: Option<usize> = None;
         for ri in reqs {
             let r = &report.requests[ri];
             let t = r.sent;
             while next < conns.len() && all[conns[next]].first_seen < t {
-                open.push(conns[next]);
+                open.insert(next);
+                if let Some(at) = all[conns[next]].closed_at {
+                    closing.push(Reverse((micros(at), next)));
+                }
                 next += 1;
             }
-            open.retain(|&ci| match all[ci].closed_at {
-                Some(at) if at <= t => {
-                    if last_closed.is_none_or(|l| all[l].closed_at < Some(at)) {
-                        last_closed = Some(ci);
-                    }
-                    false
+            while let Some(&Reverse((at, pos))) = closing.peek() {
+                if at > micros(t) {
+                    break;
                 }
-                _ => true,
-            });
+                closing.pop();
+                open.remove(&pos);
+                let ci = conns[pos];
+                if last_closed.is_none_or(|l| all[l].closed_at <= all[ci].closed_at) {
+                    last_closed = Some(ci);
+                }
+            }
             let own = index[&r.stream];
-            let others: Vec<&ConnectionRecord> = open
+            // Most recently opened first.
+            let others = open
                 .iter()
-                .filter(|&&ci| ci != own)
-                .map(|&ci| &all[ci])
-                .collect();
+                .rev()
+                .map(|&pos| conns[pos])
+                .filter(|&ci| ci != own)
+                .map(|ci| &all[ci]);
             let closed = last_closed.map(|ci| &all[ci]);
-            reasons.push((ri, explain(t, &all[own], &others, closed, &by_stream)));
+            reasons.push((ri, explain(t, &all[own], others, closed, &by_stream)));
         }
     }
     let mut tally: std::collections::BTreeMap<&'static str, u64> = Default::default();
@@ -129,6 +140,10 @@ pub fn explain_new_connections(report: &mut Report) {
     }
     report.summary.new_connection_reasons =
         tally.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+}
+
+fn micros(secs: f64) -> i64 {
+    (secs * 1e6).round() as i64
 }
 
 /// What one connection was doing at time `t`.
@@ -164,14 +179,15 @@ fn activity(
 
 /// `others`: the other connections of the same client host to the same
 /// server open at `t`; `closed`: the one of them closed most recently before.
-fn explain(
+fn explain<'a>(
     t: f64,
     conn: &ConnectionRecord,
-    others: &[&ConnectionRecord],
+    others: impl Iterator<Item = &'a ConnectionRecord>,
     closed: Option<&ConnectionRecord>,
     by_stream: &HashMap<u64, Vec<(f64, Option<f64>)>>,
 ) -> NewConnectionReason {
     let mut busy = 0;
+    let mut latest_busy = None;
     for c in others {
         match activity(c, t, by_stream) {
             Activity::Idle(answered) => {
@@ -186,14 +202,17 @@ fn explain(
                     cause: None,
                 };
             }
-            Activity::Busy => busy += 1,
+            Activity::Busy => {
+                busy += 1;
+                latest_busy.get_or_insert(c.stream);
+            }
             Activity::Unused => {}
         }
     }
     if busy > 0 {
         return NewConnectionReason {
             reason: "all_busy",
-            previous_stream: others.last().map(|c| c.stream),
+            previous_stream: latest_busy,
             detail: format!(
                 "all {} open connection{} to the same server had a request in flight",
                 busy,
