@@ -132,7 +132,11 @@ fn replay(args: ReplayArgs) -> Result<()> {
         progress: true,
     };
     let report = replay_files(&args.files, &options)?;
-    emit(&report, &args.output)
+    emit(&report, &args.output)?;
+    // The process ends next: freeing every record of a large report one by
+    // one would only cost time.
+    std::mem::forget(report);
+    Ok(())
 }
 
 /// Write a report where the output options say.

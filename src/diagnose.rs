@@ -51,22 +51,25 @@ fn host(addr: &str) -> &str {
 /// of the connections in the capture.
 pub fn explain_new_connections(report: &mut Report) {
     // Requests per stream, in order sent, for the busy/idle test.
-    let mut by_stream: HashMap<u64, Vec<(f64, Option<f64>)>> = HashMap::new();
-    for r in &report.requests {
-        by_stream
-            .entry(r.stream)
-            .or_default()
-            .push((r.sent, r.answered));
-    }
-    for reqs in by_stream.values_mut() {
-        reqs.sort_by(|a, b| a.0.total_cmp(&b.0));
-    }
-    let index: HashMap<u64, usize> = report
+    // Stream numbers are dense (Wireshark's tcp.stream), so vectors index them.
+    let streams = report
         .connections
         .iter()
-        .enumerate()
-        .map(|(i, c)| (c.stream, i))
-        .collect();
+        .map(|c| c.stream + 1)
+        .chain(report.requests.iter().map(|r| r.stream + 1))
+        .max()
+        .unwrap_or(0) as usize;
+    let mut by_stream = Timeline(vec![Vec::new(); streams]);
+    for r in &report.requests {
+        by_stream.0[r.stream as usize].push((r.sent, r.answered));
+    }
+    for reqs in &mut by_stream.0 {
+        reqs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    let mut index: Vec<Option<usize>> = vec![None; streams];
+    for (i, c) in report.connections.iter().enumerate() {
+        index[c.stream as usize] = Some(i);
+    }
     // Connections (by first packet) and new-connection requests (by time
     // sent) of each client host and server.
     type Group = (Vec<usize>, Vec<usize>);
@@ -82,7 +85,7 @@ pub fn explain_new_connections(report: &mut Report) {
         if r.reused {
             continue;
         }
-        if let Some(&ci) = index.get(&r.stream) {
+        if let Some(ci) = index[r.stream as usize] {
             let c = &report.connections[ci];
             if let Some(g) = groups.get_mut(&(host(&c.client), c.server.as_str())) {
                 g.1.push(ri);
@@ -121,7 +124,9 @@ pub fn explain_new_connections(report: &mut Report) {
                     last_closed = Some(ci);
                 }
             }
-            let own = index[&r.stream];
+            let Some(own) = index[r.stream as usize] else {
+                continue;
+            };
             // Most recently opened first.
             let others = open
                 .iter()
@@ -142,6 +147,18 @@ pub fn explain_new_connections(report: &mut Report) {
         tally.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
 }
 
+/// `(sent, answered)` of every request, per stream number, in order sent.
+struct Timeline(Vec<Vec<(f64, Option<f64>)>>);
+
+impl Timeline {
+    fn get(&self, stream: u64) -> Option<&[(f64, Option<f64>)]> {
+        self.0
+            .get(stream as usize)
+            .map(Vec::as_slice)
+            .filter(|reqs| !reqs.is_empty())
+    }
+}
+
 fn micros(secs: f64) -> i64 {
     (secs * 1e6).round() as i64
 }
@@ -157,12 +174,8 @@ enum Activity {
     Unused,
 }
 
-fn activity(
-    c: &ConnectionRecord,
-    t: f64,
-    by_stream: &HashMap<u64, Vec<(f64, Option<f64>)>>,
-) -> Activity {
-    let Some(reqs) = by_stream.get(&c.stream) else {
+fn activity(c: &ConnectionRecord, t: f64, by_stream: &Timeline) -> Activity {
+    let Some(reqs) = by_stream.get(c.stream) else {
         return Activity::Unused;
     };
     let sent = reqs.partition_point(|&(s, _)| s <= t);
@@ -184,7 +197,7 @@ fn explain<'a>(
     conn: &ConnectionRecord,
     others: impl Iterator<Item = &'a ConnectionRecord>,
     closed: Option<&ConnectionRecord>,
-    by_stream: &HashMap<u64, Vec<(f64, Option<f64>)>>,
+    by_stream: &Timeline,
 ) -> NewConnectionReason {
     let mut busy = 0;
     let mut latest_busy = None;
@@ -256,10 +269,7 @@ fn explain<'a>(
 /// close (`Connection: close`, HTTP/1.0, GOAWAY), or a server that closed a
 /// connection idle since its last response (a keep-alive timeout, like
 /// nginx's `keepalive_timeout`).
-fn close_cause(
-    c: &ConnectionRecord,
-    by_stream: &HashMap<u64, Vec<(f64, Option<f64>)>>,
-) -> Option<String> {
+fn close_cause(c: &ConnectionRecord, by_stream: &Timeline) -> Option<String> {
     if let Some(http) = &c.http {
         // A client that asked to close is answered in kind: the ask comes first.
         match (http.client_close_depth, http.server_close_depth) {
@@ -284,7 +294,7 @@ fn close_cause(
     }
     let closed_at = c.closed_at?;
     let last_answer = by_stream
-        .get(&c.stream)?
+        .get(c.stream)?
         .iter()
         .filter_map(|&(_, a)| a)
         .filter(|&a| a <= closed_at)

@@ -641,33 +641,35 @@ impl Connection {
         let state = self.conn_state();
         let client = &self.ends[self.client as usize];
         let server = &self.ends[self.client.other() as usize];
+        let stream = self.stream;
+        // The exchanges move into the report; the rest of the result stays.
+        let exchanges = match &mut self.app {
+            AppState::Done(result) => std::mem::take(&mut result.exchanges),
+            _ => Vec::new(),
+        };
         let app = match &self.app {
             AppState::Done(result) => Some(result.as_ref()),
             _ => None,
         };
         let protocol = app.map_or(AppProtocol::Unknown, |a| a.protocol);
-        let requests: Vec<RequestRecord> = app
-            .map(|a| {
-                a.exchanges
-                    .iter()
-                    .map(|x| RequestRecord {
-                        stream: self.stream,
-                        depth: x.depth,
-                        reused: x.depth > 1,
-                        method: x.method.clone(),
-                        target: x.target.clone(),
-                        host: x.host.clone(),
-                        status: x.status,
-                        sent: x.sent.as_secs_f64(),
-                        answered: x.answered.map(Timestamp::as_secs_f64),
-                        h2_stream: x.h2_stream,
-                        tag: x.tag.clone(),
-                        seen_in: "capture",
-                        why_new: None,
-                    })
-                    .collect()
+        let requests: Vec<RequestRecord> = exchanges
+            .into_iter()
+            .map(|x| RequestRecord {
+                stream,
+                depth: x.depth,
+                reused: x.depth > 1,
+                method: x.method,
+                target: x.target,
+                host: x.host,
+                status: x.status,
+                sent: x.sent.as_secs_f64(),
+                answered: x.answered.map(Timestamp::as_secs_f64),
+                h2_stream: x.h2_stream,
+                tag: x.tag,
+                seen_in: "capture",
+                why_new: None,
             })
-            .unwrap_or_default();
+            .collect();
         let request_count = match (app, protocol) {
             (None, _) => None,
             (Some(_), AppProtocol::Tls) => None,
@@ -818,12 +820,23 @@ impl FlowTable {
             records.push(record);
             requests.append(&mut reqs);
         }
-        requests.sort_by(|a, b| {
-            a.sent
-                .total_cmp(&b.sent)
-                .then(a.stream.cmp(&b.stream))
-                .then(a.depth.cmp(&b.depth))
+        // Sort small keys, then move each (large) record once.
+        let mut order: Vec<(f64, u64, u32, usize)> = requests
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.sent, r.stream, r.depth, i))
+            .collect();
+        order.sort_unstable_by(|a, b| {
+            a.0.total_cmp(&b.0)
+                .then(a.1.cmp(&b.1))
+                .then(a.2.cmp(&b.2))
+                .then(a.3.cmp(&b.3))
         });
+        let mut slots: Vec<Option<RequestRecord>> = requests.into_iter().map(Some).collect();
+        let requests = order
+            .into_iter()
+            .filter_map(|(.., i)| slots[i].take())
+            .collect();
         (records, requests)
     }
 }
