@@ -243,7 +243,7 @@ impl Connection {
         } else if first.flags.is_syn_ack() {
             (sender.other(), Orientation::SynAck)
         } else {
-            (Self::client_by_port(key, first, sender), Orientation::Port)
+            (Self::client_by_port(first, sender), Orientation::Port)
         };
         // Zeek takes the first packet's sender as originator and flips the
         // connection, marking its history with '^', when that was the server.
@@ -274,14 +274,13 @@ impl Connection {
 
     /// With no handshake seen: a port below 1024 facing one above is the
     /// server's; otherwise the lower port; with equal ports, the destination.
-    fn client_by_port(key: FlowKey, first: &Segment, sender: Side) -> Side {
+    fn client_by_port(first: &Segment, sender: Side) -> Side {
         let (sp, dp) = (first.src.port(), first.dst.port());
         let server_is_dst = match (sp < 1024, dp < 1024) {
             (true, false) => false,
             (false, true) => true,
             _ => dp <= sp,
         };
-        let _ = key;
         if server_is_dst {
             sender
         } else {
