@@ -87,13 +87,21 @@ fn config() -> httparse::ParserConfig {
 }
 
 pub fn parse_request(buf: &[u8]) -> HeadParse<RequestHead> {
+    with_header_slots(|slots| parse_request_with(buf, slots))
+}
+
+/// Run `parse` with header slots on the stack, and again with many more on
+/// the heap if the head has more headers than that.
+fn with_header_slots<'b, T>(
+    parse: impl Fn(&mut [MaybeUninit<httparse::Header<'b>>]) -> Result<HeadParse<T>, httparse::Error>,
+) -> HeadParse<T> {
     let mut slots = [const { MaybeUninit::uninit() }; HEADER_SLOTS];
-    match parse_request_with(buf, &mut slots) {
+    match parse(&mut slots) {
         Err(httparse::Error::TooManyHeaders) => {
             let mut slots: Vec<_> = (0..MANY_HEADER_SLOTS)
                 .map(|_| MaybeUninit::uninit())
                 .collect();
-            parse_request_with(buf, &mut slots).unwrap_or(HeadParse::Invalid)
+            parse(&mut slots).unwrap_or(HeadParse::Invalid)
         }
         other => other.unwrap_or(HeadParse::Invalid),
     }
@@ -140,16 +148,7 @@ fn parse_request_with<'b>(
 }
 
 pub fn parse_response(buf: &[u8]) -> HeadParse<ResponseHead> {
-    let mut slots = [const { MaybeUninit::uninit() }; HEADER_SLOTS];
-    match parse_response_with(buf, &mut slots) {
-        Err(httparse::Error::TooManyHeaders) => {
-            let mut slots: Vec<_> = (0..MANY_HEADER_SLOTS)
-                .map(|_| MaybeUninit::uninit())
-                .collect();
-            parse_response_with(buf, &mut slots).unwrap_or(HeadParse::Invalid)
-        }
-        other => other.unwrap_or(HeadParse::Invalid),
-    }
+    with_header_slots(|slots| parse_response_with(buf, slots))
 }
 
 fn parse_response_with<'b>(
@@ -551,6 +550,28 @@ pub fn is_status_line(line: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heads_with_more_headers_than_the_stack_slots_still_parse() {
+        let mut raw = b"GET /many HTTP/1.1\r\nHost: a.example\r\n".to_vec();
+        for i in 0..HEADER_SLOTS + 10 {
+            raw.extend_from_slice(format!("X-Filler-{i}: {i}\r\n").as_bytes());
+        }
+        raw.extend_from_slice(b"X-Conntrace-Id: 42\r\n\r\n");
+        let HeadParse::Complete(head, len) = parse_request(&raw) else {
+            panic!("a head with {} headers did not parse", HEADER_SLOTS + 12);
+        };
+        assert_eq!(len, raw.len());
+        assert_eq!(head.target, "/many");
+        assert_eq!(head.tag.as_deref(), Some("42"));
+
+        let mut raw = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..HEADER_SLOTS + 10 {
+            raw.extend_from_slice(format!("X-Filler-{i}: {i}\r\n").as_bytes());
+        }
+        raw.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+        assert!(matches!(parse_response(&raw), HeadParse::Complete(_, n) if n == raw.len()));
+    }
 
     #[test]
     fn request_head_facts() {
