@@ -61,28 +61,29 @@ fn close_closes_after_every_response() {
     assert!(at_eof(&mut sock));
 }
 
-#[test]
-fn idle_timeout_closes_an_idle_keep_alive_connection() {
+/// A server that closes connections idle for 200 ms, and one connection to it
+/// (the server shuts down when its handle is dropped: keep it).
+fn connect_with_idle_timeout() -> (TestServer, TcpStream) {
     let server = start(ServerConfig {
         idle_timeout: Some(Duration::from_millis(200)),
         ..ServerConfig::default()
     });
-    let mut sock = TcpStream::connect(server.addr()).unwrap();
+    let sock = TcpStream::connect(server.addr()).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
+    (server, sock)
+}
+
+#[test]
+fn idle_timeout_closes_an_idle_keep_alive_connection() {
+    let (_server, mut sock) = connect_with_idle_timeout();
     assert!(!get(&mut sock, 0).contains("connection: close"));
     assert!(at_eof(&mut sock), "the server closes the idle connection");
 }
 
 #[test]
 fn idle_timeout_closes_a_connection_that_never_speaks() {
-    let server = start(ServerConfig {
-        idle_timeout: Some(Duration::from_millis(200)),
-        ..ServerConfig::default()
-    });
-    let mut sock = TcpStream::connect(server.addr()).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    let (_server, mut sock) = connect_with_idle_timeout();
     assert!(at_eof(&mut sock));
 }
 
