@@ -9,9 +9,17 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use crate::live::args::{DemoArgs, RunArgs, ServeArgs};
-use crate::pipeline::{check_filter, replay_files, PipelineOptions, ReaderKind, ReplayOptions};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::flow::Expiry;
+use crate::jsonl::JsonlSink;
+use crate::live::args::{parse_duration, DemoArgs, RunArgs, ServeArgs};
+use crate::pipeline::{
+    check_filter, replay_into, Pipeline, PipelineOptions, ReaderKind, ReplayOptions,
+};
 use crate::render::{write_report, Format, RenderOptions, RequestRows};
+
 use crate::report::Report;
 
 /// Shows, packet by packet, which HTTP requests reused a TCP connection and why
@@ -96,7 +104,46 @@ pub struct ReplayArgs {
     #[arg(long, value_enum, default_value_t = ReaderKind::Native)]
     pub reader: ReaderKind,
     #[command(flatten)]
+    pub expiry: ExpiryArgs,
+    #[command(flatten)]
     pub output: OutputArgs,
+}
+
+/// When the tracker lets a connection go, in capture time. Packets that come
+/// for a connection already let go are counted as late (`tracker.late_packets`).
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Connection expiry (capture time)")]
+pub struct ExpiryArgs {
+    /// A connection with no packet for this long is finalised (Zeek's
+    /// tcp_inactivity_timeout).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// A connection closed by an RST, or by a FIN from each side, is finalised
+    /// this long after its last packet (Zeek's tcp_close_delay).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub close_grace: Duration,
+    /// A SYN nobody answered is finalised this long after it (conntrack's
+    /// SYN_SENT timeout; covers Linux's SYN retries).
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = parse_duration)]
+    pub syn_timeout: Duration,
+    /// At most this many unanswered SYNs are held; beyond, the oldest is
+    /// finalised early (conntrack's early_drop), so a SYN flood cannot
+    /// exhaust memory.
+    #[arg(long, value_name = "N", default_value_t = Expiry::default().max_unanswered)]
+    pub max_unanswered: usize,
+}
+
+impl ExpiryArgs {
+    pub fn expiry(&self) -> Expiry {
+        Expiry {
+            idle: self.idle_timeout,
+            close_grace: self.close_grace,
+            unanswered: self.syn_timeout,
+            max_unanswered: self.max_unanswered.max(1),
+            tombstone: self.idle_timeout.max(self.syn_timeout),
+            ..Expiry::default()
+        }
+    }
 }
 
 /// Parse the command line and run the command.
@@ -126,17 +173,87 @@ fn replay(args: ReplayArgs) -> Result<()> {
     let options = ReplayOptions {
         pipeline: PipelineOptions {
             http: !args.no_http,
+            expiry: args.expiry.expiry(),
         },
         filter,
         reader: args.reader,
         progress: true,
     };
-    let report = replay_files(&args.files, &options)?;
-    emit(&report, &args.output)?;
-    // The process ends next: freeing every record of a large report one by
-    // one would only cost time.
-    std::mem::forget(report);
+    match args.output.format {
+        Format::Jsonl => {
+            // Rows go out as connections finish; the summary line ends them.
+            let out = SharedOut::open(&args.output.output)?;
+            let sink = JsonlSink::new(out.clone());
+            let pipeline = Pipeline::streaming(&options.pipeline, Box::new(sink));
+            let report = replay_into(&args.files, &options, pipeline)?;
+            out.with(|w| crate::jsonl::write_summary(&report, w).and_then(|()| w.flush()))
+                .with_context(|| out.describe())?;
+        }
+        Format::Summary => {
+            let pipeline = Pipeline::counting(&options.pipeline);
+            let report = replay_into(&args.files, &options, pipeline)?;
+            emit(&report, &args.output)?;
+        }
+        _ => {
+            let pipeline = Pipeline::new(&options.pipeline);
+            let report = replay_into(&args.files, &options, pipeline)?;
+            emit(&report, &args.output)?;
+            // The process ends next: freeing every record of a large report
+            // one by one would only cost time.
+            std::mem::forget(report);
+        }
+    }
     Ok(())
+}
+
+/// Standard output or the `-o` file, shared by a streaming sink and the
+/// summary written after it.
+#[derive(Clone)]
+struct SharedOut {
+    writer: Arc<Mutex<Box<dyn Write + Send>>>,
+    path: Option<PathBuf>,
+}
+
+impl SharedOut {
+    fn open(path: &Option<PathBuf>) -> Result<SharedOut> {
+        let writer: Box<dyn Write + Send> = match path {
+            Some(p) => Box::new(BufWriter::with_capacity(
+                256 << 10,
+                File::create(p)
+                    .with_context(|| format!("cannot write the report to {}", p.display()))?,
+            )),
+            None => Box::new(BufWriter::with_capacity(256 << 10, io::stdout())),
+        };
+        Ok(SharedOut {
+            writer: Arc::new(Mutex::new(writer)),
+            path: path.clone(),
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut dyn Write) -> io::Result<T>) -> io::Result<T> {
+        let mut w = self
+            .writer
+            .lock()
+            .map_err(|_| io::Error::other("output writer poisoned"))?;
+        f(&mut **w)
+    }
+
+    fn describe(&self) -> String {
+        match &self.path {
+            Some(p) => format!("cannot write the report to {}", p.display()),
+            None => "cannot write the report".to_string(),
+        }
+    }
+}
+
+impl Write for SharedOut {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.with(|w| w.write(buf))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.with(|w| w.flush())
+    }
 }
 
 /// Write a report where the output options say.

@@ -16,11 +16,15 @@
 //!   (idle timeout, request limit, `Connection: close`) or the client ended them.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::report::{ConnectionRecord, Report};
+use crate::flow::{Finished, FlowEvent};
+use crate::report::{ConnectionRecord, Report, RequestRecord};
+use crate::wire::Timestamp;
 
 /// Why one request was sent on a new connection.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -37,130 +41,381 @@ pub struct NewConnectionReason {
     pub cause: Option<String>,
 }
 
-/// The client host of an `ip:port` address.
-fn host(addr: &str) -> &str {
-    addr.rsplit_once(':').map_or(addr, |(h, _)| h)
+/// How long after a request was sent its verdict waits for the rest of the
+/// capture to catch up (a request head or an answer on another connection
+/// is found when its last segment arrives, a little after its first byte).
+const HOLD: Duration = Duration::from_secs(1);
+
+/// How long a verdict waits for the connection it names as "closed before"
+/// to be finalised (its final request count and signals); after that it is
+/// judged with what is known.
+const WAIT_FOR_PREVIOUS: Duration = Duration::from_secs(10);
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Connections of one client host to one server are judged together.
+type GroupKey = (IpAddr, SocketAddr);
+
+fn later(t: Timestamp, d: Duration) -> Timestamp {
+    Timestamp(t.0.saturating_add(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)))
 }
 
-/// Fill `why_new` on every request that opened its connection, and the tally
-/// in the summary.
+fn earlier(t: Timestamp, d: Duration) -> Timestamp {
+    Timestamp(t.0.saturating_sub(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)))
+}
+
+/// What a closed connection says about the next one, once it is final.
+#[derive(Debug, Clone)]
+struct ClosedInfo {
+    stream: u64,
+    closed_by: Option<&'static str>,
+    closed_with: Option<&'static str>,
+    closed_at: Option<f64>,
+    requests: Option<u32>,
+    cause: Option<String>,
+}
+
+impl ClosedInfo {
+    fn of(record: &ConnectionRecord, requests: &[RequestRecord]) -> ClosedInfo {
+        ClosedInfo {
+            stream: record.stream,
+            closed_by: record.closed_by,
+            closed_with: record.closed_with,
+            closed_at: record.closed_at,
+            requests: record.requests,
+            cause: close_cause(record, requests.iter().filter_map(|r| r.answered)),
+        }
+    }
+}
+
+/// The judge's view of one connection while it matters.
+#[derive(Debug)]
+struct View {
+    group: GroupKey,
+    server: SocketAddr,
+    first_seen: Timestamp,
+    closed_at: Option<Timestamp>,
+    /// `(depth, sent, answered)` in order found: the recent ones, and every
+    /// one a pending verdict may still ask about.
+    requests: VecDeque<(u32, Timestamp, Option<Timestamp>)>,
+    /// Its own verdict: when its first request was sent, while pending.
+    pending: Option<Timestamp>,
+    verdict: Option<NewConnectionReason>,
+    /// Set when the connection was finalised.
+    closed_info: Option<ClosedInfo>,
+    finished: bool,
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    /// Members by (first packet, stream): the order "most recently opened".
+    members: BTreeSet<(Timestamp, u64)>,
+    /// First-request times of the members' pending verdicts.
+    pending: BTreeSet<(Timestamp, u64)>,
+    /// The latest-closed connection no longer among the members.
+    retired_closed: Option<((Timestamp, Timestamp, u64), ClosedInfo)>,
+}
+
+/// Why each new connection was opened, judged as a stage on the tracker's
+/// event stream, in capture time.
 ///
-/// One sweep in time per (client host, server) pair: connections join the
-/// open set when they start and leave it when they close, so the work grows
-/// with the requests times the connections open at once, not with the square
-/// of the connections in the capture.
-pub fn explain_new_connections(report: &mut Report) {
-    // Requests per stream, in order sent, for the busy/idle test.
-    // Stream numbers are dense (Wireshark's tcp.stream), so vectors index them.
-    let streams = report
-        .connections
-        .iter()
-        .map(|c| c.stream + 1)
-        .chain(report.requests.iter().map(|r| r.stream + 1))
-        .max()
-        .unwrap_or(0) as usize;
-    let mut by_stream = Timeline(vec![Vec::new(); streams]);
-    for r in &report.requests {
-        by_stream.0[r.stream as usize].push((r.sent, r.answered));
+/// For the first request on a connection, sent at `t`, it looks at the other
+/// connections from the same client host to the same server as they stood
+/// at `t`:
+/// - none had been opened: the first connection to that server (`first`);
+/// - one was open and idle (its requests so far answered): the client chose
+///   not to reuse it (`idle_not_reused`): a pool limit, an undrained body, a
+///   client without a connection pool;
+/// - every open one was busy with an unanswered request (`all_busy`):
+///   concurrency needs more connections, as HTTP/1.1 carries one request at a time;
+/// - all were closed (`previous_closed`): by whom and how says whether the server
+///   (idle timeout, request limit, `Connection: close`) or the client ended them.
+///
+/// A verdict is given [`HOLD`] after `t` in capture time (longer only while
+/// it waits for the connection it names to be finalised), and a finished
+/// connection is handed on once its verdict is in: the stage holds memory
+/// for the connections open at once and the last second or so, not for the
+/// capture.
+#[derive(Debug, Default)]
+pub struct ReuseJudge {
+    views: FastMap<u64, View>,
+    groups: FastMap<GroupKey, Group>,
+    /// (due, stream) of verdicts to give.
+    due: BinaryHeap<Reverse<(Timestamp, u64)>>,
+    /// Finalised connections waiting for their own verdict.
+    held: FastMap<u64, Box<Finished>>,
+    released: VecDeque<Box<Finished>>,
+    /// Finalised connections in order, to forget once no verdict can ask.
+    retiring: VecDeque<(Timestamp, u64)>,
+    clock: Option<Timestamp>,
+}
+
+impl ReuseJudge {
+    pub fn new() -> ReuseJudge {
+        ReuseJudge::default()
     }
-    for reqs in &mut by_stream.0 {
-        reqs.sort_by(|a, b| a.0.total_cmp(&b.0));
-    }
-    let mut index: Vec<Option<usize>> = vec![None; streams];
-    for (i, c) in report.connections.iter().enumerate() {
-        index[c.stream as usize] = Some(i);
-    }
-    // Connections (by first packet) and new-connection requests (by time
-    // sent) of each client host and server.
-    type Group = (Vec<usize>, Vec<usize>);
-    let mut groups: HashMap<(&str, &str), Group> = HashMap::new();
-    for (i, c) in report.connections.iter().enumerate() {
-        groups
-            .entry((host(&c.client), c.server.as_str()))
-            .or_default()
-            .0
-            .push(i);
-    }
-    for (ri, r) in report.requests.iter().enumerate() {
-        if r.reused {
-            continue;
+
+    /// Take one event of the tracker, in the order the tracker gave them.
+    pub fn on_event(&mut self, event: FlowEvent) {
+        match event {
+            FlowEvent::Opened {
+                stream,
+                client,
+                server,
+                at,
+            } => {
+                let group = (client.ip(), server);
+                self.groups
+                    .entry(group)
+                    .or_default()
+                    .members
+                    .insert((at, stream));
+                self.views.insert(
+                    stream,
+                    View {
+                        group,
+                        server,
+                        first_seen: at,
+                        closed_at: None,
+                        requests: VecDeque::new(),
+                        pending: None,
+                        verdict: None,
+                        closed_info: None,
+                        finished: false,
+                    },
+                );
+            }
+            FlowEvent::Request {
+                stream,
+                depth,
+                sent,
+                answered,
+            } => {
+                let horizon = self.horizon_for(stream);
+                let Some(view) = self.views.get_mut(&stream) else {
+                    return;
+                };
+                let at = view
+                    .requests
+                    .iter()
+                    .rposition(|r| r.1 <= sent)
+                    .map_or(0, |i| i + 1);
+                view.requests.insert(at, (depth, sent, answered));
+                // Keep eight requests sent before the horizon (the most any
+                // verdict looks at) and every one after it.
+                while view.requests.len() > 8 && view.requests[8].1 < horizon {
+                    view.requests.pop_front();
+                }
+                if depth == 1 && view.pending.is_none() && view.verdict.is_none() {
+                    view.pending = Some(sent);
+                    let group = view.group;
+                    self.groups
+                        .entry(group)
+                        .or_default()
+                        .pending
+                        .insert((sent, stream));
+                    self.due.push(Reverse((later(sent, HOLD), stream)));
+                }
+            }
+            FlowEvent::Answered { stream, depth, at } => {
+                if let Some(view) = self.views.get_mut(&stream) {
+                    if let Some(r) = view.requests.iter_mut().rev().find(|r| r.0 == depth) {
+                        r.2 = Some(at);
+                    }
+                }
+            }
+            FlowEvent::Closed { stream, at, .. } => {
+                if let Some(view) = self.views.get_mut(&stream) {
+                    view.closed_at = Some(at);
+                }
+            }
+            FlowEvent::Finished(finished) => self.on_finished(finished),
         }
-        if let Some(ci) = index[r.stream as usize] {
-            let c = &report.connections[ci];
-            if let Some(g) = groups.get_mut(&(host(&c.client), c.server.as_str())) {
-                g.1.push(ri);
+    }
+
+    fn on_finished(&mut self, mut finished: Box<Finished>) {
+        let stream = finished.record.stream;
+        let Some(view) = self.views.get_mut(&stream) else {
+            self.released.push_back(finished);
+            return;
+        };
+        view.finished = true;
+        view.closed_info = Some(ClosedInfo::of(&finished.record, &finished.requests));
+        let end = view
+            .closed_at
+            .unwrap_or_else(|| Timestamp((finished.record.last_seen * 1e6).round() as i64));
+        self.retiring.push_back((end, stream));
+        if view.pending.is_some() {
+            self.held.insert(stream, finished);
+        } else {
+            if let Some(verdict) = view.verdict.take() {
+                attach(&mut finished, verdict);
+            }
+            self.released.push_back(finished);
+        }
+    }
+
+    /// Capture time reached `now`: give the verdicts due, forget what no
+    /// verdict can ask about any more.
+    pub fn advance(&mut self, now: Timestamp) {
+        if self.clock.is_some_and(|c| c >= now) {
+            return;
+        }
+        self.clock = Some(now);
+        while let Some(&Reverse((due, stream))) = self.due.peek() {
+            if due > now {
+                break;
+            }
+            self.due.pop();
+            self.judge(stream, false);
+        }
+        self.forget();
+    }
+
+    /// The input ended: give every verdict with what is known.
+    pub fn finish(&mut self) {
+        self.clock = Some(Timestamp(i64::MAX));
+        while let Some(Reverse((_, stream))) = self.due.pop() {
+            self.judge(stream, true);
+        }
+        let mut held: Vec<u64> = self.held.keys().copied().collect();
+        held.sort_unstable();
+        for stream in held {
+            if let Some(f) = self.held.remove(&stream) {
+                self.released.push_back(f);
             }
         }
     }
-    let mut reasons: Vec<(usize, NewConnectionReason)> = Vec::new();
-    for (_, (mut conns, mut reqs)) in groups {
-        let all = &report.connections;
-        conns.sort_by(|&a, &b| all[a].first_seen.total_cmp(&all[b].first_seen));
-        reqs.sort_by(|&a, &b| report.requests[a].sent.total_cmp(&report.requests[b].sent));
-        // Open connections by position in `conns` (so in order of start), and
-        // their close times, earliest first, to retire them as time passes.
-        let mut next = 0;
-        let mut open: BTreeSet<usize> = BTreeSet::new();
-        let mut closing: BinaryHeap<Reverse<(i64, usize)>> = BinaryHeap::new();
-        let mut last_closed: Option<usize> = None;
-        for ri in reqs {
-            let r = &report.requests[ri];
-            let t = r.sent;
-            while next < conns.len() && all[conns[next]].first_seen < t {
-                open.insert(next);
-                if let Some(at) = all[conns[next]].closed_at {
-                    closing.push(Reverse((micros(at), next)));
-                }
-                next += 1;
+
+    /// The next finalised connection whose verdict is in, with `why_new` set.
+    pub fn pop_released(&mut self) -> Option<Box<Finished>> {
+        self.released.pop_front()
+    }
+
+    /// Requests sent before this need to be kept only as the last eight.
+    fn horizon_for(&self, stream: u64) -> Timestamp {
+        let clock = self.clock.map_or(Timestamp(i64::MIN), |c| earlier(c, HOLD));
+        let group_pending = self
+            .views
+            .get(&stream)
+            .and_then(|v| self.groups.get(&v.group))
+            .and_then(|g| g.pending.first())
+            .map(|p| p.0);
+        group_pending.map_or(clock, |p| p.min(clock))
+    }
+
+    fn judge(&mut self, stream: u64, last_call: bool) {
+        let Some(view) = self.views.get(&stream) else {
+            return;
+        };
+        let Some(t) = view.pending else {
+            return;
+        };
+        let group = self.groups.get(&view.group);
+        let previous = group.and_then(|g| last_closed(g, &self.views, stream, t));
+        // The connection named as closed before must be final to tell its
+        // request count and why it ended; wait for it a little.
+        if let Some((_, None)) = &previous {
+            let clock = self.clock.unwrap_or(t);
+            let give_up = later(t, WAIT_FOR_PREVIOUS);
+            if !last_call && clock < give_up {
+                let retry = later(clock, Duration::from_millis(100)).min(give_up);
+                self.due.push(Reverse((retry, stream)));
+                return;
             }
-            while let Some(&Reverse((at, pos))) = closing.peek() {
-                if at > micros(t) {
-                    break;
-                }
-                closing.pop();
-                open.remove(&pos);
-                let ci = conns[pos];
-                if last_closed.is_none_or(|l| all[l].closed_at <= all[ci].closed_at) {
-                    last_closed = Some(ci);
-                }
+        }
+        let verdict = explain(t, stream, view.server, group, &self.views, previous);
+        let view = self.views.get_mut(&stream).expect("looked up above");
+        view.pending = None;
+        let group_key = view.group;
+        if let Some(g) = self.groups.get_mut(&group_key) {
+            g.pending.remove(&(t, stream));
+        }
+        match self.held.remove(&stream) {
+            Some(mut finished) => {
+                attach(&mut finished, verdict);
+                self.released.push_back(finished);
             }
-            let Some(own) = index[r.stream as usize] else {
+            None => view.verdict = Some(verdict),
+        }
+    }
+
+    /// Drop finalised connections that ended before every verdict still to
+    /// be given in their group (and a second before now): only the latest
+    /// closed one of a group is kept, as the "previous" of later ones.
+    fn forget(&mut self) {
+        let Some(clock) = self.clock else { return };
+        let recent = earlier(clock, HOLD);
+        while let Some(&(end, stream)) = self.retiring.front() {
+            let Some(view) = self.views.get(&stream) else {
+                self.retiring.pop_front();
                 continue;
             };
-            // Most recently opened first.
-            let others = open
-                .iter()
-                .rev()
-                .map(|&pos| conns[pos])
-                .filter(|&ci| ci != own)
-                .map(|ci| &all[ci]);
-            let closed = last_closed.map(|ci| &all[ci]);
-            reasons.push((ri, explain(t, &all[own], others, closed, &by_stream)));
+            let group = self.groups.get(&view.group);
+            let horizon = group
+                .and_then(|g| g.pending.first())
+                .map_or(recent, |p| p.0.min(recent));
+            if end >= horizon || view.pending.is_some() || view.verdict.is_some() {
+                break;
+            }
+            self.retiring.pop_front();
+            let view = self.views.remove(&stream).expect("looked up above");
+            let Some(g) = self.groups.get_mut(&view.group) else {
+                continue;
+            };
+            g.members.remove(&(view.first_seen, stream));
+            if let (Some(closed), Some(info)) = (view.closed_at, view.closed_info) {
+                let key = (closed, view.first_seen, stream);
+                if g.retired_closed.as_ref().is_none_or(|(k, _)| *k <= key) {
+                    g.retired_closed = Some((key, info));
+                }
+            }
+            if g.members.is_empty() && g.pending.is_empty() && g.retired_closed.is_none() {
+                self.groups.remove(&view.group);
+            }
         }
     }
-    let mut tally: std::collections::BTreeMap<&'static str, u64> = Default::default();
-    for (ri, why) in reasons {
-        *tally.entry(why.reason).or_default() += 1;
-        report.requests[ri].why_new = Some(why);
-    }
-    report.summary.new_connection_reasons =
-        tally.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
 }
 
-/// `(sent, answered)` of every request, per stream number, in order sent.
-struct Timeline(Vec<Vec<(f64, Option<f64>)>>);
-
-impl Timeline {
-    fn get(&self, stream: u64) -> Option<&[(f64, Option<f64>)]> {
-        self.0
-            .get(stream as usize)
-            .map(Vec::as_slice)
-            .filter(|reqs| !reqs.is_empty())
+fn attach(finished: &mut Finished, verdict: NewConnectionReason) {
+    if let Some(r) = finished.requests.iter_mut().find(|r| !r.reused) {
+        r.why_new = Some(verdict);
     }
 }
 
-fn micros(secs: f64) -> i64 {
-    (secs * 1e6).round() as i64
+/// The group's connection closed most recently at or before `t` (other
+/// than `own`), with its final facts if it was finalised.
+fn last_closed(
+    group: &Group,
+    views: &FastMap<u64, View>,
+    own: u64,
+    t: Timestamp,
+) -> Option<(u64, Option<ClosedInfo>)> {
+    type Candidate = ((Timestamp, Timestamp, u64), u64, Option<ClosedInfo>);
+    let mut best: Option<Candidate> = group
+        .retired_closed
+        .as_ref()
+        .filter(|(k, _)| k.0 <= t)
+        .map(|(k, info)| (*k, info.stream, Some(info.clone())));
+    for &(first, stream) in &group.members {
+        if first >= t {
+            break;
+        }
+        if stream == own {
+            continue;
+        }
+        let Some(view) = views.get(&stream) else {
+            continue;
+        };
+        let Some(closed) = view.closed_at.filter(|&c| c <= t) else {
+            continue;
+        };
+        let key = (closed, first, stream);
+        if best.as_ref().is_none_or(|(k, ..)| *k <= key) {
+            best = Some((key, stream, view.closed_info.clone()));
+        }
+    }
+    best.map(|(_, stream, info)| (stream, info))
 }
 
 /// What one connection was doing at time `t`.
@@ -168,56 +423,70 @@ enum Activity {
     /// A request sent and not yet answered.
     Busy,
     /// Its requests so far were answered, the last one at this time.
-    Idle(f64),
+    Idle(Timestamp),
     /// Opened, but no request answered on it yet (reserved by another caller,
     /// or still in its handshake).
     Unused,
 }
 
-fn activity(c: &ConnectionRecord, t: f64, by_stream: &Timeline) -> Activity {
-    let Some(reqs) = by_stream.get(c.stream) else {
-        return Activity::Unused;
-    };
-    let sent = reqs.partition_point(|&(s, _)| s <= t);
+fn activity(view: &View, t: Timestamp) -> Activity {
+    let sent = view.requests.partition_point(|r| r.1 <= t);
     // A few most recent requests decide (HTTP/2 may have several in flight).
-    let recent = &reqs[sent.saturating_sub(8)..sent];
-    if recent.iter().any(|&(_, a)| a.is_none_or(|a| a > t)) {
-        return Activity::Busy;
+    let recent = view.requests.range(sent.saturating_sub(8)..sent);
+    let mut last_answer: Option<Timestamp> = None;
+    for r in recent {
+        match r.2 {
+            Some(a) if a <= t => last_answer = Some(last_answer.map_or(a, |l| l.max(a))),
+            _ => return Activity::Busy,
+        }
     }
-    match recent.iter().filter_map(|&(_, a)| a).reduce(f64::max) {
+    match last_answer {
         Some(a) => Activity::Idle(a),
         None => Activity::Unused,
     }
 }
 
-/// `others`: the other connections of the same client host to the same
-/// server open at `t`; `closed`: the one of them closed most recently before.
-fn explain<'a>(
-    t: f64,
-    conn: &ConnectionRecord,
-    others: impl Iterator<Item = &'a ConnectionRecord>,
-    closed: Option<&ConnectionRecord>,
-    by_stream: &Timeline,
+fn secs(t: Timestamp) -> f64 {
+    t.as_secs_f64()
+}
+
+fn explain(
+    t: Timestamp,
+    own: u64,
+    server: SocketAddr,
+    group: Option<&Group>,
+    views: &FastMap<u64, View>,
+    previous: Option<(u64, Option<ClosedInfo>)>,
 ) -> NewConnectionReason {
     let mut busy = 0;
     let mut latest_busy = None;
-    for c in others {
-        match activity(c, t, by_stream) {
+    // The connections open at `t`, most recently opened first.
+    let members = group.into_iter().flat_map(|g| g.members.iter().rev());
+    for &(first, stream) in members {
+        if first >= t || stream == own {
+            continue;
+        }
+        let Some(view) = views.get(&stream) else {
+            continue;
+        };
+        if view.closed_at.is_some_and(|c| c <= t) {
+            continue;
+        }
+        match activity(view, t) {
             Activity::Idle(answered) => {
                 return NewConnectionReason {
                     reason: "idle_not_reused",
-                    previous_stream: Some(c.stream),
+                    previous_stream: Some(stream),
                     detail: format!(
-                        "stream {} to the same server was open, idle for {:.1} ms, but the client did not reuse it",
-                        c.stream,
-                        (t - answered) * 1000.0
+                        "stream {stream} to the same server was open, idle for {:.1} ms, but the client did not reuse it",
+                        (secs(t) - secs(answered)) * 1000.0
                     ),
                     cause: None,
                 };
             }
             Activity::Busy => {
                 busy += 1;
-                latest_busy.get_or_insert(c.stream);
+                latest_busy.get_or_insert(stream);
             }
             Activity::Unused => {}
         }
@@ -234,42 +503,53 @@ fn explain<'a>(
             cause: None,
         };
     }
-    let Some(last) = closed else {
+    let Some((stream, info)) = previous else {
         return NewConnectionReason {
             reason: "first",
             previous_stream: None,
-            detail: format!("first connection from this client to {}", conn.server),
+            detail: format!("first connection from this client to {server}"),
             cause: None,
         };
     };
+    // Not finalised within the wait: what the events told.
+    let last = info.unwrap_or_else(|| {
+        let view = views.get(&stream);
+        ClosedInfo {
+            stream,
+            closed_by: None,
+            closed_with: None,
+            closed_at: view.and_then(|v| v.closed_at).map(secs),
+            requests: view.map(|v| v.requests.len() as u32),
+            cause: None,
+        }
+    });
     let by = last.closed_by.unwrap_or("?");
     let how = last.closed_with.map_or("?".to_string(), str::to_uppercase);
     let ago = last.closed_at.map_or_else(String::new, |at| {
-        format!(" {:.1} ms before", (t - at) * 1000.0)
+        format!(" {:.1} ms before", (secs(t) - at) * 1000.0)
     });
     let after = last.requests.map_or_else(String::new, |n| {
         format!(" after {n} request{}", if n == 1 { "" } else { "s" })
     });
-    let cause = close_cause(last, by_stream);
     NewConnectionReason {
         reason: "previous_closed",
         previous_stream: Some(last.stream),
         detail: format!(
             "stream {} to the same server was closed by the {by} ({how}){after}{ago}{}",
             last.stream,
-            cause
+            last.cause
                 .as_ref()
                 .map_or_else(String::new, |c| format!(": {c}"))
         ),
-        cause,
+        cause: last.cause,
     }
 }
 
 /// Why a connection ended, as far as its bytes and timing tell: an announced
 /// close (`Connection: close`, HTTP/1.0, GOAWAY), or a server that closed a
 /// connection idle since its last response (a keep-alive timeout, like
-/// nginx's `keepalive_timeout`).
-fn close_cause(c: &ConnectionRecord, by_stream: &Timeline) -> Option<String> {
+/// nginx's `keepalive_timeout`). `answers`: when its responses began.
+fn close_cause(c: &ConnectionRecord, answers: impl Iterator<Item = f64>) -> Option<String> {
     if let Some(http) = &c.http {
         // A client that asked to close is answered in kind: the ask comes first.
         match (http.client_close_depth, http.server_close_depth) {
@@ -293,12 +573,7 @@ fn close_cause(c: &ConnectionRecord, by_stream: &Timeline) -> Option<String> {
         }
     }
     let closed_at = c.closed_at?;
-    let last_answer = by_stream
-        .get(c.stream)?
-        .iter()
-        .filter_map(|&(_, a)| a)
-        .filter(|&a| a <= closed_at)
-        .reduce(f64::max)?;
+    let last_answer = answers.filter(|&a| a <= closed_at).reduce(f64::max)?;
     let idle_ms = (closed_at - last_answer) * 1000.0;
     match c.closed_by {
         Some("server") => Some(format!(
@@ -312,6 +587,94 @@ fn close_cause(c: &ConnectionRecord, by_stream: &Timeline) -> Option<String> {
         )),
         _ => None,
     }
+}
+
+fn micros(secs: f64) -> Timestamp {
+    Timestamp((secs * 1e6).round() as i64)
+}
+
+/// Fill `why_new` on every request that opened its connection, and the tally
+/// in the summary, for a report assembled whole (a live run, once the
+/// client's own records joined the captured ones): its records are fed
+/// through the same [`ReuseJudge`] as a replay's events.
+pub fn explain_new_connections(report: &mut Report) {
+    for r in &mut report.requests {
+        r.why_new = None;
+    }
+    let mut judge = ReuseJudge::new();
+    let mut order: Vec<usize> = (0..report.connections.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (a, b) = (&report.connections[a], &report.connections[b]);
+        a.first_seen
+            .total_cmp(&b.first_seen)
+            .then(a.stream.cmp(&b.stream))
+    });
+    let mut by_stream: FastMap<u64, Vec<usize>> = FastMap::default();
+    for (i, r) in report.requests.iter().enumerate() {
+        by_stream.entry(r.stream).or_default().push(i);
+    }
+    let addr = |s: &str| s.parse::<SocketAddr>().ok();
+    for &ci in &order {
+        let c = &report.connections[ci];
+        let (Some(client), Some(server)) = (addr(&c.client), addr(&c.server)) else {
+            continue;
+        };
+        judge.on_event(FlowEvent::Opened {
+            stream: c.stream,
+            client,
+            server,
+            at: micros(c.first_seen),
+        });
+        let mut reqs: Vec<&RequestRecord> = by_stream
+            .get(&c.stream)
+            .into_iter()
+            .flatten()
+            .map(|&i| &report.requests[i])
+            .collect();
+        reqs.sort_by(|a, b| a.sent.total_cmp(&b.sent));
+        for r in &reqs {
+            judge.on_event(FlowEvent::Request {
+                stream: c.stream,
+                depth: if r.reused { r.depth.max(2) } else { 1 },
+                sent: micros(r.sent),
+                answered: r.answered.map(micros),
+            });
+        }
+        if let Some(at) = c.closed_at {
+            judge.on_event(FlowEvent::Closed {
+                stream: c.stream,
+                by_client: c.closed_by == Some("client"),
+                rst: c.closed_with == Some("rst"),
+                at: micros(at),
+            });
+        }
+        judge.on_event(FlowEvent::Finished(Box::new(Finished {
+            record: c.clone(),
+            requests: reqs.iter().map(|&r| r.clone()).collect(),
+            end: crate::flow::EndReason::EndOfInput,
+        })));
+    }
+    judge.finish();
+    let mut verdicts: FastMap<u64, NewConnectionReason> = FastMap::default();
+    while let Some(f) = judge.pop_released() {
+        if let Some(why) = f.requests.into_iter().find_map(|r| r.why_new) {
+            verdicts.insert(f.record.stream, why);
+        }
+    }
+    let mut tally: std::collections::BTreeMap<&'static str, u64> = Default::default();
+    let mut done: FastMap<u64, ()> = FastMap::default();
+    for r in &mut report.requests {
+        if r.reused || done.contains_key(&r.stream) {
+            continue;
+        }
+        if let Some(why) = verdicts.remove(&r.stream) {
+            done.insert(r.stream, ());
+            *tally.entry(why.reason).or_default() += 1;
+            r.why_new = Some(why);
+        }
+    }
+    report.summary.new_connection_reasons =
+        tally.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
 }
 
 #[cfg(test)]
@@ -368,6 +731,7 @@ mod tests {
             summary,
             anomalies: Vec::new(),
             client: None,
+            tracker: None,
         };
         explain_new_connections(&mut r);
         r

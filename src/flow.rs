@@ -8,8 +8,10 @@
 //! HTTP analyser's buffers) is dropped as soon as a connection has closed, so
 //! memory grows with the connections open at once, not with the capture.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use crate::http::{AppProtocol, ConnectionAnalyzer, HttpExchange, HttpSignals};
 use crate::report::{ConnectionRecord, RequestRecord};
@@ -17,7 +19,7 @@ use crate::wire::{Direction, Segment, SeqNumber, Timestamp};
 
 /// Both directions of a connection map to one key: the lower address first
 /// (Zeek's `InitTuple` with a `flipped` flag, Wireshark's conversation key).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FlowKey {
     low: SocketAddr,
     high: SocketAddr,
@@ -167,6 +169,14 @@ pub struct Connection {
     /// The server's ISN, to recognise the client's ACK of the SYN+ACK.
     server_isn: Option<SeqNumber>,
     app: AppState,
+    /// The first FIN or RST was handed out as a [`FlowEvent::Closed`].
+    close_reported: bool,
+    /// Requests handed out as [`FlowEvent::Request`] so far, and the ones
+    /// among them whose answer has not been handed out yet.
+    requests_reported: usize,
+    awaiting_answer: VecDeque<usize>,
+    /// When the table's one live deadline entry for this connection is due.
+    scheduled: Timestamp,
 }
 
 /// The application analyser while the connection is open, its results after.
@@ -264,6 +274,10 @@ impl Connection {
             closed_by: None,
             handshake_rtt_ms: None,
             server_isn: None,
+            close_reported: false,
+            requests_reported: 0,
+            awaiting_answer: VecDeque::new(),
+            scheduled: Timestamp(i64::MAX),
             app: if http {
                 AppState::Open(Box::new(ConnectionAnalyzer::new()))
             } else {
@@ -550,6 +564,68 @@ impl Connection {
         }
     }
 
+    /// Wireshark starts a new stream on a known 4-tuple when a SYN (without
+    /// ACK) carries a sequence number other than the base sequence number of
+    /// its direction ("TCP port numbers reused", packet-tcp.c).
+    fn starts_new_stream(&self, seg: &Segment, sender: Side) -> bool {
+        seg.flags.is_syn_only()
+            && matches!(self.ends[sender as usize].base_seq, Some(base) if base != seg.seq)
+    }
+
+    /// Opened by a SYN that the other side has not answered with anything.
+    fn is_unanswered(&self) -> bool {
+        self.orientation == Orientation::Syn && self.ends[self.client.other() as usize].packets == 0
+    }
+
+    fn closed_event(&self) -> FlowEvent {
+        let (side, how, at) = self.closed_by.expect("called once a FIN or RST was seen");
+        FlowEvent::Closed {
+            stream: self.stream,
+            by_client: side == self.client,
+            rst: how == "rst",
+            at,
+        }
+    }
+
+    /// Hand out the requests and answers the analyser found since last time.
+    fn report_app(&mut self, out: &mut Vec<FlowEvent>) {
+        let exchanges: &[HttpExchange] = match &self.app {
+            AppState::Open(a) => a.exchanges(),
+            AppState::Done(r) => &r.exchanges,
+            AppState::Disabled => return,
+        };
+        let stream = self.stream;
+        // HTTP/1 answers in order; HTTP/2 in any order, so look a little
+        // beyond the oldest unanswered request.
+        const LOOK_AHEAD: usize = 64;
+        let mut i = 0;
+        while i < self.awaiting_answer.len().min(LOOK_AHEAD) {
+            let x = &exchanges[self.awaiting_answer[i]];
+            if let Some(at) = x.answered {
+                out.push(FlowEvent::Answered {
+                    stream,
+                    depth: x.depth,
+                    at,
+                });
+                self.awaiting_answer.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        for (i, x) in exchanges.iter().enumerate().skip(self.requests_reported) {
+            out.push(FlowEvent::Request {
+                stream,
+                depth: x.depth,
+                sent: x.sent,
+                answered: x.answered,
+            });
+            if x.answered.is_none() {
+                self.awaiting_answer.push_back(i);
+            }
+        }
+        self.requests_reported = exchanges.len();
+    }
+
     /// Closed for good: a RST from either side, or a FIN from both.
     fn is_finished(&self) -> bool {
         let [a, b] = &self.ends;
@@ -733,110 +809,483 @@ pub fn format_addr(addr: SocketAddr) -> String {
     addr.to_string()
 }
 
-/// All connections of a capture, by 4-tuple and by stream number.
+/// How long connections stay in the table, in capture time (never the clock).
+///
+/// Zeek and Linux conntrack are the references: Zeek drops a connection idle
+/// for `tcp_inactivity_timeout` (5 min) and keeps a closed one for
+/// `tcp_close_delay` (5 s); conntrack keeps an unanswered SYN for
+/// `nf_conntrack_tcp_timeout_syn_sent` (120 s, which covers Linux's whole SYN
+/// retry sequence) and, when its table is full, drops the oldest entries that
+/// never saw a reply first (`early_drop`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expiry {
+    /// A connection with no packet for this long is finalised (`expired`).
+    pub idle: Duration,
+    /// A connection closed for good (an RST, or a FIN from both sides) is
+    /// finalised this long after its last packet, so retransmissions of the
+    /// close still count in it.
+    pub close_grace: Duration,
+    /// A SYN nobody answered is finalised this long after the last SYN.
+    pub unanswered: Duration,
+    /// More unanswered SYNs than this at once: the oldest is finalised early
+    /// (a SYN flood or a scan must not exhaust memory).
+    pub max_unanswered: usize,
+    /// A finalised connection's 4-tuple keeps its stream number this long, so
+    /// that a late retransmission is recognised and a reused port numbered as
+    /// Wireshark numbers it.
+    pub tombstone: Duration,
+    /// At most this many tombstones; the oldest goes first.
+    pub max_tombstones: usize,
+}
+
+impl Default for Expiry {
+    fn default() -> Expiry {
+        Expiry {
+            idle: Duration::from_secs(300),
+            close_grace: Duration::from_secs(5),
+            unanswered: Duration::from_secs(120),
+            max_unanswered: 20_000,
+            tombstone: Duration::from_secs(300),
+            max_tombstones: 100_000,
+        }
+    }
+}
+
+/// Why a connection left the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// Closed for good (RST, or FIN from both sides), then the grace period passed.
+    Closed,
+    /// No packet for the inactivity timeout.
+    Idle,
+    /// A SYN that nobody answered, after the unanswered timeout.
+    Unanswered,
+    /// An unanswered SYN finalised early: too many were pending at once.
+    EarlyDrop,
+    /// The input ended (end of the files, or the live capture stopped).
+    EndOfInput,
+}
+
+/// A connection that left the table: its record and its requests, final.
+#[derive(Debug)]
+pub struct Finished {
+    pub record: ConnectionRecord,
+    pub requests: Vec<RequestRecord>,
+    pub end: EndReason,
+}
+
+/// What the tracker reports as it happens, in capture order.
+#[derive(Debug)]
+pub enum FlowEvent {
+    /// A new stream began (a SYN, or the first packet of a connection the
+    /// capture joined midway).
+    Opened {
+        stream: u64,
+        client: SocketAddr,
+        server: SocketAddr,
+        at: Timestamp,
+    },
+    /// The analyser found a request; its first byte was sent at `sent`.
+    Request {
+        stream: u64,
+        depth: u32,
+        sent: Timestamp,
+        answered: Option<Timestamp>,
+    },
+    /// The first byte of the response to request `depth` came at `at`.
+    Answered {
+        stream: u64,
+        depth: u32,
+        at: Timestamp,
+    },
+    /// The first FIN or RST of the connection.
+    Closed {
+        stream: u64,
+        by_client: bool,
+        rst: bool,
+        at: Timestamp,
+    },
+    /// The connection left the table; nothing more will be said of it.
+    Finished(Box<Finished>),
+}
+
+/// Counters of the table's own work, for the report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TableStats {
+    /// Packets on a 4-tuple whose connection was already finalised (a
+    /// retransmission after the grace period, or traffic after the
+    /// inactivity timeout): counted, not analysed.
+    pub late_packets: u64,
+    /// Connections finalised by the inactivity timeout.
+    pub expired_idle: u64,
+    /// Unanswered SYNs finalised by their timeout or early.
+    pub expired_unanswered: u64,
+    /// Of those, finalised early because too many were pending.
+    pub early_dropped: u64,
+    /// Most connections in the table at once.
+    pub peak_open: u64,
+}
+
+/// What a finalised connection leaves behind for Wireshark's numbering.
+#[derive(Debug, Clone, Copy)]
+struct Tombstone {
+    stream: u64,
+    base_seq: [Option<SeqNumber>; 2],
+    until: Timestamp,
+}
+
+#[derive(Debug)]
+enum Slot {
+    Live(Box<Connection>),
+    Tomb(Tombstone),
+}
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// The connections open now, by 4-tuple, numbered as Wireshark numbers
+/// streams; finalised ones leave as [`FlowEvent::Finished`].
 #[derive(Debug)]
 pub struct FlowTable {
-    /// The current (latest) stream of each 4-tuple.
-    by_key: HashMap<FlowKey, u64>,
-    /// Connections by stream number; `None` once handed out.
-    connections: Vec<Option<Connection>>,
-    /// Connections that neither a RST nor a FIN from each side has ended yet.
-    open: usize,
+    expiry: Expiry,
     http: bool,
+    by_key: FastMap<FlowKey, Slot>,
+    next_stream: u64,
+    /// When each live connection is next looked at: (time, stream, key).
+    deadlines: BinaryHeap<Reverse<(Timestamp, u64, FlowKey)>>,
+    /// Tombstones in order of burial.
+    tombstones: VecDeque<FlowKey>,
+    /// Connections opened by a SYN and not answered yet, oldest first
+    /// (entries for answered ones are skipped and compacted away).
+    unanswered: VecDeque<(u64, FlowKey)>,
+    unanswered_now: usize,
+    live: usize,
+    /// Live connections not yet closed by a RST or by a FIN from each side.
+    open: usize,
+    now: Timestamp,
+    stats: TableStats,
+}
+
+fn later(t: Timestamp, d: Duration) -> Timestamp {
+    Timestamp(t.0.saturating_add(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)))
 }
 
 impl FlowTable {
     /// `http`: whether to run the application analyser on each connection.
     pub fn new(http: bool) -> FlowTable {
+        FlowTable::with_expiry(http, Expiry::default())
+    }
+
+    pub fn with_expiry(http: bool, expiry: Expiry) -> FlowTable {
         FlowTable {
-            by_key: HashMap::new(),
-            connections: Vec::new(),
-            open: 0,
+            expiry,
             http,
+            by_key: FastMap::default(),
+            next_stream: 0,
+            deadlines: BinaryHeap::new(),
+            tombstones: VecDeque::new(),
+            unanswered: VecDeque::new(),
+            unanswered_now: 0,
+            live: 0,
+            open: 0,
+            now: Timestamp(i64::MIN),
+            stats: TableStats::default(),
         }
     }
 
-    /// Account one segment; returns its stream number.
-    pub fn on_segment(&mut self, seg: &Segment, payload: &[u8]) -> u64 {
-        let (key, sender) = FlowKey::of(seg.src, seg.dst);
-        let existing = self.by_key.get(&key).copied();
-        let stream = match existing {
-            Some(stream) if !self.starts_new_stream(stream, seg, sender) => stream,
-            _ => {
-                let stream = self.connections.len() as u64;
-                let conn = Connection::new(stream, key, seg, sender, self.http);
-                self.connections.push(Some(conn));
-                self.by_key.insert(key, stream);
-                self.open += 1;
-                stream
-            }
-        };
-        if let Some(Some(conn)) = self.connections.get_mut(stream as usize) {
-            let was_finished = conn.is_finished();
-            conn.on_segment(seg, sender, payload);
-            if !was_finished && conn.is_finished() {
-                self.open -= 1;
-            }
+    /// Account one segment; returns its stream number. What happened is
+    /// appended to `out`: the segment's own events, then those of any
+    /// connection whose time ran out by the segment's timestamp.
+    pub fn on_segment(&mut self, seg: &Segment, payload: &[u8], out: &mut Vec<FlowEvent>) -> u64 {
+        if seg.ts > self.now {
+            self.now = seg.ts;
+            self.expire(out);
         }
+        let (key, sender) = FlowKey::of(seg.src, seg.dst);
+        let expiry = self.expiry;
+        let stream = match self.by_key.get_mut(&key) {
+            Some(Slot::Live(conn)) if !conn.starts_new_stream(seg, sender) => {
+                let conn = conn.as_mut();
+                let was_open = !conn.is_finished();
+                let was_unanswered = conn.is_unanswered();
+                conn.on_segment(seg, sender, payload);
+                conn.report_app(out);
+                if conn.closed_by.is_some() && !conn.close_reported {
+                    conn.close_reported = true;
+                    out.push(conn.closed_event());
+                }
+                if was_open && conn.is_finished() {
+                    self.open -= 1;
+                }
+                if was_unanswered && !conn.is_unanswered() {
+                    self.unanswered_now -= 1;
+                }
+                // Closing (or an answer) can bring the deadline forward.
+                let due = deadline(&expiry, conn);
+                if due < conn.scheduled {
+                    conn.scheduled = due;
+                    self.deadlines.push(Reverse((due, conn.stream, key)));
+                }
+                conn.stream
+            }
+            Some(Slot::Tomb(tomb)) if !tomb_starts_new_stream(tomb, seg, sender) => {
+                self.stats.late_packets += 1;
+                tomb.stream
+            }
+            _ => self.open_stream(key, seg, sender, payload, out),
+        };
         stream
     }
 
-    /// Wireshark starts a new stream on a known 4-tuple when a SYN (without
-    /// ACK) carries a sequence number other than the base sequence number of
-    /// its direction ("TCP port numbers reused", packet-tcp.c).
-    fn starts_new_stream(&self, stream: u64, seg: &Segment, sender: Side) -> bool {
-        if !seg.flags.is_syn_only() {
-            return false;
+    fn open_stream(
+        &mut self,
+        key: FlowKey,
+        seg: &Segment,
+        sender: Side,
+        payload: &[u8],
+        out: &mut Vec<FlowEvent>,
+    ) -> u64 {
+        let stream = self.next_stream;
+        self.next_stream += 1;
+        let mut conn = Box::new(Connection::new(stream, key, seg, sender, self.http));
+        out.push(FlowEvent::Opened {
+            stream,
+            client: key.addr(conn.client),
+            server: key.addr(conn.client.other()),
+            at: seg.ts,
+        });
+        conn.on_segment(seg, sender, payload);
+        conn.report_app(out);
+        if conn.closed_by.is_some() {
+            conn.close_reported = true;
+            out.push(conn.closed_event());
         }
-        match self.connections.get(stream as usize) {
-            Some(Some(conn)) => {
-                matches!(conn.ends[sender as usize].base_seq, Some(base) if base != seg.seq)
+        if conn.is_unanswered() {
+            self.unanswered_now += 1;
+            self.unanswered.push_back((stream, key));
+        }
+        if !conn.is_finished() {
+            self.open += 1;
+        }
+        self.live += 1;
+        self.stats.peak_open = self.stats.peak_open.max(self.live as u64);
+        let due = deadline(&self.expiry, &conn);
+        conn.scheduled = due;
+        self.deadlines.push(Reverse((due, stream, key)));
+        // A reused 4-tuple replaces its tombstone (or, as Wireshark does on
+        // "TCP port numbers reused", a live connection: that one ends now).
+        if let Some(Slot::Live(old)) = self.by_key.insert(key, Slot::Live(conn)) {
+            self.retire(*old, EndReason::Closed, out);
+        }
+        self.early_drop(out);
+        stream
+    }
+
+    /// Finalise every connection whose time is up at `self.now`, and let
+    /// tombstones past their time go.
+    fn expire(&mut self, out: &mut Vec<FlowEvent>) {
+        while let Some(&Reverse((due, stream, key))) = self.deadlines.peek() {
+            if due > self.now {
+                break;
             }
-            _ => true,
+            self.deadlines.pop();
+            let Some(Slot::Live(conn)) = self.by_key.get_mut(&key) else {
+                continue;
+            };
+            if conn.stream != stream || conn.scheduled != due {
+                continue;
+            }
+            let actual = deadline(&self.expiry, conn);
+            if actual > self.now {
+                conn.scheduled = actual;
+                self.deadlines.push(Reverse((actual, stream, key)));
+                continue;
+            }
+            let reason = if conn.is_finished() {
+                EndReason::Closed
+            } else if conn.is_unanswered() {
+                EndReason::Unanswered
+            } else {
+                EndReason::Idle
+            };
+            self.bury(key, reason, out);
+        }
+        while let Some(key) = self.tombstones.front() {
+            let over = self.tombstones.len() > self.expiry.max_tombstones;
+            match self.by_key.get(key) {
+                Some(Slot::Tomb(t)) if over || t.until <= self.now => {
+                    self.by_key.remove(key);
+                }
+                Some(Slot::Tomb(_)) => break,
+                // Replaced by a new stream since: nothing to remove.
+                _ => {}
+            }
+            self.tombstones.pop_front();
         }
     }
 
-    /// Number of streams so far.
+    /// Too many unanswered SYNs: finalise the oldest (conntrack's early_drop).
+    fn early_drop(&mut self, out: &mut Vec<FlowEvent>) {
+        while self.unanswered_now > self.expiry.max_unanswered {
+            let Some((stream, key)) = self.unanswered.pop_front() else {
+                break;
+            };
+            let pending = matches!(self.by_key.get(&key),
+                Some(Slot::Live(c)) if c.stream == stream && c.is_unanswered());
+            if pending {
+                self.stats.early_dropped += 1;
+                self.bury(key, EndReason::EarlyDrop, out);
+            }
+        }
+        // Entries of SYNs answered since are dead weight: compact now and then.
+        if self.unanswered.len() > 2 * self.unanswered_now + 1024 {
+            let by_key = &self.by_key;
+            self.unanswered.retain(|(stream, key)| {
+                matches!(by_key.get(key),
+                    Some(Slot::Live(c)) if c.stream == *stream && c.is_unanswered())
+            });
+        }
+    }
+
+    /// Finalise the live connection at `key`, leaving a tombstone.
+    fn bury(&mut self, key: FlowKey, reason: EndReason, out: &mut Vec<FlowEvent>) {
+        let until = later(self.now, self.expiry.tombstone);
+        let Some(Slot::Live(conn)) = self.by_key.get(&key) else {
+            return;
+        };
+        let tomb = Tombstone {
+            stream: conn.stream,
+            base_seq: [conn.ends[0].base_seq, conn.ends[1].base_seq],
+            until,
+        };
+        let Some(Slot::Live(conn)) = self.by_key.insert(key, Slot::Tomb(tomb)) else {
+            unreachable!("the slot was live just above")
+        };
+        self.tombstones.push_back(key);
+        self.retire(*conn, reason, out);
+    }
+
+    /// Hand a connection out of the table.
+    fn retire(&mut self, conn: Connection, reason: EndReason, out: &mut Vec<FlowEvent>) {
+        self.live -= 1;
+        if !conn.is_finished() {
+            self.open -= 1;
+        }
+        if conn.is_unanswered() {
+            self.unanswered_now -= 1;
+            self.stats.expired_unanswered += 1;
+        }
+        if reason == EndReason::Idle {
+            self.stats.expired_idle += 1;
+        }
+        let mut conn = conn;
+        conn.settle_app();
+        conn.report_app(out);
+        let (record, requests) = conn.into_records();
+        out.push(FlowEvent::Finished(Box::new(Finished {
+            record,
+            requests,
+            end: reason,
+        })));
+    }
+
+    /// The input ended: finalise every connection still in the table, in
+    /// order of stream number.
+    pub fn finish(&mut self, out: &mut Vec<FlowEvent>) {
+        let mut keys: Vec<(u64, FlowKey)> = self
+            .by_key
+            .iter()
+            .filter_map(|(k, s)| match s {
+                Slot::Live(c) => Some((c.stream, *k)),
+                Slot::Tomb(_) => None,
+            })
+            .collect();
+        keys.sort_unstable();
+        for (_, key) in keys {
+            if let Some(Slot::Live(conn)) = self.by_key.remove(&key) {
+                self.retire(*conn, EndReason::EndOfInput, out);
+            }
+        }
+        self.by_key.clear();
+        self.deadlines.clear();
+        self.tombstones.clear();
+        self.unanswered.clear();
+    }
+
+    /// Streams numbered so far.
     pub fn len(&self) -> usize {
-        self.connections.len()
+        self.next_stream as usize
     }
 
     pub fn is_empty(&self) -> bool {
-        self.connections.is_empty()
+        self.next_stream == 0
     }
 
-    /// Connections not yet ended by a RST or by a FIN from each side.
+    /// Connections in the table not yet ended by a RST or by a FIN from each side.
     pub fn open(&self) -> usize {
         self.open
     }
 
-    /// Every connection's record and its requests, by stream number.
-    pub fn finish(self) -> (Vec<ConnectionRecord>, Vec<RequestRecord>) {
-        let mut records = Vec::with_capacity(self.connections.len());
-        let mut requests = Vec::new();
-        for conn in self.connections.into_iter().flatten() {
-            let (record, mut reqs) = conn.into_records();
-            records.push(record);
-            requests.append(&mut reqs);
+    /// Connections in the table now.
+    pub fn live(&self) -> usize {
+        self.live
+    }
+
+    pub fn stats(&self) -> TableStats {
+        self.stats
+    }
+}
+
+/// When `conn` is due to leave the table if nothing more arrives.
+fn deadline(expiry: &Expiry, conn: &Connection) -> Timestamp {
+    let after = if conn.is_finished() {
+        expiry.close_grace
+    } else if conn.is_unanswered() {
+        expiry.unanswered
+    } else {
+        expiry.idle
+    };
+    later(conn.last_seen, after)
+}
+
+/// Wireshark starts a new stream on a known 4-tuple when a SYN (without ACK)
+/// carries a sequence number other than the base sequence number of its
+/// direction ("TCP port numbers reused", packet-tcp.c).
+fn tomb_starts_new_stream(tomb: &Tombstone, seg: &Segment, sender: Side) -> bool {
+    seg.flags.is_syn_only()
+        && matches!(tomb.base_seq[sender as usize], Some(base) if base != seg.seq)
+}
+
+/// Every connection's record and its requests: connections by stream number,
+/// requests by time sent (then stream and depth). Sorts small keys and moves
+/// each record once.
+pub fn sort_records(connections: &mut [ConnectionRecord], requests: &mut [RequestRecord]) {
+    connections.sort_unstable_by_key(|c| c.stream);
+    let mut order: Vec<(f64, u64, u32, u32)> = requests
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.sent, r.stream, r.depth, i as u32))
+        .collect();
+    order.sort_unstable_by(|a, b| {
+        a.0.total_cmp(&b.0)
+            .then(a.1.cmp(&b.1))
+            .then(a.2.cmp(&b.2))
+            .then(a.3.cmp(&b.3))
+    });
+    // Apply the permutation in place, cycle by cycle: position k takes the
+    // record at perm[k].
+    let mut perm: Vec<u32> = order.into_iter().map(|(.., i)| i).collect();
+    for start in 0..perm.len() {
+        let mut cur = start;
+        loop {
+            let src = perm[cur] as usize;
+            perm[cur] = cur as u32;
+            if src == start {
+                break;
+            }
+            requests.swap(cur, src);
+            cur = src;
         }
-        // Sort small keys, then move each (large) record once.
-        let mut order: Vec<(f64, u64, u32, usize)> = requests
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (r.sent, r.stream, r.depth, i))
-            .collect();
-        order.sort_unstable_by(|a, b| {
-            a.0.total_cmp(&b.0)
-                .then(a.1.cmp(&b.1))
-                .then(a.2.cmp(&b.2))
-                .then(a.3.cmp(&b.3))
-        });
-        let mut slots: Vec<Option<RequestRecord>> = requests.into_iter().map(Some).collect();
-        let requests = order
-            .into_iter()
-            .filter_map(|(.., i)| slots[i].take())
-            .collect();
-        (records, requests)
     }
 }
 
@@ -856,7 +1305,7 @@ mod tests {
 
     /// Feeds packets between
     /// 10.0.0.1:`cport` and 10.0.0.2:`sport`; returns the stream of each.
-    fn feed(table: &mut FlowTable, cport: u16, sport: u16, pkts: &[Pkt<'_>]) -> Vec<u64> {
+    fn feed(table: &mut Tracker, cport: u16, sport: u16, pkts: &[Pkt<'_>]) -> Vec<u64> {
         pkts.iter()
             .map(|&(ms, from_client, seq, ack, flags, payload)| {
                 let data = if from_client {
@@ -868,13 +1317,53 @@ mod tests {
                     panic!("test packet must decode")
                 };
                 let payload = &data[seg.payload.clone()];
-                table.on_segment(&seg, payload)
+                table.table.on_segment(&seg, payload, &mut table.events)
             })
             .collect()
     }
 
-    fn records(table: FlowTable) -> Vec<ConnectionRecord> {
-        table.finish().0
+    /// A table and every event it gave.
+    struct Tracker {
+        table: FlowTable,
+        events: Vec<FlowEvent>,
+    }
+
+    impl Tracker {
+        fn new(http: bool) -> Tracker {
+            Tracker::with_expiry(http, Expiry::default())
+        }
+
+        fn with_expiry(http: bool, expiry: Expiry) -> Tracker {
+            Tracker {
+                table: FlowTable::with_expiry(http, expiry),
+                events: Vec::new(),
+            }
+        }
+
+        /// Records of the connections finalised so far, in the order they left.
+        fn finished(&self) -> Vec<(&ConnectionRecord, EndReason)> {
+            self.events
+                .iter()
+                .filter_map(|e| match e {
+                    FlowEvent::Finished(f) => Some((&f.record, f.end)),
+                    _ => None,
+                })
+                .collect()
+        }
+    }
+
+    fn records(mut t: Tracker) -> Vec<ConnectionRecord> {
+        t.table.finish(&mut t.events);
+        let mut recs: Vec<ConnectionRecord> = t
+            .events
+            .into_iter()
+            .filter_map(|e| match e {
+                FlowEvent::Finished(f) => Some(f.record),
+                _ => None,
+            })
+            .collect();
+        recs.sort_by_key(|r| r.stream);
+        recs
     }
 
     const SYN: u8 = F::SYN;
@@ -886,7 +1375,7 @@ mod tests {
 
     #[test]
     fn full_connection_closed_by_server() {
-        let mut t = FlowTable::new(false);
+        let mut t = Tracker::new(false);
         feed(
             &mut t,
             40000,
@@ -920,7 +1409,7 @@ mod tests {
 
     #[test]
     fn refused_connection_is_rej() {
-        let mut t = FlowTable::new(false);
+        let mut t = Tracker::new(false);
         feed(
             &mut t,
             40001,
@@ -940,7 +1429,7 @@ mod tests {
 
     #[test]
     fn syn_with_new_isn_on_known_tuple_starts_a_new_stream() {
-        let mut t = FlowTable::new(false);
+        let mut t = Tracker::new(false);
         let streams = feed(
             &mut t,
             45999,
@@ -966,7 +1455,7 @@ mod tests {
 
     #[test]
     fn retransmitted_syn_stays_in_its_stream_and_counts() {
-        let mut t = FlowTable::new(false);
+        let mut t = Tracker::new(false);
         let streams = feed(
             &mut t,
             40002,
@@ -988,7 +1477,7 @@ mod tests {
 
     #[test]
     fn capture_starting_mid_connection_orients_by_port() {
-        let mut t = FlowTable::new(false);
+        let mut t = Tracker::new(false);
         // The first packet seen is the server's response.
         feed(
             &mut t,
@@ -1011,7 +1500,7 @@ mod tests {
 
     #[test]
     fn well_known_port_wins_over_lower_port() {
-        let mut t = FlowTable::new(false);
+        let mut t = Tracker::new(false);
         // Either side may speak first; the port below 1024 serves.
         feed(&mut t, 2000, 443, &[(0, true, 1, 1, ACK, b"x")]);
         feed(&mut t, 5000, 443, &[(0, false, 1, 1, ACK, b"y")]);
@@ -1022,7 +1511,7 @@ mod tests {
 
     #[test]
     fn syn_ack_first_makes_its_sender_the_server() {
-        let mut t = FlowTable::new(false);
+        let mut t = Tracker::new(false);
         let streams = feed(
             &mut t,
             40003,
@@ -1042,7 +1531,7 @@ mod tests {
 
     #[test]
     fn retransmissions_mark_history_scaled() {
-        let mut t = FlowTable::new(false);
+        let mut t = Tracker::new(false);
         let mut pkts: Vec<Pkt<'_>> = vec![
             (0, true, 0, 0, SYN, b""),
             (1, false, 0, 1, SYNACK, b""),
@@ -1059,7 +1548,7 @@ mod tests {
 
     #[test]
     fn zeek_state_for_half_closed_and_resets() {
-        let mut t = FlowTable::new(false);
+        let mut t = Tracker::new(false);
         feed(
             &mut t,
             40005,
@@ -1085,5 +1574,192 @@ mod tests {
         feed(&mut t, 40007, 80, &[(0, true, 0, 0, SYN, b"")]);
         let states: Vec<&str> = records(t).iter().map(|r| r.state).collect();
         assert_eq!(states, ["S2", "RSTO", "S0"]);
+    }
+
+    #[test]
+    fn idle_connection_leaves_the_table_and_keeps_its_stream_number() {
+        let expiry = Expiry {
+            idle: Duration::from_secs(10),
+            ..Expiry::default()
+        };
+        let mut t = Tracker::with_expiry(false, expiry);
+        let streams = feed(
+            &mut t,
+            40010,
+            80,
+            &[
+                (0, true, 100, 0, SYN, b""),
+                (1, false, 500, 101, SYNACK, b""),
+                (2, true, 101, 501, ACK, b""),
+            ],
+        );
+        assert_eq!(streams, [0, 0, 0]);
+        assert!(t.finished().is_empty());
+        assert_eq!(t.table.live(), 1);
+        // Another connection's packet 11 s later moves capture time on.
+        feed(&mut t, 40011, 80, &[(11_000, true, 7, 0, SYN, b"")]);
+        let gone = t.finished();
+        assert_eq!(gone.len(), 1);
+        assert_eq!((gone[0].0.stream, gone[0].1), (0, EndReason::Idle));
+        assert_eq!(t.table.live(), 1);
+        // A late keep-alive on the first 4-tuple: still stream 0, counted late.
+        let late = feed(&mut t, 40010, 80, &[(12_000, true, 101, 501, ACK, b"")]);
+        assert_eq!(late, [0]);
+        assert_eq!(t.table.stats().late_packets, 1);
+        assert_eq!(t.table.stats().expired_idle, 1);
+        // A SYN with a new ISN on it is a reused port: a new stream, as tshark numbers it.
+        let reused = feed(&mut t, 40010, 80, &[(13_000, true, 9_999, 0, SYN, b"")]);
+        assert_eq!(reused, [2]);
+        let recs = records(t);
+        assert_eq!(recs.iter().map(|r| r.stream).collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(recs[0].packets_client, 2);
+    }
+
+    #[test]
+    fn closed_connection_is_finalised_after_the_grace_period() {
+        let expiry = Expiry {
+            close_grace: Duration::from_secs(2),
+            ..Expiry::default()
+        };
+        let mut t = Tracker::with_expiry(false, expiry);
+        feed(
+            &mut t,
+            40020,
+            80,
+            &[
+                (0, true, 100, 0, SYN, b""),
+                (1, false, 500, 101, SYNACK, b""),
+                (2, true, 101, 501, FIN, b""),
+                (3, false, 501, 102, FIN, b""),
+                (4, true, 102, 502, ACK, b""),
+                // A retransmitted FIN within the grace period still counts.
+                (1_000, false, 501, 102, FIN, b""),
+            ],
+        );
+        assert!(t.finished().is_empty());
+        assert_eq!(t.table.open(), 0);
+        feed(&mut t, 40021, 80, &[(3_500, true, 1, 0, SYN, b"")]);
+        let gone = t.finished();
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].1, EndReason::Closed);
+        assert_eq!((gone[0].0.fin_server, gone[0].0.packets_server), (2, 3));
+    }
+
+    #[test]
+    fn unanswered_syns_expire_and_the_oldest_go_first_past_the_cap() {
+        let expiry = Expiry {
+            unanswered: Duration::from_secs(5),
+            max_unanswered: 2,
+            ..Expiry::default()
+        };
+        let mut t = Tracker::with_expiry(false, expiry);
+        for (i, port) in (41000..41004).enumerate() {
+            feed(&mut t, port, 80, &[(i as i64, true, 1, 0, SYN, b"")]);
+        }
+        // Four pending, two allowed: streams 0 and 1 went early.
+        let early: Vec<_> = t.finished().iter().map(|(r, e)| (r.stream, *e)).collect();
+        assert_eq!(
+            early,
+            [(0, EndReason::EarlyDrop), (1, EndReason::EarlyDrop)]
+        );
+        assert_eq!(t.table.live(), 2);
+        // The rest time out 5 s after their SYN.
+        feed(&mut t, 42000, 80, &[(6_000, true, 1, 0, SYN, b"")]);
+        let all: Vec<_> = t.finished().iter().map(|(r, e)| (r.stream, *e)).collect();
+        assert_eq!(
+            &all[2..],
+            [(2, EndReason::Unanswered), (3, EndReason::Unanswered)]
+        );
+        assert_eq!(t.table.stats().early_dropped, 2);
+        assert_eq!(t.table.stats().expired_unanswered, 4);
+        let recs = records(t);
+        assert!(recs.iter().all(|r| r.state == "S0"));
+        assert_eq!(recs.len(), 5);
+    }
+
+    #[test]
+    fn events_tell_requests_answers_and_closes_as_they_happen() {
+        let mut t = Tracker::new(true);
+        feed(
+            &mut t,
+            40030,
+            80,
+            &[
+                (0, true, 100, 0, SYN, b""),
+                (1, false, 500, 101, SYNACK, b""),
+                (2, true, 101, 501, ACK, b""),
+                (
+                    3,
+                    true,
+                    101,
+                    501,
+                    DATA,
+                    b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+                ),
+                (
+                    5,
+                    false,
+                    501,
+                    128,
+                    DATA,
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+                ),
+                (6, true, 128, 539, FIN, b""),
+            ],
+        );
+        let kinds: Vec<String> = t
+            .events
+            .iter()
+            .map(|e| match e {
+                FlowEvent::Opened { stream, .. } => format!("open {stream}"),
+                FlowEvent::Request { depth, sent, .. } => format!("request {depth} at {}", sent.0),
+                FlowEvent::Answered { depth, at, .. } => format!("answer {depth} at {}", at.0),
+                FlowEvent::Closed { by_client, rst, .. } => format!("close {by_client} {rst}"),
+                FlowEvent::Finished(f) => format!("finished {}", f.record.stream),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "open 0",
+                "request 1 at 3000",
+                "answer 1 at 5000",
+                "close true false"
+            ]
+        );
+    }
+
+    #[test]
+    fn records_sort_in_place_by_time_sent() {
+        let mut conns = vec![
+            crate::testkit::connection_record(2, "1.1.1.1:1", "2.2.2.2:80", 0.0),
+            crate::testkit::connection_record(0, "1.1.1.1:2", "2.2.2.2:80", 0.0),
+        ];
+        let req = |stream: u64, sent: f64| RequestRecord {
+            stream,
+            depth: 1,
+            reused: false,
+            method: "GET".into(),
+            target: "/".into(),
+            host: None,
+            status: None,
+            sent,
+            answered: None,
+            h2_stream: None,
+            tag: None,
+            seen_in: "capture",
+            why_new: None,
+        };
+        let mut reqs = vec![
+            req(4, 3.0),
+            req(1, 1.0),
+            req(3, 2.0),
+            req(0, 1.0),
+            req(2, 0.5),
+        ];
+        sort_records(&mut conns, &mut reqs);
+        assert_eq!(conns.iter().map(|c| c.stream).collect::<Vec<_>>(), [0, 2]);
+        let order: Vec<u64> = reqs.iter().map(|r| r.stream).collect();
+        assert_eq!(order, [2, 0, 1, 3, 4]);
     }
 }

@@ -12,6 +12,7 @@ pub mod decode;
 pub mod diagnose;
 pub mod flow;
 pub mod http;
+pub mod jsonl;
 pub mod live;
 pub mod pipeline;
 pub mod reassembly;

@@ -4,11 +4,16 @@
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::decode::{decode, Decoded};
-use crate::flow::FlowTable;
-use crate::report::{AnomalyCount, Report, SourceInfo, Summary, ToolInfo};
+use crate::diagnose::ReuseJudge;
+use crate::flow::{sort_records, Expiry, Finished, FlowEvent, FlowTable};
+use crate::report::{
+    AnomalyCount, ConnectionRecord, Report, RequestRecord, SourceInfo, Summary, ToolInfo,
+    TrackerReport,
+};
 use crate::source::{CaptureReader, Frame, LinkType, ReadError, Record};
 use crate::wire::Timestamp;
 
@@ -17,31 +22,106 @@ use crate::wire::Timestamp;
 pub struct PipelineOptions {
     /// Parse the bytes inside each connection (HTTP/1, h2c, TLS ClientHello).
     pub http: bool,
+    /// When connections leave the tracker's table.
+    pub expiry: Expiry,
 }
 
 impl Default for PipelineOptions {
     fn default() -> PipelineOptions {
-        PipelineOptions { http: true }
+        PipelineOptions {
+            http: true,
+            expiry: Expiry::default(),
+        }
     }
 }
 
-/// Frames in, report out.
+/// Where finished connections go as they complete.
+pub trait RecordSink: Send {
+    /// One finalised connection and its requests (`why_new` filled), in
+    /// completion order.
+    fn connection(
+        &mut self,
+        record: &ConnectionRecord,
+        requests: &[RequestRecord],
+    ) -> io::Result<()>;
+
+    /// The input ended: write out whatever is buffered.
+    fn flush(&mut self) -> io::Result<()>;
+}
+
+/// What the pipeline does with the rows of finished connections.
+enum Rows {
+    /// Keep every row for a document (table, Markdown, JSON).
+    Keep {
+        connections: Vec<ConnectionRecord>,
+        requests: Vec<RequestRecord>,
+    },
+    /// Hand each to a sink and forget it (JSON Lines).
+    Stream(Box<dyn RecordSink>),
+    /// Only the tallies (`--format summary`).
+    Count,
+}
+
+impl std::fmt::Debug for Rows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rows::Keep { connections, .. } => write!(f, "Keep({})", connections.len()),
+            Rows::Stream(_) => f.write_str("Stream"),
+            Rows::Count => f.write_str("Count"),
+        }
+    }
+}
+
+/// Frames in, report out: decode → tracker → reuse judge → rows.
 #[derive(Debug)]
 pub struct Pipeline {
     table: FlowTable,
+    judge: ReuseJudge,
+    events: Vec<FlowEvent>,
+    rows: Rows,
+    summary: Summary,
     source: SourceInfo,
     link_types: Vec<LinkType>,
     /// Reason → (count, first frame number).
     anomalies: BTreeMap<String, (u64, u64)>,
+    /// The first error a streaming sink returned; later rows are dropped.
+    sink_error: Option<io::Error>,
 }
 
 impl Pipeline {
+    /// A pipeline that keeps every row for a document report.
     pub fn new(options: &PipelineOptions) -> Pipeline {
+        Pipeline::with_rows(
+            options,
+            Rows::Keep {
+                connections: Vec::new(),
+                requests: Vec::new(),
+            },
+        )
+    }
+
+    /// A pipeline that hands each finished connection to `sink` and keeps
+    /// only the tallies.
+    pub fn streaming(options: &PipelineOptions, sink: Box<dyn RecordSink>) -> Pipeline {
+        Pipeline::with_rows(options, Rows::Stream(sink))
+    }
+
+    /// A pipeline that keeps only the tallies.
+    pub fn counting(options: &PipelineOptions) -> Pipeline {
+        Pipeline::with_rows(options, Rows::Count)
+    }
+
+    fn with_rows(options: &PipelineOptions, rows: Rows) -> Pipeline {
         Pipeline {
-            table: FlowTable::new(options.http),
+            table: FlowTable::with_expiry(options.http, options.expiry),
+            judge: ReuseJudge::new(),
+            events: Vec::new(),
+            rows,
+            summary: Summary::default(),
             source: SourceInfo::default(),
             link_types: Vec::new(),
             anomalies: BTreeMap::new(),
+            sink_error: None,
         }
     }
 
@@ -55,10 +135,52 @@ impl Pipeline {
             Decoded::Tcp(seg) => {
                 self.source.tcp_packets += 1;
                 let payload = frame.data.get(seg.payload.clone()).unwrap_or(&[]);
-                self.table.on_segment(&seg, payload);
+                self.table.on_segment(&seg, payload, &mut self.events);
+                self.pass_events(Some(seg.ts));
             }
             Decoded::NotTcp => self.source.non_tcp_packets += 1,
             Decoded::Anomaly(a) => self.note_anomaly(a.to_string()),
+        }
+    }
+
+    /// Hand the tracker's events to the judge, and what the judge released
+    /// to the rows.
+    fn pass_events(&mut self, now: Option<Timestamp>) {
+        for event in self.events.drain(..) {
+            self.judge.on_event(event);
+        }
+        if let Some(now) = now {
+            self.judge.advance(now);
+        }
+        while let Some(finished) = self.judge.pop_released() {
+            self.take(finished);
+        }
+    }
+
+    fn take(&mut self, finished: Box<Finished>) {
+        let Finished {
+            record, requests, ..
+        } = *finished;
+        self.summary.add_connection(&record);
+        for r in &requests {
+            self.summary.add_request(r);
+        }
+        match &mut self.rows {
+            Rows::Keep {
+                connections,
+                requests: kept,
+            } => {
+                connections.push(record);
+                kept.extend(requests);
+            }
+            Rows::Stream(sink) => {
+                if self.sink_error.is_none() {
+                    if let Err(e) = sink.connection(&record, &requests) {
+                        self.sink_error = Some(e);
+                    }
+                }
+            }
+            Rows::Count => {}
         }
     }
 
@@ -74,7 +196,7 @@ impl Pipeline {
         &mut self.source
     }
 
-    /// Connections seen so far.
+    /// Streams numbered so far.
     pub fn connections(&self) -> usize {
         self.table.len()
     }
@@ -84,9 +206,29 @@ impl Pipeline {
         self.table.open()
     }
 
-    pub fn finish(self) -> Report {
-        let (connections, requests) = self.table.finish();
-        let summary = Summary::tally(&connections, &requests);
+    /// The input ended: finalise every connection and assemble the report.
+    /// A streaming sink's write error is returned here.
+    pub fn finish(mut self) -> io::Result<Report> {
+        self.table.finish(&mut self.events);
+        self.pass_events(None);
+        self.judge.finish();
+        self.pass_events(None);
+        if let (Rows::Stream(sink), None) = (&mut self.rows, &self.sink_error) {
+            if let Err(e) = sink.flush() {
+                self.sink_error = Some(e);
+            }
+        }
+        if let Some(e) = self.sink_error.take() {
+            return Err(e);
+        }
+        let (mut connections, mut requests) = match self.rows {
+            Rows::Keep {
+                connections,
+                requests,
+            } => (connections, requests),
+            Rows::Stream(_) | Rows::Count => (Vec::new(), Vec::new()),
+        };
+        sort_records(&mut connections, &mut requests);
         let mut source = self.source;
         source.link_types = self.link_types.iter().map(|l| l.name()).collect();
         let mut anomalies: Vec<AnomalyCount> = self
@@ -99,17 +241,16 @@ impl Pipeline {
             })
             .collect();
         anomalies.sort_by_key(|a| a.first_frame);
-        let mut report = Report {
+        Ok(Report {
             tool: ToolInfo::default(),
             source,
             connections,
             requests,
-            summary,
+            summary: self.summary,
             anomalies,
             client: None,
-        };
-        crate::diagnose::explain_new_connections(&mut report);
-        report
+            tracker: TrackerReport::of(self.table.stats()),
+        })
     }
 }
 
@@ -139,6 +280,8 @@ pub struct ReplayOptions {
 pub enum ReplayError {
     #[error(transparent)]
     Read(#[from] ReadError),
+    #[error("cannot write the report")]
+    Write(#[source] io::Error),
     #[error("{path}: {message}")]
     Libpcap { path: PathBuf, message: String },
     #[error("{path}: bad filter {filter:?} for link type {link}: {message}")]
@@ -179,7 +322,15 @@ pub fn check_filter(expr: &str) -> Result<(), String> {
 /// Read capture files in order through one pipeline: the connections of all
 /// files are numbered as if the files were one capture.
 pub fn replay_files(paths: &[PathBuf], options: &ReplayOptions) -> Result<Report, ReplayError> {
-    let mut pipeline = Pipeline::new(&options.pipeline);
+    replay_into(paths, options, Pipeline::new(&options.pipeline))
+}
+
+/// The same through a pipeline of the caller's (streaming or counting).
+pub fn replay_into(
+    paths: &[PathBuf],
+    options: &ReplayOptions,
+    mut pipeline: Pipeline,
+) -> Result<Report, ReplayError> {
     let mut filter = options.filter.as_ref().map(|expr| FilterSet {
         expr: expr.clone(),
         programs: HashMap::new(),
@@ -219,7 +370,7 @@ pub fn replay_files(paths: &[PathBuf], options: &ReplayOptions) -> Result<Report
     source.kind = "file";
     source.names = paths.iter().map(|p| p.display().to_string()).collect();
     source.filter = options.filter.clone();
-    Ok(pipeline.finish())
+    pipeline.finish().map_err(ReplayError::Write)
 }
 
 type FrameSink<'a> = dyn FnMut(LinkType, &Frame<'_>) -> Result<(), ReplayError> + 'a;

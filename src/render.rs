@@ -17,6 +17,10 @@ pub enum Format {
     Markdown,
     /// One JSON document (see docs/report-schema.md).
     Json,
+    /// JSON Lines: one object per request and per connection, written as each
+    /// connection is finalised, then one summary line; memory stays flat
+    /// however large the capture.
+    Jsonl,
     /// The verdict and the totals only: one screen, however large the capture.
     Summary,
 }
@@ -54,6 +58,8 @@ pub fn write_report(
         Format::Table => write_text(report, Some(options.requests), out, false),
         Format::Markdown => write_text(report, Some(options.requests), out, true),
         Format::Summary => write_text(report, None, out, false),
+        // The rows went out as they completed; the summary line ends them.
+        Format::Jsonl => crate::jsonl::write_summary(report, out),
     }
 }
 

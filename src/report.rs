@@ -20,6 +20,41 @@ pub struct Report {
     /// An addition; absent from `replay` reports.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client: Option<ClientReport>,
+    /// What the tracker did beyond following connections to their end:
+    /// present only when it finalised some early (inactivity, unanswered
+    /// SYNs) or saw packets after a connection was finalised. An addition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracker: Option<TrackerReport>,
+}
+
+/// See [`Report::tracker`].
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TrackerReport {
+    /// Packets on a 4-tuple whose connection had already been finalised:
+    /// counted in `source`, not in any connection.
+    pub late_packets: u64,
+    /// Connections finalised after the inactivity timeout.
+    pub expired_idle: u64,
+    /// Unanswered SYNs finalised (after their timeout or early).
+    pub expired_unanswered: u64,
+    /// Of those, finalised early because too many were pending at once.
+    pub early_dropped: u64,
+    /// Most connections held at once.
+    pub peak_open: u64,
+}
+
+impl TrackerReport {
+    /// `None` when every connection simply ran to its end.
+    pub fn of(s: crate::flow::TableStats) -> Option<TrackerReport> {
+        let noteworthy = s.late_packets + s.expired_idle + s.expired_unanswered > 0;
+        noteworthy.then_some(TrackerReport {
+            late_packets: s.late_packets,
+            expired_idle: s.expired_idle,
+            expired_unanswered: s.expired_unanswered,
+            early_dropped: s.early_dropped,
+            peak_open: s.peak_open,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -146,28 +181,44 @@ pub struct Summary {
 impl Summary {
     /// Totals over the connections and requests of a report.
     pub fn tally(connections: &[ConnectionRecord], requests: &[RequestRecord]) -> Summary {
-        let mut s = Summary {
-            connections: connections.len() as u64,
-            requests: requests.len() as u64,
-            reused_requests: requests.iter().filter(|r| r.reused).count() as u64,
-            ..Summary::default()
-        };
+        let mut s = Summary::default();
         for c in connections {
-            s.syn += u64::from(c.syn);
-            s.syn_ack += u64::from(c.syn_ack);
-            s.fin_client += u64::from(c.fin_client);
-            s.fin_server += u64::from(c.fin_server);
-            s.rst_client += u64::from(c.rst_client);
-            s.rst_server += u64::from(c.rst_server);
-            match c.closed_by {
-                Some("client") => s.closed_by_client += 1,
-                Some("server") => s.closed_by_server += 1,
-                _ => s.not_closed += 1,
-            }
+            s.add_connection(c);
         }
-        s.fin = s.fin_client + s.fin_server;
-        s.rst = s.rst_client + s.rst_server;
+        for r in requests {
+            s.add_request(r);
+        }
         s
+    }
+
+    /// Count one connection in.
+    pub fn add_connection(&mut self, c: &ConnectionRecord) {
+        self.connections += 1;
+        self.syn += u64::from(c.syn);
+        self.syn_ack += u64::from(c.syn_ack);
+        self.fin_client += u64::from(c.fin_client);
+        self.fin_server += u64::from(c.fin_server);
+        self.rst_client += u64::from(c.rst_client);
+        self.rst_server += u64::from(c.rst_server);
+        self.fin = self.fin_client + self.fin_server;
+        self.rst = self.rst_client + self.rst_server;
+        match c.closed_by {
+            Some("client") => self.closed_by_client += 1,
+            Some("server") => self.closed_by_server += 1,
+            _ => self.not_closed += 1,
+        }
+    }
+
+    /// Count one request in, with the reason it opened a connection.
+    pub fn add_request(&mut self, r: &RequestRecord) {
+        self.requests += 1;
+        self.reused_requests += u64::from(r.reused);
+        if let Some(why) = &r.why_new {
+            *self
+                .new_connection_reasons
+                .entry(why.reason.to_string())
+                .or_default() += 1;
+        }
     }
 }
 

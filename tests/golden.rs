@@ -167,3 +167,113 @@ fn every_golden_belongs_to_a_capture() {
         .collect();
     assert!(orphans.is_empty(), "goldens without a capture: {orphans:?}");
 }
+
+/// Runs `conntrace replay --format FORMAT capture` and returns its stdout.
+fn replay_as(capture: &Path, format: &str) -> Result<String, String> {
+    let out = Command::new(common::binary())
+        .args(["replay", "--format", format])
+        .arg(capture)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    String::from_utf8(out.stdout).map_err(|e| e.to_string())
+}
+
+fn sorted_by(mut rows: Vec<Value>, keys: &[&str]) -> Vec<Value> {
+    let key =
+        |v: &Value| -> Vec<u64> { keys.iter().map(|k| v[*k].as_u64().unwrap_or(0)).collect() };
+    rows.sort_by_key(key);
+    rows
+}
+
+/// `--format jsonl` writes the document's rows as they complete: each
+/// connection's requests, then the connection, then one summary line. The
+/// rows and the summary must equal the JSON document's, on every fixture and
+/// every corpus capture.
+#[test]
+fn jsonl_lines_are_the_documents_rows() {
+    let mut captures = common::fixtures();
+    if let Some(dir) = common::corpus_dir() {
+        captures.extend(common::captures_under(&dir));
+    }
+    let mut failures = Vec::new();
+    let mut checked_rows = 0;
+    for capture in &captures {
+        let name = common::display_name(capture, &common::root());
+        let (doc, lines) = match (replay_as(capture, "json"), replay_as(capture, "jsonl")) {
+            (Ok(d), Ok(l)) => (d, l),
+            (Err(d), Err(_)) => {
+                // Unreadable in both forms: the error tests cover it.
+                eprintln!("{name}: skipped, not readable: {d}");
+                continue;
+            }
+            (d, l) => {
+                failures.push(format!(
+                    "{name}: json {:?} but jsonl {:?}",
+                    d.err(),
+                    l.err()
+                ));
+                continue;
+            }
+        };
+        let doc: Value = serde_json::from_str(&doc).unwrap();
+        let mut connections = Vec::new();
+        let mut requests = Vec::new();
+        let mut summary = None;
+        let mut streams_waiting: Vec<u64> = Vec::new();
+        for line in lines.lines() {
+            let mut v: Value = match serde_json::from_str(line) {
+                Ok(v) => v,
+                Err(e) => {
+                    failures.push(format!("{name}: a line is not JSON: {e}: {line}"));
+                    break;
+                }
+            };
+            if summary.is_some() {
+                failures.push(format!("{name}: a line after the summary"));
+            }
+            let kind = v.as_object_mut().unwrap().remove("type");
+            match kind.as_ref().and_then(Value::as_str) {
+                Some("request") => {
+                    streams_waiting.push(v["stream"].as_u64().unwrap());
+                    requests.push(v);
+                }
+                Some("connection") => {
+                    let stream = v["stream"].as_u64().unwrap();
+                    if streams_waiting.iter().any(|&s| s != stream) {
+                        failures.push(format!(
+                            "{name}: requests of another stream before connection {stream}"
+                        ));
+                    }
+                    streams_waiting.clear();
+                    connections.push(v);
+                }
+                Some("summary") => summary = Some(v),
+                other => failures.push(format!("{name}: line of type {other:?}")),
+            }
+        }
+        checked_rows += connections.len() + requests.len();
+        let want_conns = doc["connections"].as_array().unwrap().clone();
+        let want_reqs = doc["requests"].as_array().unwrap().clone();
+        if sorted_by(connections, &["stream"]) != want_conns {
+            failures.push(format!("{name}: connection lines differ from the document"));
+        }
+        if sorted_by(requests, &["stream", "depth"]) != sorted_by(want_reqs, &["stream", "depth"]) {
+            failures.push(format!("{name}: request lines differ from the document"));
+        }
+        match summary {
+            Some(s) => {
+                for field in ["summary", "source", "anomalies", "tool"] {
+                    if s[field] != doc[field] {
+                        failures.push(format!("{name}: summary line's {field} differs"));
+                    }
+                }
+            }
+            None => failures.push(format!("{name}: no summary line")),
+        }
+    }
+    assert!(checked_rows > 100, "too few rows checked: {checked_rows}");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -142,6 +142,7 @@ pub fn client_only(
             requests: records,
             interrupted,
         }),
+        tracker: None,
     }
 }
 
@@ -305,6 +306,7 @@ mod tests {
             requests,
             anomalies: Vec::new(),
             client: None,
+            tracker: None,
         }
     }
 

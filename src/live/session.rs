@@ -173,7 +173,9 @@ pub fn run_session(config: SessionConfig) -> Result<SessionOutcome, SessionError
             source.names = vec![cc.interface.clone()];
             source.filter = Some(cc.filter.clone());
             source.dropped = Some(stats.dropped);
-            let mut report = pipeline.finish();
+            let mut report = pipeline
+                .finish()
+                .expect("a pipeline that keeps its rows writes nowhere");
             correlate::attribute(&mut report, &client, settings, interrupted);
             report
         }

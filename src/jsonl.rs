@@ -1,0 +1,104 @@
+//! JSON Lines output (`--format jsonl`): one object per line, each with a
+//! `"type"`: `request` and `connection` lines are written as each connection
+//! is finalised (its requests first, then the connection), in completion
+//! order; one `summary` line ends the output. Field names and values are
+//! those of the JSON document (docs/report-schema.md), so a line is the
+//! document's array element plus its `type`.
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use crate::pipeline::RecordSink;
+use crate::report::{AnomalyCount, ConnectionRecord, Report, RequestRecord, SourceInfo, Summary};
+use crate::report::{ToolInfo, TrackerReport};
+
+#[derive(Serialize)]
+struct Line<'a, T> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    row: &'a T,
+}
+
+/// The last line: everything of the document but its rows.
+#[derive(Serialize)]
+struct SummaryLine<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    tool: &'a ToolInfo,
+    source: &'a SourceInfo,
+    summary: &'a Summary,
+    anomalies: &'a [AnomalyCount],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tracker: &'a Option<TrackerReport>,
+}
+
+/// Writes each finished connection as lines to `W`, in blocks.
+pub struct JsonlSink<W> {
+    buf: Vec<u8>,
+    out: W,
+}
+
+const BLOCK: usize = 64 << 10;
+
+impl<W: Write + Send> JsonlSink<W> {
+    pub fn new(out: W) -> JsonlSink<W> {
+        JsonlSink {
+            buf: Vec::with_capacity(BLOCK + 4096),
+            out,
+        }
+    }
+}
+
+fn line<T: Serialize>(out: &mut dyn Write, kind: &'static str, row: &T) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, &Line { kind, row })?;
+    out.write_all(b"\n")
+}
+
+impl<W: Write + Send> RecordSink for JsonlSink<W> {
+    fn connection(
+        &mut self,
+        record: &ConnectionRecord,
+        requests: &[RequestRecord],
+    ) -> io::Result<()> {
+        for r in requests {
+            line(&mut self.buf, "request", r)?;
+        }
+        line(&mut self.buf, "connection", record)?;
+        if self.buf.len() >= BLOCK {
+            self.out.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.write_all(&self.buf)?;
+        self.buf.clear();
+        self.out.flush()
+    }
+}
+
+/// The summary line (after the rows a [`JsonlSink`] wrote); for a report
+/// assembled whole, its rows first.
+pub fn write_summary(report: &Report, out: &mut dyn Write) -> io::Result<()> {
+    for c in &report.connections {
+        line(out, "connection", c)?;
+    }
+    for r in &report.requests {
+        line(out, "request", r)?;
+    }
+    serde_json::to_writer(
+        &mut *out,
+        &SummaryLine {
+            kind: "summary",
+            tool: &report.tool,
+            source: &report.source,
+            summary: &report.summary,
+            anomalies: &report.anomalies,
+            tracker: &report.tracker,
+        },
+    )?;
+    out.write_all(b"\n")
+}
