@@ -119,8 +119,10 @@ pub struct ExpiryArgs {
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     pub idle_timeout: Duration,
     /// A connection closed by an RST, or by a FIN from each side, is finalised
-    /// this long after its last packet (Zeek's tcp_close_delay).
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    /// this long after its last packet, so a retransmitted FIN or a late ACK
+    /// still counts in it (Zeek's tcp_close_delay is 5s; raise this for
+    /// paths with retransmission timeouts above a second).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub close_grace: Duration,
     /// A SYN nobody answered is finalised this long after it (conntrack's
     /// SYN_SENT timeout; covers Linux's SYN retries).

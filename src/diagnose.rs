@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::flow::{Finished, FlowEvent};
+use crate::flow::{Finished, FlowEvent, Peers};
 use crate::report::{ConnectionRecord, Report, RequestRecord};
 use crate::wire::Timestamp;
 
@@ -147,6 +147,9 @@ pub struct ReuseJudge {
     released: VecDeque<Box<Finished>>,
     /// Finalised connections in order, to forget once no verdict can ask.
     retiring: VecDeque<(Timestamp, u64)>,
+    /// Verdicts waiting for the connection (key) they name as closed
+    /// before to be finalised.
+    waiting: FastMap<u64, Vec<u64>>,
     clock: Option<Timestamp>,
 }
 
@@ -158,39 +161,17 @@ impl ReuseJudge {
     /// Take one event of the tracker, in the order the tracker gave them.
     pub fn on_event(&mut self, event: FlowEvent) {
         match event {
-            FlowEvent::Opened {
-                stream,
-                client,
-                server,
-                at,
-            } => {
-                let group = (client.ip(), server);
-                self.groups
-                    .entry(group)
-                    .or_default()
-                    .members
-                    .insert((at, stream));
-                self.views.insert(
-                    stream,
-                    View {
-                        group,
-                        server,
-                        first_seen: at,
-                        closed_at: None,
-                        requests: VecDeque::new(),
-                        pending: None,
-                        verdict: None,
-                        closed_info: None,
-                        finished: false,
-                    },
-                );
-            }
+            // Connections matter once they carry a request or close: a
+            // SYN nobody answered changes no verdict.
+            FlowEvent::Opened { .. } => {}
             FlowEvent::Request {
                 stream,
+                peers,
                 depth,
                 sent,
                 answered,
             } => {
+                self.view(stream, peers);
                 let horizon = self.horizon_for(stream);
                 let Some(view) = self.views.get_mut(&stream) else {
                     return;
@@ -224,13 +205,34 @@ impl ReuseJudge {
                     }
                 }
             }
-            FlowEvent::Closed { stream, at, .. } => {
-                if let Some(view) = self.views.get_mut(&stream) {
-                    view.closed_at = Some(at);
-                }
-            }
+            FlowEvent::Closed {
+                stream, peers, at, ..
+            } => self.view(stream, peers).closed_at = Some(at),
             FlowEvent::Finished(finished) => self.on_finished(finished),
         }
+    }
+
+    /// The view of a connection, made when first needed.
+    fn view(&mut self, stream: u64, peers: Peers) -> &mut View {
+        self.views.entry(stream).or_insert_with(|| {
+            let group = (peers.client.ip(), peers.server);
+            self.groups
+                .entry(group)
+                .or_default()
+                .members
+                .insert((peers.opened, stream));
+            View {
+                group,
+                server: peers.server,
+                first_seen: peers.opened,
+                closed_at: None,
+                requests: VecDeque::new(),
+                pending: None,
+                verdict: None,
+                closed_info: None,
+                finished: false,
+            }
+        })
     }
 
     fn on_finished(&mut self, mut finished: Box<Finished>) {
@@ -241,6 +243,12 @@ impl ReuseJudge {
         };
         view.finished = true;
         view.closed_info = Some(ClosedInfo::of(&finished.record, &finished.requests));
+        if let Some(waiters) = self.waiting.remove(&stream) {
+            let now = self.clock.unwrap_or(Timestamp(i64::MIN));
+            for w in waiters {
+                self.due.push(Reverse((now, w)));
+            }
+        }
         let end = view
             .closed_at
             .unwrap_or_else(|| Timestamp((finished.record.last_seen * 1e6).round() as i64));
@@ -315,12 +323,15 @@ impl ReuseJudge {
         let previous = group.and_then(|g| last_closed(g, &self.views, stream, t));
         // The connection named as closed before must be final to tell its
         // request count and why it ended; wait for it a little.
-        if let Some((_, None)) = &previous {
+        if let Some((prev, None)) = &previous {
             let clock = self.clock.unwrap_or(t);
             let give_up = later(t, WAIT_FOR_PREVIOUS);
             if !last_call && clock < give_up {
-                let retry = later(clock, Duration::from_millis(100)).min(give_up);
-                self.due.push(Reverse((retry, stream)));
+                let waiters = self.waiting.entry(*prev).or_default();
+                if !waiters.contains(&stream) {
+                    waiters.push(stream);
+                    self.due.push(Reverse((give_up, stream)));
+                }
                 return;
             }
         }
@@ -346,7 +357,13 @@ impl ReuseJudge {
     fn forget(&mut self) {
         let Some(clock) = self.clock else { return };
         let recent = earlier(clock, HOLD);
+        // A connection its group still needs goes to the back of the line;
+        // a bounded number are looked at each time.
+        let mut budget = 16;
         while let Some(&(end, stream)) = self.retiring.front() {
+            if end >= recent {
+                break;
+            }
             let Some(view) = self.views.get(&stream) else {
                 self.retiring.pop_front();
                 continue;
@@ -355,10 +372,15 @@ impl ReuseJudge {
             let horizon = group
                 .and_then(|g| g.pending.first())
                 .map_or(recent, |p| p.0.min(recent));
-            if end >= horizon || view.pending.is_some() || view.verdict.is_some() {
-                break;
-            }
             self.retiring.pop_front();
+            if end >= horizon || view.pending.is_some() || view.verdict.is_some() {
+                self.retiring.push_back((end, stream));
+                budget -= 1;
+                if budget == 0 {
+                    break;
+                }
+                continue;
+            }
             let view = self.views.remove(&stream).expect("looked up above");
             let Some(g) = self.groups.get_mut(&view.group) else {
                 continue;
@@ -619,12 +641,11 @@ pub fn explain_new_connections(report: &mut Report) {
         let (Some(client), Some(server)) = (addr(&c.client), addr(&c.server)) else {
             continue;
         };
-        judge.on_event(FlowEvent::Opened {
-            stream: c.stream,
+        let peers = Peers {
             client,
             server,
-            at: micros(c.first_seen),
-        });
+            opened: micros(c.first_seen),
+        };
         let mut reqs: Vec<&RequestRecord> = by_stream
             .get(&c.stream)
             .into_iter()
@@ -635,6 +656,7 @@ pub fn explain_new_connections(report: &mut Report) {
         for r in &reqs {
             judge.on_event(FlowEvent::Request {
                 stream: c.stream,
+                peers,
                 depth: if r.reused { r.depth.max(2) } else { 1 },
                 sent: micros(r.sent),
                 answered: r.answered.map(micros),
@@ -643,6 +665,7 @@ pub fn explain_new_connections(report: &mut Report) {
         if let Some(at) = c.closed_at {
             judge.on_event(FlowEvent::Closed {
                 stream: c.stream,
+                peers,
                 by_client: c.closed_by == Some("client"),
                 rst: c.closed_with == Some("rst"),
                 at: micros(at),

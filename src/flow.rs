@@ -577,10 +577,19 @@ impl Connection {
         self.orientation == Orientation::Syn && self.ends[self.client.other() as usize].packets == 0
     }
 
+    fn peers(&self) -> Peers {
+        Peers {
+            client: self.key.addr(self.client),
+            server: self.key.addr(self.client.other()),
+            opened: self.first_seen,
+        }
+    }
+
     fn closed_event(&self) -> FlowEvent {
         let (side, how, at) = self.closed_by.expect("called once a FIN or RST was seen");
         FlowEvent::Closed {
             stream: self.stream,
+            peers: self.peers(),
             by_client: side == self.client,
             rst: how == "rst",
             at,
@@ -595,6 +604,7 @@ impl Connection {
             AppState::Disabled => return,
         };
         let stream = self.stream;
+        let peers = self.peers();
         // HTTP/1 answers in order; HTTP/2 in any order, so look a little
         // beyond the oldest unanswered request.
         const LOOK_AHEAD: usize = 64;
@@ -615,6 +625,7 @@ impl Connection {
         for (i, x) in exchanges.iter().enumerate().skip(self.requests_reported) {
             out.push(FlowEvent::Request {
                 stream,
+                peers,
                 depth: x.depth,
                 sent: x.sent,
                 answered: x.answered,
@@ -842,11 +853,11 @@ impl Default for Expiry {
     fn default() -> Expiry {
         Expiry {
             idle: Duration::from_secs(300),
-            close_grace: Duration::from_secs(5),
+            close_grace: Duration::from_secs(1),
             unanswered: Duration::from_secs(120),
-            max_unanswered: 20_000,
+            max_unanswered: 10_000,
             tombstone: Duration::from_secs(300),
-            max_tombstones: 100_000,
+            max_tombstones: 65_536,
         }
     }
 }
@@ -889,6 +900,7 @@ pub enum FlowEvent {
     /// The analyser found a request; its first byte was sent at `sent`.
     Request {
         stream: u64,
+        peers: Peers,
         depth: u32,
         sent: Timestamp,
         answered: Option<Timestamp>,
@@ -902,12 +914,22 @@ pub enum FlowEvent {
     /// The first FIN or RST of the connection.
     Closed {
         stream: u64,
+        peers: Peers,
         by_client: bool,
         rst: bool,
         at: Timestamp,
     },
     /// The connection left the table; nothing more will be said of it.
     Finished(Box<Finished>),
+}
+
+/// Who a connection is between and when it began, repeated on the events a
+/// later stage may be the first to care about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peers {
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    pub opened: Timestamp,
 }
 
 /// Counters of the table's own work, for the report.
@@ -1084,6 +1106,15 @@ impl FlowTable {
     /// Finalise every connection whose time is up at `self.now`, and let
     /// tombstones past their time go.
     fn expire(&mut self, out: &mut Vec<FlowEvent>) {
+        // Entries of connections gone or rescheduled earlier linger until
+        // their time; drop them when they outnumber the live ones.
+        if self.deadlines.len() > 2 * self.live + 1024 {
+            let by_key = &self.by_key;
+            self.deadlines.retain(|Reverse((due, stream, key))| {
+                matches!(by_key.get(key),
+                    Some(Slot::Live(c)) if c.stream == *stream && c.scheduled == *due)
+            });
+        }
         while let Some(&Reverse((due, stream, key))) = self.deadlines.peek() {
             if due > self.now {
                 break;
