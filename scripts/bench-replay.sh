@@ -64,6 +64,9 @@ want() { [[ ",$only," == *",$1,"* ]]; }
 
 # --- the nginx capture -------------------------------------------------------
 
+# tcpdump's counts from the recording, shown with the results: a capture with
+# kernel drops has gaps, and is a different benchmark input.
+nginx_log=$dir/$(basename "$nginx_cap").tcpdump.log
 if want nginx && [ ! -s "$nginx_cap" ]; then
   need ab apache2-utils
   need h2load nghttp2-client
@@ -95,6 +98,7 @@ CONF
   taskset -c 0 h2load --h1 -n 200000 -c 32 "http://127.0.0.1:$port/medium.txt" > /dev/null
   kill -INT "$tcpdump_pid"; wait "$tcpdump_pid" || true
   grep -E "captured|dropped" "$dir/tcpdump.log" >&2 || true
+  cp "$dir/tcpdump.log" "$nginx_log"
   kill "$(cat "$dir/nginx.pid")" 2>/dev/null || true
   trap - EXIT
 fi
@@ -229,6 +233,13 @@ bench_capture() { # name path expected-connections expected-requests (empty: tak
   read -r conns reqs <<< "${counts:-? ?}"
   echo
   echo "== $name: $cap, $(awk -v s="$size" 'BEGIN { printf "%.1f", s / 1048576 }') MiB, ${frames:-?} frames"
+  if [ "$name" = nginx ] && [ -s "$nginx_log" ]; then
+    local dropped
+    dropped=$(awk '/dropped by kernel/ { print $1 }' "$nginx_log")
+    if [ "${dropped:-0}" != 0 ]; then
+      echo "note: recorded with $dropped packets dropped by the kernel ($nginx_log); remove $cap to record again"
+    fi
+  fi
   if [ -n "$exp_c" ]; then
     printf 'written: %s connections, %s requests; conntrace reports %s connections, %s requests%s\n' \
       "$exp_c" "$exp_r" "$conns" "$reqs" \
