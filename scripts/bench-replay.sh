@@ -94,11 +94,14 @@ CONF
   taskset -c 1 tcpdump -i lo -B 1048576 -s 0 -w "$nginx_cap" "tcp port $port" 2> "$dir/tcpdump.log" &
   tcpdump_pid=$!
   until grep -q "listening on" "$dir/tcpdump.log"; do sleep 0.1; done
-  taskset -c 0 ab -q -n 60000 -c 16 "http://127.0.0.1:$port/small.txt" > /dev/null
-  taskset -c 0 h2load --h1 -n 200000 -c 32 "http://127.0.0.1:$port/medium.txt" > /dev/null
+  taskset -c 0 ab -q -n 60000 -c 16 "http://127.0.0.1:$port/small.txt" > "$dir/ab.log"
+  taskset -c 0 h2load --h1 -n 200000 -c 32 "http://127.0.0.1:$port/medium.txt" > "$dir/h2load.log"
   kill -INT "$tcpdump_pid"; wait "$tcpdump_pid" || true
   grep -E "captured|dropped" "$dir/tcpdump.log" >&2 || true
-  cp "$dir/tcpdump.log" "$nginx_log"
+  { cat "$dir/tcpdump.log"
+    grep -E "^(Complete|Failed) requests" "$dir/ab.log" | sed 's/^/ab: /'
+    grep -E "^requests:" "$dir/h2load.log" | sed 's/^/h2load: /'
+  } > "$nginx_log" || true
   kill "$(cat "$dir/nginx.pid")" 2>/dev/null || true
   trap - EXIT
 fi
