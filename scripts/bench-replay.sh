@@ -96,6 +96,10 @@ CONF
   until grep -q "listening on" "$dir/tcpdump.log"; do sleep 0.1; done
   taskset -c 0 ab -q -n 60000 -c 16 "http://127.0.0.1:$port/small.txt" > "$dir/ab.log"
   taskset -c 0 h2load --h1 -n 200000 -c 32 "http://127.0.0.1:$port/medium.txt" > "$dir/h2load.log"
+  # tcpdump can be far behind in its 1 GiB kernel buffer, and stops without
+  # writing what is still there: wait until the file has stopped growing.
+  prev=-1
+  while size=$(stat -c %s "$nginx_cap"); [ "$size" != "$prev" ]; do prev=$size; sleep 1; done
   kill -INT "$tcpdump_pid"; wait "$tcpdump_pid" || true
   grep -E "captured|dropped" "$dir/tcpdump.log" >&2 || true
   { cat "$dir/tcpdump.log"
