@@ -97,6 +97,9 @@ pub enum ReadError {
 /// (libpcap's own limit for most link types is 256 KiB; pcapng allows more.)
 const MAX_FRAME: u32 = 16 << 20;
 
+/// The pcapng Section Header Block type, a palindrome in bytes.
+const SECTION_HEADER: u32 = 0x0a0d_0d0a;
+
 /// What the next record of a file was.
 pub enum Record<'a> {
     Frame(LinkType, Frame<'a>),
@@ -245,7 +248,7 @@ impl CaptureReader {
                     link,
                 };
             }
-            0x0a0d_0d0a => {
+            SECTION_HEADER => {
                 let mut len_raw = [0u8; 4];
                 if reader.read_exact_or_eof(&mut len_raw)? != 4 {
                     return Err(reader.corrupt("section header cut short"));
@@ -319,14 +322,16 @@ impl CaptureReader {
                 8 => {}
                 _ => return Ok(Some(Record::CutShort)),
             }
-            let block_type = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
-            if block_type == 0x0a0d_0d0a {
+            // The section header's type reads the same in either byte order;
+            // every other block is in the order its section declared.
+            if h[..4] == SECTION_HEADER.to_le_bytes() {
                 self.read_section_header([h[4], h[5], h[6], h[7]])?;
                 continue;
             }
             let Format::Pcapng { swapped, .. } = self.format else {
                 unreachable!("next_pcapng is only called for pcapng files")
             };
+            let block_type = u32_at(&h, 0, swapped);
             let total = u32_at(&h, 4, swapped);
             if !(12..=MAX_FRAME + 64).contains(&total) || !total.is_multiple_of(4) {
                 return Err(self.corrupt(&format!("block length {total} is impossible")));
@@ -627,55 +632,90 @@ mod tests {
         assert!(reader(Vec::new()).is_err());
     }
 
-    fn block(kind: u32, body: &[u8]) -> Vec<u8> {
-        let padded = (body.len() + 3) & !3;
-        let total = (12 + padded) as u32;
-        let mut b = kind.to_le_bytes().to_vec();
-        b.extend_from_slice(&total.to_le_bytes());
-        b.extend_from_slice(body);
-        b.resize(8 + padded, 0);
-        b.extend_from_slice(&total.to_le_bytes());
-        b
+    /// Writes pcapng blocks in one byte order.
+    #[derive(Clone, Copy)]
+    struct Ng {
+        be: bool,
     }
 
-    fn idb(link: u16, tsresol: Option<u8>) -> Vec<u8> {
-        let mut body = link.to_le_bytes().to_vec();
-        body.extend_from_slice(&[0, 0]);
-        body.extend_from_slice(&65535u32.to_le_bytes());
-        if let Some(r) = tsresol {
-            body.extend_from_slice(&9u16.to_le_bytes());
-            body.extend_from_slice(&1u16.to_le_bytes());
-            body.extend_from_slice(&[r, 0, 0, 0]);
-            body.extend_from_slice(&[0, 0, 0, 0]);
+    const LE: Ng = Ng { be: false };
+    const BE: Ng = Ng { be: true };
+
+    impl Ng {
+        fn u16(self, v: u16) -> [u8; 2] {
+            if self.be {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
         }
-        block(1, &body)
-    }
 
-    fn epb(iface: u32, ts: u64, data: &[u8]) -> Vec<u8> {
-        let mut body = iface.to_le_bytes().to_vec();
-        body.extend_from_slice(&((ts >> 32) as u32).to_le_bytes());
-        body.extend_from_slice(&(ts as u32).to_le_bytes());
-        body.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        body.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        body.extend_from_slice(data);
-        block(6, &body)
-    }
+        fn u32(self, v: u32) -> [u8; 4] {
+            if self.be {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        }
 
-    fn shb() -> Vec<u8> {
-        let mut body = 0x1a2b_3c4du32.to_le_bytes().to_vec();
-        body.extend_from_slice(&[1, 0, 0, 0]);
-        body.extend_from_slice(&u64::MAX.to_le_bytes());
-        block(0x0a0d_0d0a, &body)
+        fn block(self, kind: u32, body: &[u8]) -> Vec<u8> {
+            let padded = (body.len() + 3) & !3;
+            let total = (12 + padded) as u32;
+            let mut b = self.u32(kind).to_vec();
+            b.extend_from_slice(&self.u32(total));
+            b.extend_from_slice(body);
+            b.resize(8 + padded, 0);
+            b.extend_from_slice(&self.u32(total));
+            b
+        }
+
+        fn shb(self) -> Vec<u8> {
+            let mut body = self.u32(0x1a2b_3c4d).to_vec();
+            body.extend_from_slice(&self.u16(1));
+            body.extend_from_slice(&self.u16(0));
+            body.extend_from_slice(&u64::MAX.to_le_bytes());
+            self.block(SECTION_HEADER, &body)
+        }
+
+        /// An Interface Description Block with `options` as they stand.
+        fn idb_with_options(self, link: u16, options: &[u8]) -> Vec<u8> {
+            let mut body = self.u16(link).to_vec();
+            body.extend_from_slice(&[0, 0]);
+            body.extend_from_slice(&self.u32(65535));
+            body.extend_from_slice(options);
+            self.block(1, &body)
+        }
+
+        fn idb(self, link: u16, tsresol: Option<u8>) -> Vec<u8> {
+            let mut options = Vec::new();
+            if let Some(r) = tsresol {
+                options.extend_from_slice(&self.u16(9));
+                options.extend_from_slice(&self.u16(1));
+                options.extend_from_slice(&[r, 0, 0, 0]);
+                options.extend_from_slice(&[0, 0, 0, 0]);
+            }
+            self.idb_with_options(link, &options)
+        }
+
+        fn epb(self, iface: u32, ts: u64, data: &[u8]) -> Vec<u8> {
+            let mut body = self.u32(iface).to_vec();
+            body.extend_from_slice(&self.u32((ts >> 32) as u32));
+            body.extend_from_slice(&self.u32(ts as u32));
+            body.extend_from_slice(&self.u32(data.len() as u32));
+            body.extend_from_slice(&self.u32(data.len() as u32));
+            body.extend_from_slice(data);
+            self.block(6, &body)
+        }
     }
 
     #[test]
     fn pcapng_with_two_link_types_and_resolutions() {
-        let mut f = shb();
-        f.extend(idb(1, None));
-        f.extend(idb(276, Some(9))); // nanoseconds
-        f.extend(block(4, &[0; 8])); // a name resolution block: skipped
-        f.extend(epb(0, 5_000_001, b"eth"));
-        f.extend(epb(1, 5_000_001_000, b"sll2"));
+        let mut f = LE.shb();
+        f.extend(LE.idb(1, None));
+        f.extend(LE.idb(276, Some(9))); // nanoseconds
+        f.extend(LE.block(4, &[0; 8])); // a name resolution block: skipped
+        f.extend(LE.epb(0, 5_000_001, b"eth"));
+        f.extend(LE.epb(1, 5_000_001_000, b"sll2"));
         let r = reader(f).unwrap();
         let got = frames(r);
         assert_eq!(got[0], (LinkType::ETHERNET, 5_000_001, 3, b"eth".to_vec()));
@@ -687,9 +727,28 @@ mod tests {
 
     #[test]
     fn pcapng_packet_on_undeclared_interface_is_corrupt() {
-        let mut f = shb();
-        f.extend(epb(0, 0, b"x"));
+        let mut f = LE.shb();
+        f.extend(LE.epb(0, 0, b"x"));
         assert!(reader(f).unwrap().next_record().is_err());
+    }
+
+    #[test]
+    fn pcapng_blocks_are_read_in_their_sections_byte_order() {
+        let mut f = BE.shb();
+        f.extend(BE.idb(1, Some(3))); // milliseconds
+        f.extend(BE.block(4, &[0; 8]));
+        f.extend(BE.epb(0, 7_001, b"big"));
+        // A second section, little-endian, starts its own interface list.
+        f.extend(LE.shb());
+        f.extend(LE.idb(101, None));
+        f.extend(LE.epb(0, 8_000_002, b"little"));
+        assert_eq!(
+            frames(reader(f).unwrap()),
+            [
+                (LinkType::ETHERNET, 7_001_000, 3, b"big".to_vec()),
+                (LinkType::RAW, 8_000_002, 6, b"little".to_vec()),
+            ]
+        );
     }
 
     #[test]
