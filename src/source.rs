@@ -521,16 +521,20 @@ fn u16_at(b: &[u8], at: usize, swapped: bool) -> u16 {
 
 /// The if_tsresol option (code 9) of an Interface Description Block's options:
 /// 10^-n seconds, or 2^-n when the high bit is set. Default: microseconds.
+///
+/// An option whose value runs past the end of the block ends the list there,
+/// as the end-of-options marker would: what came before it still counts.
 fn if_tsresol(mut options: &[u8], swapped: bool) -> u64 {
     while options.len() >= 4 {
         let code = u16_at(options, 0, swapped);
         let len = usize::from(u16_at(options, 2, swapped));
-        let value = options.get(4..4 + len).unwrap_or(&[]);
+        let Some(value) = options.get(4..4 + len) else {
+            break;
+        };
         if code == 0 {
             break;
         }
-        if code == 9 && len >= 1 {
-            let v = value[0];
+        if let (9, Some(&v)) = (code, value.first()) {
             let exp = u32::from(v & 0x7f);
             return if v & 0x80 != 0 {
                 1u64.checked_shl(exp).unwrap_or(1_000_000)
@@ -730,6 +734,27 @@ mod tests {
         let mut f = LE.shb();
         f.extend(LE.epb(0, 0, b"x"));
         assert!(reader(f).unwrap().next_record().is_err());
+    }
+
+    #[test]
+    fn pcapng_option_cut_short_ends_the_option_list() {
+        // if_tsresol says one byte of value, but the block ends first.
+        let mut cut = LE.u16(9).to_vec();
+        cut.extend_from_slice(&LE.u16(1));
+        // A comment that overruns the block hides the milliseconds after it.
+        let mut overrun = LE.u16(1).to_vec();
+        overrun.extend_from_slice(&LE.u16(0xffff));
+        overrun.extend_from_slice(&LE.u16(9));
+        overrun.extend_from_slice(&LE.u16(1));
+        overrun.extend_from_slice(&[3, 0, 0, 0]);
+        for options in [cut, overrun] {
+            let mut f = LE.shb();
+            f.extend(LE.idb_with_options(1, &options));
+            f.extend(LE.epb(0, 1_500_000, b"x"));
+            f.extend(LE.epb(0, 2_500_000, b"y"));
+            let got = frames(reader(f).unwrap());
+            assert_eq!((got[0].1, got[1].1), (1_500_000, 2_500_000));
+        }
     }
 
     #[test]
