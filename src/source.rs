@@ -417,14 +417,10 @@ impl CaptureReader {
         caplen: u32,
         wirelen: u32,
     ) -> Record<'_> {
-        let units = interface.units_per_sec.max(1);
-        let secs = ts_raw / units;
-        let rem = ts_raw % units;
-        let micros = (u128::from(rem) * 1_000_000 / u128::from(units)) as i64;
         Record::Frame(
             interface.link,
             Frame {
-                ts: Timestamp::from_parts(secs as i64, micros),
+                ts: units_to_timestamp(ts_raw, interface.units_per_sec),
                 caplen,
                 wirelen: wirelen.max(caplen),
                 data: &self.buf[start..start + caplen as usize],
@@ -517,6 +513,14 @@ fn u16_at(b: &[u8], at: usize, swapped: bool) -> u16 {
     } else {
         u16::from_le_bytes(raw)
     }
+}
+
+/// A pcapng timestamp of `units_per_sec` units a second, truncated to
+/// microseconds; one too far ahead for [`Timestamp`] saturates at its greatest
+/// rather than wrapping negative.
+fn units_to_timestamp(raw: u64, units_per_sec: u64) -> Timestamp {
+    let micros = u128::from(raw) * 1_000_000 / u128::from(units_per_sec.max(1));
+    Timestamp(i64::try_from(micros).unwrap_or(i64::MAX))
 }
 
 /// The if_tsresol option (code 9) of an Interface Description Block's options:
@@ -755,6 +759,33 @@ mod tests {
             let got = frames(reader(f).unwrap());
             assert_eq!((got[0].1, got[1].1), (1_500_000, 2_500_000));
         }
+    }
+
+    #[test]
+    fn pcapng_timestamps_never_overflow_or_turn_negative() {
+        let ts = |tsresol: u8, raw: u64| {
+            let mut f = LE.shb();
+            f.extend(LE.idb(1, Some(tsresol)));
+            f.extend(LE.epb(0, raw, b"x"));
+            frames(reader(f).unwrap())[0].1
+        };
+        // One unit a second: u64::MAX seconds is beyond any timestamp.
+        assert_eq!(ts(0, u64::MAX), i64::MAX);
+        assert_eq!(ts(0, 1_763_728_526), 1_763_728_526_000_000);
+        assert_eq!(ts(6, u64::MAX), i64::MAX);
+        assert_eq!(ts(9, u64::MAX), 18_446_744_073_709_551);
+        assert_eq!(ts(19, u64::MAX), 1_844_674);
+        // 2^-n seconds.
+        assert_eq!(ts(0x80, u64::MAX), i64::MAX);
+        assert_eq!(ts(0x80 | 10, 3 << 9), 1_500_000);
+        assert_eq!(ts(0x80 | 20, (5 << 20) + (1 << 19)), 5_500_000);
+        assert_eq!(ts(0x80 | 63, u64::MAX), 1_999_999);
+        for n in 0..=63 {
+            assert!(ts(0x80 | n, u64::MAX) > 0, "2^-{n}");
+        }
+        // Resolutions no u64 holds fall back to microseconds.
+        assert_eq!(ts(0x80 | 64, 7), 7);
+        assert_eq!(ts(20, 7), 7);
     }
 
     #[test]
