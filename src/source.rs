@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -127,13 +127,28 @@ struct Interface {
     units_per_sec: u64,
 }
 
+/// How much of the file the reader holds at first; it grows to
+/// [`READ_AHEAD`] as the file goes on, and beyond only for a larger record.
+const FIRST_READ: usize = 64 << 10;
+
+/// How far ahead of the parser the reader reads once a file proves large.
+const READ_AHEAD: usize = 1 << 20;
+
 /// A streaming reader over one capture file.
+///
+/// Records are parsed in place from one owned buffer that is refilled from the
+/// input only when the next record does not fit in what remains, and frames
+/// borrow their bytes from it: no frame is copied after it is read.
 pub struct CaptureReader {
     path: PathBuf,
     input: Box<dyn Read + Send>,
     format: Format,
-    offset: u64,
+    /// Bytes read from the input; `buf[start..end]` are not parsed yet.
     buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Offset in the stream of `buf[0]`.
+    base: u64,
     /// Link types seen so far (pcapng may declare several).
     link_types: Vec<LinkType>,
     /// Bytes of the file itself consumed so far (compressed bytes for gzip).
@@ -158,7 +173,7 @@ impl fmt::Debug for CaptureReader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CaptureReader")
             .field("path", &self.path)
-            .field("offset", &self.offset)
+            .field("offset", &self.offset())
             .finish()
     }
 }
@@ -171,22 +186,15 @@ impl CaptureReader {
             source,
         };
         let file_position = Arc::new(AtomicU64::new(0));
-        let counting = Counting {
+        let mut file = Counting {
             inner: File::open(path).map_err(open_err)?,
             count: Arc::clone(&file_position),
         };
-        let mut file = BufReader::with_capacity(256 << 10, counting);
-        let gz = {
-            use std::io::BufRead;
-            file.fill_buf()
-                .map_err(open_err)?
-                .starts_with(&[0x1f, 0x8b])
-        };
-        let input: Box<dyn Read + Send> = if gz {
-            Box::new(BufReader::with_capacity(
-                256 << 10,
-                MultiGzDecoder::new(file),
-            ))
+        let mut magic = [0u8; 2];
+        let got = read_full(&mut file, &mut magic).map_err(open_err)?;
+        let file = io::Cursor::new(magic[..got].to_vec()).chain(file);
+        let input: Box<dyn Read + Send> = if magic[..got] == [0x1f, 0x8b] {
+            Box::new(MultiGzDecoder::new(file))
         } else {
             Box::new(file)
         };
@@ -203,21 +211,8 @@ impl CaptureReader {
     /// Read a capture from any byte stream (`path` names it in errors).
     pub fn from_reader(
         path: &Path,
-        mut input: Box<dyn Read + Send>,
+        input: Box<dyn Read + Send>,
     ) -> Result<CaptureReader, ReadError> {
-        let mut head = [0u8; 4];
-        let got = read_full(&mut input, &mut head).map_err(|source| ReadError::Io {
-            path: path.to_path_buf(),
-            offset: 0,
-            source,
-        })?;
-        let unknown = || ReadError::UnknownFormat {
-            path: path.to_path_buf(),
-            magic: head[..got].iter().map(|b| format!("{b:02x}")).collect(),
-        };
-        if got < 4 {
-            return Err(unknown());
-        }
         let mut reader = CaptureReader {
             path: path.to_path_buf(),
             input,
@@ -225,22 +220,31 @@ impl CaptureReader {
                 swapped: false,
                 interfaces: Vec::new(),
             },
-            offset: 4,
-            buf: Vec::with_capacity(65536),
+            buf: vec![0; FIRST_READ],
+            start: 0,
+            end: 0,
+            base: 0,
             link_types: Vec::new(),
             file_position: Arc::new(AtomicU64::new(0)),
         };
+        let got = reader.fill(4)?;
+        let head = &reader.buf[..got];
+        let unknown = || ReadError::UnknownFormat {
+            path: path.to_path_buf(),
+            magic: head.iter().map(|b| format!("{b:02x}")).collect(),
+        };
+        let Ok(&head) = <&[u8; 4]>::try_from(head) else {
+            return Err(unknown());
+        };
         match u32::from_le_bytes(head) {
-            0xa1b2_c3d4 | 0xa1b2_3c4d | 0xd4c3_b2a1 | 0x4d3c_b2a1 => {
-                let le = u32::from_le_bytes(head);
+            le @ (0xa1b2_c3d4 | 0xa1b2_3c4d | 0xd4c3_b2a1 | 0x4d3c_b2a1) => {
                 let swapped = matches!(le, 0xd4c3_b2a1 | 0x4d3c_b2a1);
                 let nanos = matches!(le, 0xa1b2_3c4d | 0x4d3c_b2a1);
-                let mut rest = [0u8; 20];
-                if reader.read_exact_or_eof(&mut rest)? != 20 {
+                let Some(at) = reader.take(24)? else {
                     return Err(reader.corrupt("file header cut short"));
-                }
+                };
                 // The upper bits of the link-type field carry FCS information.
-                let link = LinkType((u32_at(&rest, 16, swapped) & 0x0fff_ffff) as i32);
+                let link = LinkType((u32_at(&reader.buf, at + 20, swapped) & 0x0fff_ffff) as i32);
                 reader.link_types.push(link);
                 reader.format = Format::Pcap {
                     swapped,
@@ -248,13 +252,7 @@ impl CaptureReader {
                     link,
                 };
             }
-            SECTION_HEADER => {
-                let mut len_raw = [0u8; 4];
-                if reader.read_exact_or_eof(&mut len_raw)? != 4 {
-                    return Err(reader.corrupt("section header cut short"));
-                }
-                reader.read_section_header(len_raw)?;
-            }
+            SECTION_HEADER => reader.read_section_header()?,
             _ => return Err(unknown()),
         }
         Ok(reader)
@@ -286,61 +284,65 @@ impl CaptureReader {
         else {
             unreachable!("next_pcap is only called for pcap files")
         };
-        let mut h = [0u8; 16];
-        match self.read_exact_or_eof(&mut h)? {
-            0 => return Ok(None),
-            16 => {}
-            _ => return Ok(Some(Record::CutShort)),
+        if self.fill(1)? == 0 {
+            return Ok(None);
         }
-        let secs = i64::from(u32_at(&h, 0, swapped));
-        let frac = i64::from(u32_at(&h, 4, swapped));
-        let caplen = u32_at(&h, 8, swapped);
-        let wirelen = u32_at(&h, 12, swapped);
+        let Some(h) = self.take(16)? else {
+            return Ok(Some(Record::CutShort));
+        };
+        let secs = i64::from(u32_at(&self.buf, h, swapped));
+        let frac = i64::from(u32_at(&self.buf, h + 4, swapped));
+        let caplen = u32_at(&self.buf, h + 8, swapped);
+        let wirelen = u32_at(&self.buf, h + 12, swapped);
         if caplen > MAX_FRAME {
             return Err(self.corrupt(&format!("record length {caplen} is impossible")));
         }
         let micros = if nanos { frac / 1000 } else { frac };
-        if !self.fill_buf(caplen as usize)? {
+        let Some(data) = self.take(caplen as usize)? else {
             return Ok(Some(Record::CutShort));
-        }
+        };
         Ok(Some(Record::Frame(
             link,
             Frame {
                 ts: Timestamp::from_parts(secs, micros),
                 caplen,
                 wirelen: wirelen.max(caplen),
-                data: &self.buf,
+                data: &self.buf[data..data + caplen as usize],
             },
         )))
     }
 
     fn next_pcapng(&mut self) -> Result<Option<Record<'_>>, ReadError> {
         loop {
-            let mut h = [0u8; 8];
-            match self.read_exact_or_eof(&mut h)? {
+            match self.fill(8)? {
                 0 => return Ok(None),
                 8 => {}
-                _ => return Ok(Some(Record::CutShort)),
+                _ => {
+                    self.start = self.end;
+                    return Ok(Some(Record::CutShort));
+                }
             }
             // The section header's type reads the same in either byte order;
             // every other block is in the order its section declared.
-            if h[..4] == SECTION_HEADER.to_le_bytes() {
-                self.read_section_header([h[4], h[5], h[6], h[7]])?;
+            if self.buf[self.start..self.start + 4] == SECTION_HEADER.to_le_bytes() {
+                self.read_section_header()?;
                 continue;
             }
             let Format::Pcapng { swapped, .. } = self.format else {
                 unreachable!("next_pcapng is only called for pcapng files")
             };
-            let block_type = u32_at(&h, 0, swapped);
-            let total = u32_at(&h, 4, swapped);
+            let h = self.start;
+            self.start += 8;
+            let block_type = u32_at(&self.buf, h, swapped);
+            let total = u32_at(&self.buf, h + 4, swapped);
             if !(12..=MAX_FRAME + 64).contains(&total) || !total.is_multiple_of(4) {
                 return Err(self.corrupt(&format!("block length {total} is impossible")));
             }
             let body_len = (total - 12) as usize;
-            if !self.fill_buf(body_len + 4)? {
+            let Some(b) = self.take(body_len + 4)? else {
                 return Ok(Some(Record::CutShort));
-            }
-            let body = &self.buf[..body_len];
+            };
+            let body = &self.buf[b..b + body_len];
             match block_type {
                 1 => {
                     // Interface Description Block.
@@ -378,12 +380,16 @@ impl CaptureReader {
                             self.corrupt(&format!("packet on undeclared interface {iface}"))
                         );
                     };
-                    if 20 + caplen as usize > body.len() {
+                    if caplen as usize > body.len() - 20 {
                         return Err(self.corrupt("packet data overruns its block"));
                     }
-                    return Ok(Some(
-                        self.pcapng_frame(interface, ts_raw, 20, caplen, wirelen),
-                    ));
+                    return Ok(Some(self.pcapng_frame(
+                        interface,
+                        ts_raw,
+                        b + 20,
+                        caplen,
+                        wirelen,
+                    )));
                 }
                 3 => {
                     // Simple Packet Block: interface 0, no timestamp.
@@ -395,7 +401,13 @@ impl CaptureReader {
                     let Some(interface) = self.interface(0) else {
                         return Err(self.corrupt("simple packet block before any interface"));
                     };
-                    return Ok(Some(self.pcapng_frame(interface, 0, 4, caplen, wirelen)));
+                    return Ok(Some(self.pcapng_frame(
+                        interface,
+                        0,
+                        b + 4,
+                        caplen,
+                        wirelen,
+                    )));
                 }
                 _ => {} // Name resolution, statistics, custom blocks: not ours.
             }
@@ -409,11 +421,12 @@ impl CaptureReader {
         }
     }
 
+    /// A frame whose `caplen` bytes start at `buf[data]`.
     fn pcapng_frame(
         &self,
         interface: Interface,
         ts_raw: u64,
-        start: usize,
+        data: usize,
         caplen: u32,
         wirelen: u32,
     ) -> Record<'_> {
@@ -423,28 +436,33 @@ impl CaptureReader {
                 ts: units_to_timestamp(ts_raw, interface.units_per_sec),
                 caplen,
                 wirelen: wirelen.max(caplen),
-                data: &self.buf[start..start + caplen as usize],
+                data: &self.buf[data..data + caplen as usize],
             },
         )
     }
 
-    /// Reads the rest of a Section Header Block whose type and length fields
-    /// were already consumed (`len_raw`, in a byte order the block itself tells).
-    fn read_section_header(&mut self, len_raw: [u8; 4]) -> Result<(), ReadError> {
-        let mut bom = [0u8; 4];
-        if self.read_exact_or_eof(&mut bom)? != 4 {
+    /// Reads a Section Header Block, whose length is in a byte order the block
+    /// itself tells, and starts a new section.
+    fn read_section_header(&mut self) -> Result<(), ReadError> {
+        let Some(h) = self.take(12)? else {
             return Err(self.corrupt("section header cut short"));
-        }
+        };
+        let bom = [
+            self.buf[h + 8],
+            self.buf[h + 9],
+            self.buf[h + 10],
+            self.buf[h + 11],
+        ];
         let swapped = match u32::from_le_bytes(bom) {
             0x1a2b_3c4d => false,
             0x4d3c_2b1a => true,
             _ => return Err(self.corrupt("bad byte-order magic in section header")),
         };
-        let total = u32_at(&len_raw, 0, swapped);
+        let total = u32_at(&self.buf, h + 4, swapped);
         if !(28..=1 << 20).contains(&total) || !total.is_multiple_of(4) {
             return Err(self.corrupt(&format!("section header length {total} is impossible")));
         }
-        if !self.fill_buf(total as usize - 12)? {
+        if self.take(total as usize - 12)?.is_none() {
             return Err(self.corrupt("section header cut short"));
         }
         // A new section starts a new list of interfaces.
@@ -455,30 +473,68 @@ impl CaptureReader {
         Ok(())
     }
 
-    /// Fill `buf` with exactly `len` bytes; false when the input ends first.
-    fn fill_buf(&mut self, len: usize) -> Result<bool, ReadError> {
-        self.buf.resize(len, 0);
-        let mut buf = std::mem::take(&mut self.buf);
-        let got = self.read_exact_or_eof(&mut buf);
-        self.buf = buf;
-        Ok(got? == len)
+    /// Consumes the next `len` bytes and returns where they start in `buf`;
+    /// `None`, with everything left consumed, when the input ends first.
+    fn take(&mut self, len: usize) -> Result<Option<usize>, ReadError> {
+        if self.fill(len)? < len {
+            self.start = self.end;
+            return Ok(None);
+        }
+        let at = self.start;
+        self.start += len;
+        Ok(Some(at))
     }
 
-    fn read_exact_or_eof(&mut self, buf: &mut [u8]) -> Result<usize, ReadError> {
-        let got = read_full(&mut self.input, buf).map_err(|source| ReadError::Io {
-            path: self.path.clone(),
-            offset: self.offset,
-            source,
-        })?;
-        self.offset += got as u64;
-        Ok(got)
+    /// Makes `len` unparsed bytes available at `buf[start..]` if the input has
+    /// them; returns how many are, fewer than `len` only at its end.
+    fn fill(&mut self, len: usize) -> Result<usize, ReadError> {
+        while self.end - self.start < len {
+            if self.end == self.buf.len() {
+                self.make_room(len);
+            }
+            match self.input.read(&mut self.buf[self.end..]) {
+                Ok(0) => break,
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(ReadError::Io {
+                        path: self.path.clone(),
+                        offset: self.base + self.end as u64,
+                        source,
+                    })
+                }
+            }
+        }
+        Ok((self.end - self.start).min(len))
+    }
+
+    /// Room after `end` for a `len`-byte record that starts at `start`: the
+    /// parsed bytes before it are dropped, and the buffer grows while the
+    /// file proves large and when the record itself is larger. It grows by
+    /// doubling as bytes arrive, so a length field promising more than the
+    /// input holds costs no more memory than the input.
+    fn make_room(&mut self, len: usize) {
+        let pending = self.end - self.start;
+        self.buf.copy_within(self.start..self.end, 0);
+        self.base += self.start as u64;
+        self.start = 0;
+        self.end = pending;
+        if self.buf.len() < READ_AHEAD || pending == self.buf.len() {
+            let grown = (self.buf.len() * 2).min(len.max(READ_AHEAD));
+            self.buf.resize(grown.max(self.buf.len()), 0);
+        }
+    }
+
+    /// Offset in the stream of the first byte not yet parsed.
+    fn offset(&self) -> u64 {
+        self.base + self.start as u64
     }
 
     fn corrupt(&self, what: &str) -> ReadError {
         ReadError::Corrupt {
             path: self.path.clone(),
             what: what.to_string(),
-            offset: self.offset,
+            offset: self.offset(),
         }
     }
 }
@@ -618,6 +674,78 @@ mod tests {
         let mut r = reader(f).unwrap();
         assert!(matches!(r.next_record().unwrap(), Some(Record::Frame(..))));
         assert!(matches!(r.next_record().unwrap(), Some(Record::CutShort)));
+    }
+
+    /// Hands out at most `chunk` bytes a read, as a pipe or a decoder may.
+    struct Dribble {
+        bytes: io::Cursor<Vec<u8>>,
+        chunk: usize,
+    }
+
+    impl Read for Dribble {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.chunk);
+            self.bytes.read(&mut buf[..n])
+        }
+    }
+
+    #[test]
+    fn records_across_refills_and_larger_than_the_buffer_are_whole() {
+        let big: Vec<u8> = (0..5 * READ_AHEAD / 2).map(|i| i as u8).collect();
+        let sizes = [0, 1, 60, 1514, 65535, FIRST_READ - 40, FIRST_READ + 3];
+        let payloads: Vec<Vec<u8>> = (0..300)
+            .map(|i| vec![i as u8; sizes[i % sizes.len()]])
+            .chain([big.clone(), b"after".to_vec()])
+            .collect();
+        let records: Vec<(u32, u32, &[u8], u32)> = payloads
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i as u32, 0, &p[..], p.len() as u32))
+            .collect();
+        let file = pcap_file(0xa1b2_c3d4, false, 1, &records);
+        for chunk in [7, 4096, usize::MAX] {
+            let input = Dribble {
+                bytes: io::Cursor::new(file.clone()),
+                chunk,
+            };
+            let r = CaptureReader::from_reader(Path::new("mem.pcap"), Box::new(input)).unwrap();
+            let got = frames(r);
+            assert_eq!(got.len(), payloads.len(), "chunk {chunk}");
+            for (i, (frame, payload)) in got.iter().zip(&payloads).enumerate() {
+                assert_eq!(frame.1, i as i64 * 1_000_000, "chunk {chunk}");
+                assert!(frame.3 == *payload, "frame {i}, chunk {chunk}");
+            }
+        }
+    }
+
+    #[test]
+    fn errors_name_the_offset_after_what_was_read() {
+        let offset = |bytes: Vec<u8>| match reader(bytes).and_then(|mut r| {
+            while r.next_record()?.is_some() {}
+            Ok(())
+        }) {
+            Err(ReadError::Corrupt { offset, .. }) => offset,
+            other => panic!("not corrupt: {other:?}"),
+        };
+        // After the record header that holds the impossible length.
+        let mut f = pcap_file(0xa1b2_c3d4, false, 1, &[(1, 0, b"ab", 2)]);
+        f.extend_from_slice(&[0; 8]);
+        f.extend_from_slice(&(MAX_FRAME + 1).to_le_bytes());
+        f.extend_from_slice(&[0; 4]);
+        assert_eq!(offset(f), 24 + 18 + 16);
+        // A file header cut short: after all there was.
+        assert_eq!(
+            offset(pcap_file(0xa1b2_c3d4, false, 1, &[])[..20].to_vec()),
+            20
+        );
+        // After the whole block whose contents are wrong.
+        let mut f = LE.shb();
+        f.extend(LE.block(1, &[0; 4]));
+        assert_eq!(offset(f), 28 + 16);
+        let mut f = LE.shb();
+        f.extend(LE.idb(1, None));
+        f.extend(LE.epb(3, 0, b"x"));
+        assert_eq!(offset(f), 28 + 20 + 36);
     }
 
     #[test]
