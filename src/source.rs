@@ -916,6 +916,94 @@ mod tests {
         assert_eq!(ts(20, 7), 7);
     }
 
+    /// How reading a whole capture ended.
+    #[derive(Debug, PartialEq)]
+    enum Ending {
+        Clean,
+        CutShort,
+        Refused,
+    }
+
+    /// Reads `bytes` to the end: the frames read and how it ended. Every
+    /// frame's bytes must agree with its lengths.
+    fn read_to_end(bytes: &[u8]) -> (usize, Ending) {
+        let Ok(mut r) = reader(bytes.to_vec()) else {
+            return (0, Ending::Refused);
+        };
+        let mut frames = 0;
+        loop {
+            match r.next_record() {
+                Ok(Some(Record::Frame(_, f))) => {
+                    assert_eq!(f.data.len(), f.caplen as usize);
+                    assert!(f.caplen <= f.wirelen && f.ts.0 >= 0, "{f:?}");
+                    frames += 1;
+                    // Every record takes at least 12 bytes of the file.
+                    assert!(frames <= bytes.len() / 12, "reading does not advance");
+                }
+                Ok(Some(Record::CutShort)) => return (frames, Ending::CutShort),
+                Ok(None) => return (frames, Ending::Clean),
+                Err(_) => return (frames, Ending::Refused),
+            }
+        }
+    }
+
+    #[test]
+    fn every_mutation_and_truncation_of_a_capture_reads_to_an_end() {
+        let mut ng = LE.shb();
+        ng.extend(LE.idb(1, Some(9)));
+        ng.extend(LE.block(4, &[0; 8]));
+        ng.extend(LE.epb(0, 5, b"abcdef"));
+        ng.extend(LE.block(3, &[&LE.u32(5)[..], b"xyz"].concat()));
+        let mut packet_block = LE.u16(0).to_vec();
+        packet_block.extend_from_slice(&[0; 10]);
+        packet_block.extend_from_slice(&LE.u32(2));
+        packet_block.extend_from_slice(&LE.u32(2));
+        packet_block.extend_from_slice(b"pb");
+        ng.extend(LE.block(2, &packet_block));
+        let mut ng_be = BE.shb();
+        ng_be.extend(BE.idb(276, Some(0x80 | 20)));
+        ng_be.extend(BE.epb(0, 1 << 40, b"be"));
+        ng_be.extend(BE.shb());
+        ng_be.extend(BE.idb(1, None));
+        ng_be.extend(BE.epb(0, 1, b""));
+        let pcap = pcap_file(
+            0xa1b2_c3d4,
+            false,
+            1,
+            &[(1, 2, b"abcd", 60), (3, 4, b"", 0)],
+        );
+        let pcap_be = pcap_file(0xa1b2_3c4d, true, 113, &[(5, 6, b"xy", 2)]);
+        for (file, frames) in [(ng, 3), (ng_be, 2), (pcap, 2), (pcap_be, 1)] {
+            assert_eq!(read_to_end(&file), (frames, Ending::Clean));
+            for at in 0..file.len() {
+                let was = file[at];
+                let values = [
+                    0,
+                    1,
+                    3,
+                    0x7f,
+                    0x80,
+                    0xfe,
+                    0xff,
+                    was ^ 1,
+                    was.wrapping_add(4),
+                ];
+                for value in values {
+                    let mut mutated = file.clone();
+                    mutated[at] = value;
+                    read_to_end(&mutated);
+                }
+            }
+            let mut before = 0;
+            for len in 0..file.len() {
+                let (got, ending) = read_to_end(&file[..len]);
+                assert!(got >= before && got <= frames, "cut at {len}");
+                assert!(got < frames || ending != Ending::Clean || len == file.len());
+                before = got;
+            }
+        }
+    }
+
     #[test]
     fn pcapng_blocks_are_read_in_their_sections_byte_order() {
         let mut f = BE.shb();
