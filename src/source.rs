@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -97,6 +97,9 @@ pub enum ReadError {
 /// (libpcap's own limit for most link types is 256 KiB; pcapng allows more.)
 const MAX_FRAME: u32 = 16 << 20;
 
+/// The pcapng Section Header Block type, a palindrome in bytes.
+const SECTION_HEADER: u32 = 0x0a0d_0d0a;
+
 /// What the next record of a file was.
 pub enum Record<'a> {
     Frame(LinkType, Frame<'a>),
@@ -124,13 +127,28 @@ struct Interface {
     units_per_sec: u64,
 }
 
+/// How much of the file the reader holds at first; it grows to
+/// [`READ_AHEAD`] as the file goes on, and beyond only for a larger record.
+const FIRST_READ: usize = 64 << 10;
+
+/// How far ahead of the parser the reader reads once a file proves large.
+const READ_AHEAD: usize = 1 << 20;
+
 /// A streaming reader over one capture file.
+///
+/// Records are parsed in place from one owned buffer that is refilled from the
+/// input only when the next record does not fit in what remains, and frames
+/// borrow their bytes from it: no frame is copied after it is read.
 pub struct CaptureReader {
     path: PathBuf,
     input: Box<dyn Read + Send>,
     format: Format,
-    offset: u64,
+    /// Bytes read from the input; `buf[start..end]` are not parsed yet.
     buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Offset in the stream of `buf[0]`.
+    base: u64,
     /// Link types seen so far (pcapng may declare several).
     link_types: Vec<LinkType>,
     /// Bytes of the file itself consumed so far (compressed bytes for gzip).
@@ -155,7 +173,7 @@ impl fmt::Debug for CaptureReader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CaptureReader")
             .field("path", &self.path)
-            .field("offset", &self.offset)
+            .field("offset", &self.offset())
             .finish()
     }
 }
@@ -168,22 +186,15 @@ impl CaptureReader {
             source,
         };
         let file_position = Arc::new(AtomicU64::new(0));
-        let counting = Counting {
+        let mut file = Counting {
             inner: File::open(path).map_err(open_err)?,
             count: Arc::clone(&file_position),
         };
-        let mut file = BufReader::with_capacity(256 << 10, counting);
-        let gz = {
-            use std::io::BufRead;
-            file.fill_buf()
-                .map_err(open_err)?
-                .starts_with(&[0x1f, 0x8b])
-        };
-        let input: Box<dyn Read + Send> = if gz {
-            Box::new(BufReader::with_capacity(
-                256 << 10,
-                MultiGzDecoder::new(file),
-            ))
+        let mut magic = [0u8; 2];
+        let got = read_full(&mut file, &mut magic).map_err(open_err)?;
+        let file = io::Cursor::new(magic[..got].to_vec()).chain(file);
+        let input: Box<dyn Read + Send> = if magic[..got] == [0x1f, 0x8b] {
+            Box::new(MultiGzDecoder::new(file))
         } else {
             Box::new(file)
         };
@@ -200,21 +211,8 @@ impl CaptureReader {
     /// Read a capture from any byte stream (`path` names it in errors).
     pub fn from_reader(
         path: &Path,
-        mut input: Box<dyn Read + Send>,
+        input: Box<dyn Read + Send>,
     ) -> Result<CaptureReader, ReadError> {
-        let mut head = [0u8; 4];
-        let got = read_full(&mut input, &mut head).map_err(|source| ReadError::Io {
-            path: path.to_path_buf(),
-            offset: 0,
-            source,
-        })?;
-        let unknown = || ReadError::UnknownFormat {
-            path: path.to_path_buf(),
-            magic: head[..got].iter().map(|b| format!("{b:02x}")).collect(),
-        };
-        if got < 4 {
-            return Err(unknown());
-        }
         let mut reader = CaptureReader {
             path: path.to_path_buf(),
             input,
@@ -222,22 +220,31 @@ impl CaptureReader {
                 swapped: false,
                 interfaces: Vec::new(),
             },
-            offset: 4,
-            buf: Vec::with_capacity(65536),
+            buf: vec![0; FIRST_READ],
+            start: 0,
+            end: 0,
+            base: 0,
             link_types: Vec::new(),
             file_position: Arc::new(AtomicU64::new(0)),
         };
+        let got = reader.fill(4)?;
+        let head = &reader.buf[..got];
+        let unknown = || ReadError::UnknownFormat {
+            path: path.to_path_buf(),
+            magic: head.iter().map(|b| format!("{b:02x}")).collect(),
+        };
+        let Ok(&head) = <&[u8; 4]>::try_from(head) else {
+            return Err(unknown());
+        };
         match u32::from_le_bytes(head) {
-            0xa1b2_c3d4 | 0xa1b2_3c4d | 0xd4c3_b2a1 | 0x4d3c_b2a1 => {
-                let le = u32::from_le_bytes(head);
+            le @ (0xa1b2_c3d4 | 0xa1b2_3c4d | 0xd4c3_b2a1 | 0x4d3c_b2a1) => {
                 let swapped = matches!(le, 0xd4c3_b2a1 | 0x4d3c_b2a1);
                 let nanos = matches!(le, 0xa1b2_3c4d | 0x4d3c_b2a1);
-                let mut rest = [0u8; 20];
-                if reader.read_exact_or_eof(&mut rest)? != 20 {
+                let Some(at) = reader.take(24)? else {
                     return Err(reader.corrupt("file header cut short"));
-                }
+                };
                 // The upper bits of the link-type field carry FCS information.
-                let link = LinkType((u32_at(&rest, 16, swapped) & 0x0fff_ffff) as i32);
+                let link = LinkType((u32_at(&reader.buf, at + 20, swapped) & 0x0fff_ffff) as i32);
                 reader.link_types.push(link);
                 reader.format = Format::Pcap {
                     swapped,
@@ -245,13 +252,7 @@ impl CaptureReader {
                     link,
                 };
             }
-            0x0a0d_0d0a => {
-                let mut len_raw = [0u8; 4];
-                if reader.read_exact_or_eof(&mut len_raw)? != 4 {
-                    return Err(reader.corrupt("section header cut short"));
-                }
-                reader.read_section_header(len_raw)?;
-            }
+            SECTION_HEADER => reader.read_section_header()?,
             _ => return Err(unknown()),
         }
         Ok(reader)
@@ -283,59 +284,65 @@ impl CaptureReader {
         else {
             unreachable!("next_pcap is only called for pcap files")
         };
-        let mut h = [0u8; 16];
-        match self.read_exact_or_eof(&mut h)? {
-            0 => return Ok(None),
-            16 => {}
-            _ => return Ok(Some(Record::CutShort)),
+        if self.fill(1)? == 0 {
+            return Ok(None);
         }
-        let secs = i64::from(u32_at(&h, 0, swapped));
-        let frac = i64::from(u32_at(&h, 4, swapped));
-        let caplen = u32_at(&h, 8, swapped);
-        let wirelen = u32_at(&h, 12, swapped);
+        let Some(h) = self.take(16)? else {
+            return Ok(Some(Record::CutShort));
+        };
+        let secs = i64::from(u32_at(&self.buf, h, swapped));
+        let frac = i64::from(u32_at(&self.buf, h + 4, swapped));
+        let caplen = u32_at(&self.buf, h + 8, swapped);
+        let wirelen = u32_at(&self.buf, h + 12, swapped);
         if caplen > MAX_FRAME {
             return Err(self.corrupt(&format!("record length {caplen} is impossible")));
         }
         let micros = if nanos { frac / 1000 } else { frac };
-        if !self.fill_buf(caplen as usize)? {
+        let Some(data) = self.take(caplen as usize)? else {
             return Ok(Some(Record::CutShort));
-        }
+        };
         Ok(Some(Record::Frame(
             link,
             Frame {
                 ts: Timestamp::from_parts(secs, micros),
                 caplen,
                 wirelen: wirelen.max(caplen),
-                data: &self.buf,
+                data: &self.buf[data..data + caplen as usize],
             },
         )))
     }
 
     fn next_pcapng(&mut self) -> Result<Option<Record<'_>>, ReadError> {
         loop {
-            let mut h = [0u8; 8];
-            match self.read_exact_or_eof(&mut h)? {
+            match self.fill(8)? {
                 0 => return Ok(None),
                 8 => {}
-                _ => return Ok(Some(Record::CutShort)),
+                _ => {
+                    self.start = self.end;
+                    return Ok(Some(Record::CutShort));
+                }
             }
-            let block_type = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
-            if block_type == 0x0a0d_0d0a {
-                self.read_section_header([h[4], h[5], h[6], h[7]])?;
+            // The section header's type reads the same in either byte order;
+            // every other block is in the order its section declared.
+            if self.buf[self.start..self.start + 4] == SECTION_HEADER.to_le_bytes() {
+                self.read_section_header()?;
                 continue;
             }
             let Format::Pcapng { swapped, .. } = self.format else {
                 unreachable!("next_pcapng is only called for pcapng files")
             };
-            let total = u32_at(&h, 4, swapped);
+            let h = self.start;
+            self.start += 8;
+            let block_type = u32_at(&self.buf, h, swapped);
+            let total = u32_at(&self.buf, h + 4, swapped);
             if !(12..=MAX_FRAME + 64).contains(&total) || !total.is_multiple_of(4) {
                 return Err(self.corrupt(&format!("block length {total} is impossible")));
             }
             let body_len = (total - 12) as usize;
-            if !self.fill_buf(body_len + 4)? {
+            let Some(b) = self.take(body_len + 4)? else {
                 return Ok(Some(Record::CutShort));
-            }
-            let body = &self.buf[..body_len];
+            };
+            let body = &self.buf[b..b + body_len];
             match block_type {
                 1 => {
                     // Interface Description Block.
@@ -373,12 +380,16 @@ impl CaptureReader {
                             self.corrupt(&format!("packet on undeclared interface {iface}"))
                         );
                     };
-                    if 20 + caplen as usize > body.len() {
+                    if caplen as usize > body.len() - 20 {
                         return Err(self.corrupt("packet data overruns its block"));
                     }
-                    return Ok(Some(
-                        self.pcapng_frame(interface, ts_raw, 20, caplen, wirelen),
-                    ));
+                    return Ok(Some(self.pcapng_frame(
+                        interface,
+                        ts_raw,
+                        b + 20,
+                        caplen,
+                        wirelen,
+                    )));
                 }
                 3 => {
                     // Simple Packet Block: interface 0, no timestamp.
@@ -390,7 +401,13 @@ impl CaptureReader {
                     let Some(interface) = self.interface(0) else {
                         return Err(self.corrupt("simple packet block before any interface"));
                     };
-                    return Ok(Some(self.pcapng_frame(interface, 0, 4, caplen, wirelen)));
+                    return Ok(Some(self.pcapng_frame(
+                        interface,
+                        0,
+                        b + 4,
+                        caplen,
+                        wirelen,
+                    )));
                 }
                 _ => {} // Name resolution, statistics, custom blocks: not ours.
             }
@@ -404,46 +421,48 @@ impl CaptureReader {
         }
     }
 
+    /// A frame whose `caplen` bytes start at `buf[data]`.
     fn pcapng_frame(
         &self,
         interface: Interface,
         ts_raw: u64,
-        start: usize,
+        data: usize,
         caplen: u32,
         wirelen: u32,
     ) -> Record<'_> {
-        let units = interface.units_per_sec.max(1);
-        let secs = ts_raw / units;
-        let rem = ts_raw % units;
-        let micros = (u128::from(rem) * 1_000_000 / u128::from(units)) as i64;
         Record::Frame(
             interface.link,
             Frame {
-                ts: Timestamp::from_parts(secs as i64, micros),
+                ts: units_to_timestamp(ts_raw, interface.units_per_sec),
                 caplen,
                 wirelen: wirelen.max(caplen),
-                data: &self.buf[start..start + caplen as usize],
+                data: &self.buf[data..data + caplen as usize],
             },
         )
     }
 
-    /// Reads the rest of a Section Header Block whose type and length fields
-    /// were already consumed (`len_raw`, in a byte order the block itself tells).
-    fn read_section_header(&mut self, len_raw: [u8; 4]) -> Result<(), ReadError> {
-        let mut bom = [0u8; 4];
-        if self.read_exact_or_eof(&mut bom)? != 4 {
+    /// Reads a Section Header Block, whose length is in a byte order the block
+    /// itself tells, and starts a new section.
+    fn read_section_header(&mut self) -> Result<(), ReadError> {
+        let Some(h) = self.take(12)? else {
             return Err(self.corrupt("section header cut short"));
-        }
+        };
+        let bom = [
+            self.buf[h + 8],
+            self.buf[h + 9],
+            self.buf[h + 10],
+            self.buf[h + 11],
+        ];
         let swapped = match u32::from_le_bytes(bom) {
             0x1a2b_3c4d => false,
             0x4d3c_2b1a => true,
             _ => return Err(self.corrupt("bad byte-order magic in section header")),
         };
-        let total = u32_at(&len_raw, 0, swapped);
+        let total = u32_at(&self.buf, h + 4, swapped);
         if !(28..=1 << 20).contains(&total) || !total.is_multiple_of(4) {
             return Err(self.corrupt(&format!("section header length {total} is impossible")));
         }
-        if !self.fill_buf(total as usize - 12)? {
+        if self.take(total as usize - 12)?.is_none() {
             return Err(self.corrupt("section header cut short"));
         }
         // A new section starts a new list of interfaces.
@@ -454,30 +473,68 @@ impl CaptureReader {
         Ok(())
     }
 
-    /// Fill `buf` with exactly `len` bytes; false when the input ends first.
-    fn fill_buf(&mut self, len: usize) -> Result<bool, ReadError> {
-        self.buf.resize(len, 0);
-        let mut buf = std::mem::take(&mut self.buf);
-        let got = self.read_exact_or_eof(&mut buf);
-        self.buf = buf;
-        Ok(got? == len)
+    /// Consumes the next `len` bytes and returns where they start in `buf`;
+    /// `None`, with everything left consumed, when the input ends first.
+    fn take(&mut self, len: usize) -> Result<Option<usize>, ReadError> {
+        if self.fill(len)? < len {
+            self.start = self.end;
+            return Ok(None);
+        }
+        let at = self.start;
+        self.start += len;
+        Ok(Some(at))
     }
 
-    fn read_exact_or_eof(&mut self, buf: &mut [u8]) -> Result<usize, ReadError> {
-        let got = read_full(&mut self.input, buf).map_err(|source| ReadError::Io {
-            path: self.path.clone(),
-            offset: self.offset,
-            source,
-        })?;
-        self.offset += got as u64;
-        Ok(got)
+    /// Makes `len` unparsed bytes available at `buf[start..]` if the input has
+    /// them; returns how many are, fewer than `len` only at its end.
+    fn fill(&mut self, len: usize) -> Result<usize, ReadError> {
+        while self.end - self.start < len {
+            if self.end == self.buf.len() {
+                self.make_room(len);
+            }
+            match self.input.read(&mut self.buf[self.end..]) {
+                Ok(0) => break,
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(ReadError::Io {
+                        path: self.path.clone(),
+                        offset: self.base + self.end as u64,
+                        source,
+                    })
+                }
+            }
+        }
+        Ok((self.end - self.start).min(len))
+    }
+
+    /// Room after `end` for a `len`-byte record that starts at `start`: the
+    /// parsed bytes before it are dropped, and the buffer grows while the
+    /// file proves large and when the record itself is larger. It grows by
+    /// doubling as bytes arrive, so a length field promising more than the
+    /// input holds costs no more memory than the input.
+    fn make_room(&mut self, len: usize) {
+        let pending = self.end - self.start;
+        self.buf.copy_within(self.start..self.end, 0);
+        self.base += self.start as u64;
+        self.start = 0;
+        self.end = pending;
+        if self.buf.len() < READ_AHEAD || pending == self.buf.len() {
+            let grown = (self.buf.len() * 2).min(len.max(READ_AHEAD));
+            self.buf.resize(grown.max(self.buf.len()), 0);
+        }
+    }
+
+    /// Offset in the stream of the first byte not yet parsed.
+    fn offset(&self) -> u64 {
+        self.base + self.start as u64
     }
 
     fn corrupt(&self, what: &str) -> ReadError {
         ReadError::Corrupt {
             path: self.path.clone(),
             what: what.to_string(),
-            offset: self.offset,
+            offset: self.offset(),
         }
     }
 }
@@ -514,18 +571,30 @@ fn u16_at(b: &[u8], at: usize, swapped: bool) -> u16 {
     }
 }
 
+/// A pcapng timestamp of `units_per_sec` units a second, truncated to
+/// microseconds; one too far ahead for [`Timestamp`] saturates at its greatest
+/// rather than wrapping negative.
+fn units_to_timestamp(raw: u64, units_per_sec: u64) -> Timestamp {
+    let micros = u128::from(raw) * 1_000_000 / u128::from(units_per_sec.max(1));
+    Timestamp(i64::try_from(micros).unwrap_or(i64::MAX))
+}
+
 /// The if_tsresol option (code 9) of an Interface Description Block's options:
 /// 10^-n seconds, or 2^-n when the high bit is set. Default: microseconds.
+///
+/// An option whose value runs past the end of the block ends the list there,
+/// as the end-of-options marker would: what came before it still counts.
 fn if_tsresol(mut options: &[u8], swapped: bool) -> u64 {
     while options.len() >= 4 {
         let code = u16_at(options, 0, swapped);
         let len = usize::from(u16_at(options, 2, swapped));
-        let value = options.get(4..4 + len).unwrap_or(&[]);
+        let Some(value) = options.get(4..4 + len) else {
+            break;
+        };
         if code == 0 {
             break;
         }
-        if code == 9 && len >= 1 {
-            let v = value[0];
+        if let (9, Some(&v)) = (code, value.first()) {
             let exp = u32::from(v & 0x7f);
             return if v & 0x80 != 0 {
                 1u64.checked_shl(exp).unwrap_or(1_000_000)
@@ -607,6 +676,78 @@ mod tests {
         assert!(matches!(r.next_record().unwrap(), Some(Record::CutShort)));
     }
 
+    /// Hands out at most `chunk` bytes a read, as a pipe or a decoder may.
+    struct Dribble {
+        bytes: io::Cursor<Vec<u8>>,
+        chunk: usize,
+    }
+
+    impl Read for Dribble {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.chunk);
+            self.bytes.read(&mut buf[..n])
+        }
+    }
+
+    #[test]
+    fn records_across_refills_and_larger_than_the_buffer_are_whole() {
+        let big: Vec<u8> = (0..5 * READ_AHEAD / 2).map(|i| i as u8).collect();
+        let sizes = [0, 1, 60, 1514, 65535, FIRST_READ - 40, FIRST_READ + 3];
+        let payloads: Vec<Vec<u8>> = (0..300)
+            .map(|i| vec![i as u8; sizes[i % sizes.len()]])
+            .chain([big.clone(), b"after".to_vec()])
+            .collect();
+        let records: Vec<(u32, u32, &[u8], u32)> = payloads
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i as u32, 0, &p[..], p.len() as u32))
+            .collect();
+        let file = pcap_file(0xa1b2_c3d4, false, 1, &records);
+        for chunk in [7, 4096, usize::MAX] {
+            let input = Dribble {
+                bytes: io::Cursor::new(file.clone()),
+                chunk,
+            };
+            let r = CaptureReader::from_reader(Path::new("mem.pcap"), Box::new(input)).unwrap();
+            let got = frames(r);
+            assert_eq!(got.len(), payloads.len(), "chunk {chunk}");
+            for (i, (frame, payload)) in got.iter().zip(&payloads).enumerate() {
+                assert_eq!(frame.1, i as i64 * 1_000_000, "chunk {chunk}");
+                assert!(frame.3 == *payload, "frame {i}, chunk {chunk}");
+            }
+        }
+    }
+
+    #[test]
+    fn errors_name_the_offset_after_what_was_read() {
+        let offset = |bytes: Vec<u8>| match reader(bytes).and_then(|mut r| {
+            while r.next_record()?.is_some() {}
+            Ok(())
+        }) {
+            Err(ReadError::Corrupt { offset, .. }) => offset,
+            other => panic!("not corrupt: {other:?}"),
+        };
+        // After the record header that holds the impossible length.
+        let mut f = pcap_file(0xa1b2_c3d4, false, 1, &[(1, 0, b"ab", 2)]);
+        f.extend_from_slice(&[0; 8]);
+        f.extend_from_slice(&(MAX_FRAME + 1).to_le_bytes());
+        f.extend_from_slice(&[0; 4]);
+        assert_eq!(offset(f), 24 + 18 + 16);
+        // A file header cut short: after all there was.
+        assert_eq!(
+            offset(pcap_file(0xa1b2_c3d4, false, 1, &[])[..20].to_vec()),
+            20
+        );
+        // After the whole block whose contents are wrong.
+        let mut f = LE.shb();
+        f.extend(LE.block(1, &[0; 4]));
+        assert_eq!(offset(f), 28 + 16);
+        let mut f = LE.shb();
+        f.extend(LE.idb(1, None));
+        f.extend(LE.epb(3, 0, b"x"));
+        assert_eq!(offset(f), 28 + 20 + 36);
+    }
+
     #[test]
     fn impossible_record_length_is_corrupt() {
         let mut f = pcap_file(0xa1b2_c3d4, false, 1, &[]);
@@ -627,55 +768,90 @@ mod tests {
         assert!(reader(Vec::new()).is_err());
     }
 
-    fn block(kind: u32, body: &[u8]) -> Vec<u8> {
-        let padded = (body.len() + 3) & !3;
-        let total = (12 + padded) as u32;
-        let mut b = kind.to_le_bytes().to_vec();
-        b.extend_from_slice(&total.to_le_bytes());
-        b.extend_from_slice(body);
-        b.resize(8 + padded, 0);
-        b.extend_from_slice(&total.to_le_bytes());
-        b
+    /// Writes pcapng blocks in one byte order.
+    #[derive(Clone, Copy)]
+    struct Ng {
+        be: bool,
     }
 
-    fn idb(link: u16, tsresol: Option<u8>) -> Vec<u8> {
-        let mut body = link.to_le_bytes().to_vec();
-        body.extend_from_slice(&[0, 0]);
-        body.extend_from_slice(&65535u32.to_le_bytes());
-        if let Some(r) = tsresol {
-            body.extend_from_slice(&9u16.to_le_bytes());
-            body.extend_from_slice(&1u16.to_le_bytes());
-            body.extend_from_slice(&[r, 0, 0, 0]);
-            body.extend_from_slice(&[0, 0, 0, 0]);
+    const LE: Ng = Ng { be: false };
+    const BE: Ng = Ng { be: true };
+
+    impl Ng {
+        fn u16(self, v: u16) -> [u8; 2] {
+            if self.be {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
         }
-        block(1, &body)
-    }
 
-    fn epb(iface: u32, ts: u64, data: &[u8]) -> Vec<u8> {
-        let mut body = iface.to_le_bytes().to_vec();
-        body.extend_from_slice(&((ts >> 32) as u32).to_le_bytes());
-        body.extend_from_slice(&(ts as u32).to_le_bytes());
-        body.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        body.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        body.extend_from_slice(data);
-        block(6, &body)
-    }
+        fn u32(self, v: u32) -> [u8; 4] {
+            if self.be {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        }
 
-    fn shb() -> Vec<u8> {
-        let mut body = 0x1a2b_3c4du32.to_le_bytes().to_vec();
-        body.extend_from_slice(&[1, 0, 0, 0]);
-        body.extend_from_slice(&u64::MAX.to_le_bytes());
-        block(0x0a0d_0d0a, &body)
+        fn block(self, kind: u32, body: &[u8]) -> Vec<u8> {
+            let padded = (body.len() + 3) & !3;
+            let total = (12 + padded) as u32;
+            let mut b = self.u32(kind).to_vec();
+            b.extend_from_slice(&self.u32(total));
+            b.extend_from_slice(body);
+            b.resize(8 + padded, 0);
+            b.extend_from_slice(&self.u32(total));
+            b
+        }
+
+        fn shb(self) -> Vec<u8> {
+            let mut body = self.u32(0x1a2b_3c4d).to_vec();
+            body.extend_from_slice(&self.u16(1));
+            body.extend_from_slice(&self.u16(0));
+            body.extend_from_slice(&u64::MAX.to_le_bytes());
+            self.block(SECTION_HEADER, &body)
+        }
+
+        /// An Interface Description Block with `options` as they stand.
+        fn idb_with_options(self, link: u16, options: &[u8]) -> Vec<u8> {
+            let mut body = self.u16(link).to_vec();
+            body.extend_from_slice(&[0, 0]);
+            body.extend_from_slice(&self.u32(65535));
+            body.extend_from_slice(options);
+            self.block(1, &body)
+        }
+
+        fn idb(self, link: u16, tsresol: Option<u8>) -> Vec<u8> {
+            let mut options = Vec::new();
+            if let Some(r) = tsresol {
+                options.extend_from_slice(&self.u16(9));
+                options.extend_from_slice(&self.u16(1));
+                options.extend_from_slice(&[r, 0, 0, 0]);
+                options.extend_from_slice(&[0, 0, 0, 0]);
+            }
+            self.idb_with_options(link, &options)
+        }
+
+        fn epb(self, iface: u32, ts: u64, data: &[u8]) -> Vec<u8> {
+            let mut body = self.u32(iface).to_vec();
+            body.extend_from_slice(&self.u32((ts >> 32) as u32));
+            body.extend_from_slice(&self.u32(ts as u32));
+            body.extend_from_slice(&self.u32(data.len() as u32));
+            body.extend_from_slice(&self.u32(data.len() as u32));
+            body.extend_from_slice(data);
+            self.block(6, &body)
+        }
     }
 
     #[test]
     fn pcapng_with_two_link_types_and_resolutions() {
-        let mut f = shb();
-        f.extend(idb(1, None));
-        f.extend(idb(276, Some(9))); // nanoseconds
-        f.extend(block(4, &[0; 8])); // a name resolution block: skipped
-        f.extend(epb(0, 5_000_001, b"eth"));
-        f.extend(epb(1, 5_000_001_000, b"sll2"));
+        let mut f = LE.shb();
+        f.extend(LE.idb(1, None));
+        f.extend(LE.idb(276, Some(9))); // nanoseconds
+        f.extend(LE.block(4, &[0; 8])); // a name resolution block: skipped
+        f.extend(LE.epb(0, 5_000_001, b"eth"));
+        f.extend(LE.epb(1, 5_000_001_000, b"sll2"));
         let r = reader(f).unwrap();
         let got = frames(r);
         assert_eq!(got[0], (LinkType::ETHERNET, 5_000_001, 3, b"eth".to_vec()));
@@ -687,9 +863,164 @@ mod tests {
 
     #[test]
     fn pcapng_packet_on_undeclared_interface_is_corrupt() {
-        let mut f = shb();
-        f.extend(epb(0, 0, b"x"));
+        let mut f = LE.shb();
+        f.extend(LE.epb(0, 0, b"x"));
         assert!(reader(f).unwrap().next_record().is_err());
+    }
+
+    #[test]
+    fn pcapng_option_cut_short_ends_the_option_list() {
+        // if_tsresol says one byte of value, but the block ends first.
+        let mut cut = LE.u16(9).to_vec();
+        cut.extend_from_slice(&LE.u16(1));
+        // A comment that overruns the block hides the milliseconds after it.
+        let mut overrun = LE.u16(1).to_vec();
+        overrun.extend_from_slice(&LE.u16(0xffff));
+        overrun.extend_from_slice(&LE.u16(9));
+        overrun.extend_from_slice(&LE.u16(1));
+        overrun.extend_from_slice(&[3, 0, 0, 0]);
+        for options in [cut, overrun] {
+            let mut f = LE.shb();
+            f.extend(LE.idb_with_options(1, &options));
+            f.extend(LE.epb(0, 1_500_000, b"x"));
+            f.extend(LE.epb(0, 2_500_000, b"y"));
+            let got = frames(reader(f).unwrap());
+            assert_eq!((got[0].1, got[1].1), (1_500_000, 2_500_000));
+        }
+    }
+
+    #[test]
+    fn pcapng_timestamps_never_overflow_or_turn_negative() {
+        let ts = |tsresol: u8, raw: u64| {
+            let mut f = LE.shb();
+            f.extend(LE.idb(1, Some(tsresol)));
+            f.extend(LE.epb(0, raw, b"x"));
+            frames(reader(f).unwrap())[0].1
+        };
+        // One unit a second: u64::MAX seconds is beyond any timestamp.
+        assert_eq!(ts(0, u64::MAX), i64::MAX);
+        assert_eq!(ts(0, 1_763_728_526), 1_763_728_526_000_000);
+        assert_eq!(ts(6, u64::MAX), i64::MAX);
+        assert_eq!(ts(9, u64::MAX), 18_446_744_073_709_551);
+        assert_eq!(ts(19, u64::MAX), 1_844_674);
+        // 2^-n seconds.
+        assert_eq!(ts(0x80, u64::MAX), i64::MAX);
+        assert_eq!(ts(0x80 | 10, 3 << 9), 1_500_000);
+        assert_eq!(ts(0x80 | 20, (5 << 20) + (1 << 19)), 5_500_000);
+        assert_eq!(ts(0x80 | 63, u64::MAX), 1_999_999);
+        for n in 0..=63 {
+            assert!(ts(0x80 | n, u64::MAX) > 0, "2^-{n}");
+        }
+        // Resolutions no u64 holds fall back to microseconds.
+        assert_eq!(ts(0x80 | 64, 7), 7);
+        assert_eq!(ts(20, 7), 7);
+    }
+
+    /// How reading a whole capture ended.
+    #[derive(Debug, PartialEq)]
+    enum Ending {
+        Clean,
+        CutShort,
+        Refused,
+    }
+
+    /// Reads `bytes` to the end: the frames read and how it ended. Every
+    /// frame's bytes must agree with its lengths.
+    fn read_to_end(bytes: &[u8]) -> (usize, Ending) {
+        let Ok(mut r) = reader(bytes.to_vec()) else {
+            return (0, Ending::Refused);
+        };
+        let mut frames = 0;
+        loop {
+            match r.next_record() {
+                Ok(Some(Record::Frame(_, f))) => {
+                    assert_eq!(f.data.len(), f.caplen as usize);
+                    assert!(f.caplen <= f.wirelen && f.ts.0 >= 0, "{f:?}");
+                    frames += 1;
+                    // Every record takes at least 12 bytes of the file.
+                    assert!(frames <= bytes.len() / 12, "reading does not advance");
+                }
+                Ok(Some(Record::CutShort)) => return (frames, Ending::CutShort),
+                Ok(None) => return (frames, Ending::Clean),
+                Err(_) => return (frames, Ending::Refused),
+            }
+        }
+    }
+
+    #[test]
+    fn every_mutation_and_truncation_of_a_capture_reads_to_an_end() {
+        let mut ng = LE.shb();
+        ng.extend(LE.idb(1, Some(9)));
+        ng.extend(LE.block(4, &[0; 8]));
+        ng.extend(LE.epb(0, 5, b"abcdef"));
+        ng.extend(LE.block(3, &[&LE.u32(5)[..], b"xyz"].concat()));
+        let mut packet_block = LE.u16(0).to_vec();
+        packet_block.extend_from_slice(&[0; 10]);
+        packet_block.extend_from_slice(&LE.u32(2));
+        packet_block.extend_from_slice(&LE.u32(2));
+        packet_block.extend_from_slice(b"pb");
+        ng.extend(LE.block(2, &packet_block));
+        let mut ng_be = BE.shb();
+        ng_be.extend(BE.idb(276, Some(0x80 | 20)));
+        ng_be.extend(BE.epb(0, 1 << 40, b"be"));
+        ng_be.extend(BE.shb());
+        ng_be.extend(BE.idb(1, None));
+        ng_be.extend(BE.epb(0, 1, b""));
+        let pcap = pcap_file(
+            0xa1b2_c3d4,
+            false,
+            1,
+            &[(1, 2, b"abcd", 60), (3, 4, b"", 0)],
+        );
+        let pcap_be = pcap_file(0xa1b2_3c4d, true, 113, &[(5, 6, b"xy", 2)]);
+        for (file, frames) in [(ng, 3), (ng_be, 2), (pcap, 2), (pcap_be, 1)] {
+            assert_eq!(read_to_end(&file), (frames, Ending::Clean));
+            for at in 0..file.len() {
+                let was = file[at];
+                let values = [
+                    0,
+                    1,
+                    3,
+                    0x7f,
+                    0x80,
+                    0xfe,
+                    0xff,
+                    was ^ 1,
+                    was.wrapping_add(4),
+                ];
+                for value in values {
+                    let mut mutated = file.clone();
+                    mutated[at] = value;
+                    read_to_end(&mutated);
+                }
+            }
+            let mut before = 0;
+            for len in 0..file.len() {
+                let (got, ending) = read_to_end(&file[..len]);
+                assert!(got >= before && got <= frames, "cut at {len}");
+                assert!(got < frames || ending != Ending::Clean || len == file.len());
+                before = got;
+            }
+        }
+    }
+
+    #[test]
+    fn pcapng_blocks_are_read_in_their_sections_byte_order() {
+        let mut f = BE.shb();
+        f.extend(BE.idb(1, Some(3))); // milliseconds
+        f.extend(BE.block(4, &[0; 8]));
+        f.extend(BE.epb(0, 7_001, b"big"));
+        // A second section, little-endian, starts its own interface list.
+        f.extend(LE.shb());
+        f.extend(LE.idb(101, None));
+        f.extend(LE.epb(0, 8_000_002, b"little"));
+        assert_eq!(
+            frames(reader(f).unwrap()),
+            [
+                (LinkType::ETHERNET, 7_001_000, 3, b"big".to_vec()),
+                (LinkType::RAW, 8_000_002, 6, b"little".to_vec()),
+            ]
+        );
     }
 
     #[test]

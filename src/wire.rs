@@ -15,8 +15,10 @@ use std::ops::{Add, Sub};
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
+    /// Seconds and microseconds as one timestamp; a value beyond what
+    /// [`Timestamp`] holds saturates at its least or greatest instead of wrapping.
     pub fn from_parts(secs: i64, micros: i64) -> Timestamp {
-        Timestamp(secs * 1_000_000 + micros)
+        Timestamp(secs.saturating_mul(1_000_000).saturating_add(micros))
     }
 
     /// Seconds since the epoch, as the report's float with microsecond precision.
@@ -194,5 +196,20 @@ mod tests {
         let t = Timestamp::from_parts(1_763_728_526, 346_441);
         assert_eq!(format!("{:.6}", t.as_secs_f64()), "1763728526.346441");
         assert_eq!(Timestamp(2_500).millis_since(Timestamp(1_000)), 1.5);
+    }
+
+    #[test]
+    fn timestamp_from_parts_saturates_instead_of_overflowing() {
+        assert_eq!(Timestamp::from_parts(-2, 500_000), Timestamp(-1_500_000));
+        assert_eq!(Timestamp::from_parts(i64::MAX, 0), Timestamp(i64::MAX));
+        assert_eq!(
+            Timestamp::from_parts(i64::MAX / 1_000_000, i64::MAX),
+            Timestamp(i64::MAX)
+        );
+        assert_eq!(Timestamp::from_parts(i64::MIN, -1), Timestamp(i64::MIN));
+        assert_eq!(
+            Timestamp::from_parts(i64::from(u32::MAX), i64::from(u32::MAX)),
+            Timestamp(4_294_967_295_000_000 + 4_294_967_295)
+        );
     }
 }
