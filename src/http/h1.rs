@@ -589,6 +589,185 @@ mod tests {
         assert_eq!(head.framing, Framing::Length(5));
     }
 
+    fn request(raw: &[u8]) -> RequestHead {
+        match parse_request(raw) {
+            HeadParse::Complete(head, len) if len == raw.len() => head,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn response(raw: &[u8]) -> ResponseHead {
+        match parse_response(raw) {
+            HeadParse::Complete(head, len) if len == raw.len() => head,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn field_names_match_in_any_case() {
+        let head = request(
+            b"GET / HTTP/1.1\r\nhOST: a.example\r\nx-CONNTRACE-id: t1\r\nCONNECTION: CLOSE\r\n\
+              UPGRADE: h2c\r\ncontent-LENGTH: 3\r\n\r\n",
+        );
+        assert_eq!(head.host.as_deref(), Some("a.example"));
+        assert_eq!(head.tag.as_deref(), Some("t1"));
+        assert_eq!(head.upgrade.as_deref(), Some("h2c"));
+        assert!(head.connection.close);
+        assert_eq!(head.framing, Framing::Length(3));
+        let head = request(b"POST / HTTP/1.1\r\nTRANSFER-encoding: CHUNKED\r\n\r\n");
+        assert_eq!(head.framing, Framing::Chunked);
+        let head = response(b"HTTP/1.1 200 OK\r\nKEEP-ALIVE: TIMEOUT=7, Max=3\r\n\r\n");
+        assert_eq!(
+            (head.keep_alive_timeout, head.keep_alive_max),
+            (Some(7), Some(3))
+        );
+    }
+
+    #[test]
+    fn names_that_only_share_a_length_or_a_prefix_are_other_fields() {
+        let head = request(
+            b"GET / HTTP/1.1\r\nHost-Name: b\r\nHast: b\r\nX-Conntrace-Ie: b\r\n\
+              Connectiom: close\r\nKeep-Alivf: x\r\nUpgradf: h2c\r\nUpgrades: h2c\r\n\
+              Content-Lengtx: 9\r\nTransfer-Encodinh: chunked\r\nContent-Length-X: 9\r\n\r\n",
+        );
+        assert_eq!(head.host, None);
+        assert_eq!(head.tag, None);
+        assert_eq!(head.upgrade, None);
+        assert_eq!(head.connection, ConnectionOptions::default());
+        assert_eq!(head.framing, Framing::None);
+        let head =
+            response(b"HTTP/1.1 200 OK\r\nKeep-Alivf: timeout=5\r\nContent-Lengtx: 2\r\n\r\n");
+        assert_eq!((head.keep_alive_timeout, head.keep_alive_max), (None, None));
+        assert_eq!(head.declared, Framing::UntilClose);
+    }
+
+    #[test]
+    fn repeated_fields_first_value_or_every_list_element() {
+        // A single-valued field keeps its first value, even an empty one.
+        let head = request(
+            b"GET / HTTP/1.1\r\nHost: first.example\r\nHost: second.example\r\n\
+              X-Conntrace-Id:\r\nX-Conntrace-Id: late\r\n\r\n",
+        );
+        assert_eq!(head.host.as_deref(), Some("first.example"));
+        assert_eq!(head.tag.as_deref(), Some(""));
+        // RFC 9110 §5.3: a list field may be split over several lines.
+        let head = request(
+            b"GET / HTTP/1.1\r\nConnection: , Keep-Alive ,,\r\nConnection: upgrade\r\n\
+              Upgrade: websocket\r\nUpgrade: h2c\r\n\r\n",
+        );
+        assert_eq!(
+            head.connection,
+            ConnectionOptions {
+                close: false,
+                keep_alive: true,
+                upgrade: true
+            }
+        );
+        assert_eq!(head.upgrade.as_deref(), Some("websocket"));
+        let head = request(b"POST / HTTP/1.1\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\n");
+        assert_eq!(head.framing, Framing::Length(4));
+        // The first parseable Keep-Alive parameter wins.
+        let head = response(
+            b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=soon\r\nKeep-Alive: timeout = \"9\", max=4\r\n\
+              Keep-Alive: timeout=1, max=1\r\nContent-Length: 0\r\n\r\n",
+        );
+        assert_eq!(
+            (head.keep_alive_timeout, head.keep_alive_max),
+            (Some(9), Some(4))
+        );
+    }
+
+    #[test]
+    fn final_transfer_coding_decides_and_overrides_content_length() {
+        // RFC 9112 §6.1: chunked must be the final coding, wherever the
+        // codings are listed.
+        let head = request(
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        assert_eq!(head.framing, Framing::Chunked);
+        let head = request(
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\nContent-Length: 5\r\n\r\n",
+        );
+        assert_eq!(head.framing, Framing::None);
+        let head = response(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\nContent-Length: 5\r\n\r\n",
+        );
+        assert_eq!(head.declared, Framing::UntilClose);
+        assert!(!head.bad_length);
+        let head = response(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        assert_eq!(head.declared, Framing::Chunked);
+    }
+
+    #[test]
+    fn unusable_content_lengths() {
+        for cl in ["+5", "5 6", "0x10", "5, 6", "18446744073709551616"] {
+            let raw = format!("POST / HTTP/1.1\r\nContent-Length: {cl}\r\n\r\n");
+            assert_eq!(parse_request(raw.as_bytes()), HeadParse::Invalid, "{cl}");
+            let head =
+                response(format!("HTTP/1.1 200 OK\r\nContent-Length: {cl}\r\n\r\n").as_bytes());
+            assert!(head.bad_length, "{cl}");
+            assert_eq!(head.declared, Framing::UntilClose, "{cl}");
+        }
+        let head = request(b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(head.framing, Framing::None);
+        let head = response(b"HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551615\r\n\r\n");
+        assert_eq!(head.declared, Framing::Length(u64::MAX));
+    }
+
+    #[test]
+    fn folded_response_fields_are_read_as_one_value() {
+        // RFC 9112 §5.2: obs-fold is accepted in responses (as browsers do);
+        // list elements around the fold still count.
+        let head = response(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive,\r\n close\r\nKeep-Alive: timeout=5,\r\n\tmax=50\r\n\
+              Content-Length:\r\n 7\r\n\r\n",
+        );
+        assert!(head.connection.keep_alive && head.connection.close);
+        assert_eq!(
+            (head.keep_alive_timeout, head.keep_alive_max),
+            (Some(5), Some(50))
+        );
+        assert_eq!(head.declared, Framing::Length(7));
+        // Requests may not fold (RFC 9112 §5.2): the continuation line is
+        // skipped as an invalid field.
+        let head = request(b"GET / HTTP/1.1\r\nHost: a\r\n b\r\n\r\n");
+        assert_eq!(head.host.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn field_values_are_trimmed_and_read_lossily() {
+        let head =
+            request(b"GET / HTTP/1.1\r\nHost: \t a.example \t\r\nX-Conntrace-Id: caf\xe9\r\n\r\n");
+        assert_eq!(head.host.as_deref(), Some("a.example"));
+        assert_eq!(head.tag.as_deref(), Some("caf\u{fffd}"));
+    }
+
+    #[test]
+    fn upgrade_of_a_switching_response() {
+        let head = response(
+            b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nUPGRADE: h2c\r\n\r\n",
+        );
+        assert_eq!(head.upgrade.as_deref(), Some("h2c"));
+        assert!(head.connection.upgrade);
+    }
+
+    #[test]
+    fn lenient_heads_read_host_tag_connection_and_length_only() {
+        let raw = b"GET /HTTP/1.1\r\nHOST: a.example\r\nx-conntrace-id: t\r\nConnection: close\r\n\
+                    Upgrade: h2c\r\nTransfer-Encoding: chunked\r\ncontent-length: 2\r\n\r\n";
+        let HeadParse::Complete((head, versioned), len) = parse_request_lenient(raw) else {
+            panic!("lenient head did not parse");
+        };
+        assert_eq!((versioned, len), (false, raw.len()));
+        assert_eq!(head.host.as_deref(), Some("a.example"));
+        assert_eq!(head.tag.as_deref(), Some("t"));
+        assert!(head.connection.close);
+        assert_eq!(head.upgrade, None);
+        assert_eq!(head.framing, Framing::Length(2));
+    }
+
     #[test]
     fn conflicting_content_lengths_are_invalid() {
         let raw = b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n";
