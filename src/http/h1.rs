@@ -51,6 +51,9 @@ pub struct ResponseHead {
     pub status: u16,
     pub minor_version: u8,
     pub connection: ConnectionOptions,
+    /// `Upgrade` of a 101: the protocol switched to. On other statuses it
+    /// only advertises (Apache with mod_http2 sends `Upgrade: h2,h2c` on
+    /// ordinary responses) and is not kept.
     pub upgrade: Option<String>,
     pub keep_alive_timeout: Option<u64>,
     pub keep_alive_max: Option<u64>,
@@ -184,7 +187,7 @@ fn parse_response_with<'b>(
             status,
             minor_version,
             connection: fields.connection,
-            upgrade: fields.upgrade.map(text),
+            upgrade: fields.upgrade.filter(|_| status == 101).map(text),
             keep_alive_timeout: fields.keep_alive_timeout,
             keep_alive_max: fields.keep_alive_max,
             declared,
@@ -820,11 +823,14 @@ mod tests {
     }
 
     #[test]
-    fn upgrade_of_a_switching_response() {
+    fn only_a_switching_response_keeps_its_upgrade() {
         let head = response(
             b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nUPGRADE: h2c\r\n\r\n",
         );
         assert_eq!(head.upgrade.as_deref(), Some("h2c"));
+        assert!(head.connection.upgrade);
+        let head = response(b"HTTP/1.1 200 OK\r\nUpgrade: h2,h2c\r\nConnection: Upgrade\r\n\r\n");
+        assert_eq!(head.upgrade, None);
         assert!(head.connection.upgrade);
     }
 
