@@ -4,8 +4,9 @@
 //! that reads as a request or status line after bytes were lost.
 //!
 //! Everything here is pure: a head parses into an owned summary of the facts
-//! the connection analyser needs, and a body reader says how many bytes it
-//! consumed. Bodies are skipped by counting, never copied.
+//! the connection analyser needs, read in one pass over its fields, and a
+//! body reader says how many bytes it consumed. Bodies are skipped by
+//! counting, never copied.
 
 /// Longest head (start line plus fields) accepted; a longer one is a framing
 /// error (servers refuse far smaller: nginx 8 KiB lines, hyper 400 KiB heads).
@@ -50,6 +51,9 @@ pub struct ResponseHead {
     pub status: u16,
     pub minor_version: u8,
     pub connection: ConnectionOptions,
+    /// `Upgrade` of a 101: the protocol switched to. On other statuses it
+    /// only advertises (Apache with mod_http2 sends `Upgrade: h2,h2c` on
+    /// ordinary responses) and is not kept.
     pub upgrade: Option<String>,
     pub keep_alive_timeout: Option<u64>,
     pub keep_alive_max: Option<u64>,
@@ -70,6 +74,7 @@ pub enum HeadParse<T> {
     Invalid,
 }
 
+use std::borrow::Cow;
 use std::mem::MaybeUninit;
 
 const HEADER_SLOTS: usize = 64;
@@ -120,13 +125,13 @@ fn parse_request_with<'b>(
     else {
         return Ok(HeadParse::Invalid);
     };
-    let fields = Fields(req.headers);
-    let framing = match fields.transfer_coding() {
+    let fields = Fields::read(req.headers);
+    let framing = match fields.chunked {
         Some(true) => Framing::Chunked,
         // RFC 9112 §6.3 item 4: a request with a non-chunked final coding
         // cannot be framed; treat it as bodyless and let resync sort it out.
         Some(false) => Framing::None,
-        None => match fields.content_length() {
+        None => match fields.content_length {
             Ok(Some(n)) if n > 0 => Framing::Length(n),
             Ok(_) => Framing::None,
             Err(()) => return Ok(HeadParse::Invalid),
@@ -137,10 +142,10 @@ fn parse_request_with<'b>(
             method: method.to_owned(),
             target: target.to_owned(),
             minor_version,
-            host: fields.text("host"),
-            tag: fields.text("x-conntrace-id"),
-            connection: fields.connection(),
-            upgrade: fields.text("upgrade"),
+            host: fields.host.map(text),
+            tag: fields.tag.map(text),
+            connection: fields.connection,
+            upgrade: fields.upgrade.map(text),
             framing,
         },
         len,
@@ -163,12 +168,12 @@ fn parse_response_with<'b>(
     let (Some(status), Some(minor_version)) = (resp.code, resp.version) else {
         return Ok(HeadParse::Invalid);
     };
-    let fields = Fields(resp.headers);
+    let fields = Fields::read(resp.headers);
     let mut bad_length = false;
-    let declared = match fields.transfer_coding() {
+    let declared = match fields.chunked {
         Some(true) => Framing::Chunked,
         Some(false) => Framing::UntilClose,
-        None => match fields.content_length() {
+        None => match fields.content_length {
             Ok(Some(n)) => Framing::Length(n),
             Ok(None) => Framing::UntilClose,
             Err(()) => {
@@ -177,15 +182,14 @@ fn parse_response_with<'b>(
             }
         },
     };
-    let (keep_alive_timeout, keep_alive_max) = fields.keep_alive_hints();
     Ok(HeadParse::Complete(
         ResponseHead {
             status,
             minor_version,
-            connection: fields.connection(),
-            upgrade: fields.text("upgrade"),
-            keep_alive_timeout,
-            keep_alive_max,
+            connection: fields.connection,
+            upgrade: fields.upgrade.filter(|_| status == 101).map(text),
+            keep_alive_timeout: fields.keep_alive_timeout,
+            keep_alive_max: fields.keep_alive_max,
             declared,
             bad_length,
         },
@@ -278,13 +282,13 @@ pub fn parse_request_lenient(buf: &[u8]) -> HeadParse<(RequestHead, bool)> {
     let after = &buf[end + 1..];
     let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
     let (fields_len, fields) = match httparse::parse_headers(after, &mut slots) {
-        Ok(httparse::Status::Complete((n, fields))) => (n, Fields(fields)),
+        Ok(httparse::Status::Complete((n, fields))) => (n, Fields::read(fields)),
         Ok(httparse::Status::Partial) if after.len() < MAX_HEAD_BYTES && versioned => {
             return HeadParse::Partial
         }
-        _ => (0, Fields(&[])),
+        _ => (0, Fields::default()),
     };
-    let framing = match fields.content_length() {
+    let framing = match fields.content_length {
         Ok(Some(n)) if n > 0 => Framing::Length(n),
         _ => Framing::None,
     };
@@ -294,9 +298,9 @@ pub fn parse_request_lenient(buf: &[u8]) -> HeadParse<(RequestHead, bool)> {
                 method: method.to_owned(),
                 target: target.to_owned(),
                 minor_version: 1,
-                host: fields.text("host"),
-                tag: fields.text("x-conntrace-id"),
-                connection: fields.connection(),
+                host: fields.host.map(text),
+                tag: fields.tag.map(text),
+                connection: fields.connection,
                 upgrade: None,
                 framing,
             },
@@ -323,89 +327,157 @@ pub fn response_framing(method: Option<&str>, head: &ResponseHead) -> Framing {
     }
 }
 
-struct Fields<'a, 'b>(&'a [httparse::Header<'b>]);
-
-impl Fields<'_, '_> {
-    fn values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s [u8]> + 's {
-        self.0
-            .iter()
-            .filter(move |h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value)
-    }
-
-    fn text(&self, name: &str) -> Option<String> {
-        self.values(name)
-            .next()
-            .map(|v| String::from_utf8_lossy(v).trim().to_owned())
-    }
-
-    /// Comma-separated list elements of every field called `name`, trimmed.
-    fn tokens<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s [u8]> + 's {
-        self.values(name)
-            .flat_map(|v| v.split(|&b| b == b','))
-            .map(|t| t.trim_ascii())
-            .filter(|t| !t.is_empty())
-    }
-
-    /// `Some(true)` when the final transfer coding is chunked (RFC 9112 §6.1),
-    /// `Some(false)` for another coding, `None` without Transfer-Encoding.
-    fn transfer_coding(&self) -> Option<bool> {
-        let last = self.tokens("transfer-encoding").last();
-        self.values("transfer-encoding").next()?;
-        Some(last.is_some_and(|t| t.eq_ignore_ascii_case(b"chunked")))
-    }
-
+/// The header fields the analyser reads, gathered in one pass over a head.
+/// Values are borrowed from the buffer; only what a head keeps is copied.
+struct Fields<'b> {
+    host: Option<&'b [u8]>,
+    tag: Option<&'b [u8]>,
+    upgrade: Option<&'b [u8]>,
+    connection: ConnectionOptions,
+    /// With Transfer-Encoding: whether its final coding is chunked
+    /// (RFC 9112 §6.1).
+    chunked: Option<bool>,
     /// RFC 9110 §8.6: repeated identical values are one value; differing or
     /// non-numeric values are an error.
-    fn content_length(&self) -> Result<Option<u64>, ()> {
-        let mut found: Option<u64> = None;
-        for token in self.tokens("content-length") {
-            let n = std::str::from_utf8(token)
-                .ok()
-                .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or(())?;
-            if found.is_some_and(|f| f != n) {
-                return Err(());
-            }
-            found = Some(n);
+    content_length: Result<Option<u64>, ()>,
+    keep_alive_timeout: Option<u64>,
+    keep_alive_max: Option<u64>,
+}
+
+impl Default for Fields<'_> {
+    fn default() -> Self {
+        Fields {
+            host: None,
+            tag: None,
+            upgrade: None,
+            connection: ConnectionOptions::default(),
+            chunked: None,
+            content_length: Ok(None),
+            keep_alive_timeout: None,
+            keep_alive_max: None,
         }
-        Ok(found)
+    }
+}
+
+impl<'b> Fields<'b> {
+    fn read(headers: &[httparse::Header<'b>]) -> Fields<'b> {
+        let mut fields = Fields::default();
+        for header in headers {
+            fields.field(header.name.as_bytes(), header.value);
+        }
+        fields
     }
 
-    fn connection(&self) -> ConnectionOptions {
-        let mut options = ConnectionOptions::default();
-        for token in self.tokens("connection") {
+    /// Note one field line. A single-valued field keeps its first value; a
+    /// list field counts the elements of every line (RFC 9110 §5.3).
+    fn field(&mut self, name: &[u8], value: &'b [u8]) {
+        // The length and first letter leave at most one candidate name.
+        let Some(first) = name.first() else {
+            return;
+        };
+        let is = |wanted: &[u8]| name.eq_ignore_ascii_case(wanted);
+        match (name.len(), first.to_ascii_lowercase()) {
+            (4, b'h') if is(b"host") => {
+                self.host.get_or_insert(value);
+            }
+            (7, b'u') if is(b"upgrade") => {
+                self.upgrade.get_or_insert(value);
+            }
+            (10, b'c') if is(b"connection") => self.connection_options(value),
+            (10, b'k') if is(b"keep-alive") => self.keep_alive_hints(value),
+            (14, b'c') if is(b"content-length") => self.content_length(value),
+            (14, b'x') if is(b"x-conntrace-id") => {
+                self.tag.get_or_insert(value);
+            }
+            (17, b't') if is(b"transfer-encoding") => {
+                // A line without codings leaves the final one as it was.
+                let last = tokens(value).next_back();
+                let chunked = last.map(|t| t.eq_ignore_ascii_case(b"chunked"));
+                self.chunked = chunked.or(self.chunked).or(Some(false));
+            }
+            _ => {}
+        }
+    }
+
+    fn content_length(&mut self, value: &[u8]) {
+        for token in tokens(value) {
+            let Ok(found) = self.content_length else {
+                return;
+            };
+            self.content_length = match decimal(token) {
+                Some(n) if found.is_none_or(|f| f == n) => Ok(Some(n)),
+                _ => Err(()),
+            };
+        }
+    }
+
+    fn connection_options(&mut self, value: &[u8]) {
+        for token in tokens(value) {
             if token.eq_ignore_ascii_case(b"close") {
-                options.close = true;
+                self.connection.close = true;
             } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                options.keep_alive = true;
+                self.connection.keep_alive = true;
             } else if token.eq_ignore_ascii_case(b"upgrade") {
-                options.upgrade = true;
+                self.connection.upgrade = true;
             }
         }
-        options
     }
 
     /// `Keep-Alive: timeout=5, max=100` (RFC 2068 §19.7.1.1, still sent by
-    /// Apache and nginx).
-    fn keep_alive_hints(&self) -> (Option<u64>, Option<u64>) {
-        let (mut timeout, mut max) = (None, None);
-        for token in self.tokens("keep-alive") {
+    /// Apache and nginx); the first usable value of each counts.
+    fn keep_alive_hints(&mut self, value: &[u8]) {
+        for token in tokens(value) {
             let Some(eq) = token.iter().position(|&b| b == b'=') else {
                 continue;
             };
             let (name, value) = (token[..eq].trim_ascii(), token[eq + 1..].trim_ascii());
-            let value = std::str::from_utf8(value)
-                .ok()
-                .and_then(|v| v.trim_matches('"').parse::<u64>().ok());
-            if name.eq_ignore_ascii_case(b"timeout") {
-                timeout = timeout.or(value);
+            let slot = if name.eq_ignore_ascii_case(b"timeout") {
+                &mut self.keep_alive_timeout
             } else if name.eq_ignore_ascii_case(b"max") {
-                max = max.or(value);
+                &mut self.keep_alive_max
+            } else {
+                continue;
+            };
+            if slot.is_none() {
+                *slot = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.trim_matches('"').parse::<u64>().ok());
             }
         }
-        (timeout, max)
+    }
+}
+
+/// The elements of a comma-separated list value, trimmed, empty ones left
+/// out (RFC 9110 §5.6.1).
+fn tokens(value: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+/// A run of ASCII digits as a number; `None` for anything else, an empty
+/// run or overflow.
+fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &b| {
+        let digit = b.checked_sub(b'0').filter(|d| *d <= 9)?;
+        n.checked_mul(10)?.checked_add(u64::from(digit))
+    })
+}
+
+/// A field value as text: trimmed, with invalid UTF-8 replaced; one
+/// allocation either way.
+fn text(value: &[u8]) -> String {
+    match String::from_utf8_lossy(value) {
+        Cow::Borrowed(s) => s.trim().to_owned(),
+        Cow::Owned(mut s) => {
+            s.truncate(s.trim_end().len());
+            s.drain(..s.len() - s.trim_start().len());
+            s
+        }
     }
 }
 
@@ -587,6 +659,194 @@ mod tests {
         assert!(head.connection.keep_alive && head.connection.upgrade);
         assert_eq!(head.upgrade.as_deref(), Some("h2c"));
         assert_eq!(head.framing, Framing::Length(5));
+    }
+
+    fn request(raw: &[u8]) -> RequestHead {
+        match parse_request(raw) {
+            HeadParse::Complete(head, len) if len == raw.len() => head,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn response(raw: &[u8]) -> ResponseHead {
+        match parse_response(raw) {
+            HeadParse::Complete(head, len) if len == raw.len() => head,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn field_names_match_in_any_case() {
+        let head = request(
+            b"GET / HTTP/1.1\r\nhOST: a.example\r\nx-CONNTRACE-id: t1\r\nCONNECTION: CLOSE\r\n\
+              UPGRADE: h2c\r\ncontent-LENGTH: 3\r\n\r\n",
+        );
+        assert_eq!(head.host.as_deref(), Some("a.example"));
+        assert_eq!(head.tag.as_deref(), Some("t1"));
+        assert_eq!(head.upgrade.as_deref(), Some("h2c"));
+        assert!(head.connection.close);
+        assert_eq!(head.framing, Framing::Length(3));
+        let head = request(b"POST / HTTP/1.1\r\nTRANSFER-encoding: CHUNKED\r\n\r\n");
+        assert_eq!(head.framing, Framing::Chunked);
+        let head = response(b"HTTP/1.1 200 OK\r\nKEEP-ALIVE: TIMEOUT=7, Max=3\r\n\r\n");
+        assert_eq!(
+            (head.keep_alive_timeout, head.keep_alive_max),
+            (Some(7), Some(3))
+        );
+    }
+
+    #[test]
+    fn names_that_only_share_a_length_or_a_prefix_are_other_fields() {
+        let head = request(
+            b"GET / HTTP/1.1\r\nHost-Name: b\r\nHast: b\r\nX-Conntrace-Ie: b\r\n\
+              Connectiom: close\r\nKeep-Alivf: x\r\nUpgradf: h2c\r\nUpgrades: h2c\r\n\
+              Content-Lengtx: 9\r\nTransfer-Encodinh: chunked\r\nContent-Length-X: 9\r\n\r\n",
+        );
+        assert_eq!(head.host, None);
+        assert_eq!(head.tag, None);
+        assert_eq!(head.upgrade, None);
+        assert_eq!(head.connection, ConnectionOptions::default());
+        assert_eq!(head.framing, Framing::None);
+        let head =
+            response(b"HTTP/1.1 200 OK\r\nKeep-Alivf: timeout=5\r\nContent-Lengtx: 2\r\n\r\n");
+        assert_eq!((head.keep_alive_timeout, head.keep_alive_max), (None, None));
+        assert_eq!(head.declared, Framing::UntilClose);
+    }
+
+    #[test]
+    fn repeated_fields_first_value_or_every_list_element() {
+        // A single-valued field keeps its first value, even an empty one.
+        let head = request(
+            b"GET / HTTP/1.1\r\nHost: first.example\r\nHost: second.example\r\n\
+              X-Conntrace-Id:\r\nX-Conntrace-Id: late\r\n\r\n",
+        );
+        assert_eq!(head.host.as_deref(), Some("first.example"));
+        assert_eq!(head.tag.as_deref(), Some(""));
+        // RFC 9110 §5.3: a list field may be split over several lines.
+        let head = request(
+            b"GET / HTTP/1.1\r\nConnection: , Keep-Alive ,,\r\nConnection: upgrade\r\n\
+              Upgrade: websocket\r\nUpgrade: h2c\r\n\r\n",
+        );
+        assert_eq!(
+            head.connection,
+            ConnectionOptions {
+                close: false,
+                keep_alive: true,
+                upgrade: true
+            }
+        );
+        assert_eq!(head.upgrade.as_deref(), Some("websocket"));
+        let head = request(b"POST / HTTP/1.1\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\n");
+        assert_eq!(head.framing, Framing::Length(4));
+        // The first parseable Keep-Alive parameter wins.
+        let head = response(
+            b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=soon\r\nKeep-Alive: timeout = \"9\", max=4\r\n\
+              Keep-Alive: timeout=1, max=1\r\nContent-Length: 0\r\n\r\n",
+        );
+        assert_eq!(
+            (head.keep_alive_timeout, head.keep_alive_max),
+            (Some(9), Some(4))
+        );
+    }
+
+    #[test]
+    fn final_transfer_coding_decides_and_overrides_content_length() {
+        // RFC 9112 §6.1: chunked must be the final coding, wherever the
+        // codings are listed.
+        let head = request(
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        assert_eq!(head.framing, Framing::Chunked);
+        let head = request(
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\nContent-Length: 5\r\n\r\n",
+        );
+        assert_eq!(head.framing, Framing::None);
+        let head = response(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\nContent-Length: 5\r\n\r\n",
+        );
+        assert_eq!(head.declared, Framing::UntilClose);
+        assert!(!head.bad_length);
+        let head = response(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        assert_eq!(head.declared, Framing::Chunked);
+    }
+
+    #[test]
+    fn unusable_content_lengths() {
+        for cl in ["+5", "5 6", "0x10", "5, 6", "18446744073709551616"] {
+            let raw = format!("POST / HTTP/1.1\r\nContent-Length: {cl}\r\n\r\n");
+            assert_eq!(parse_request(raw.as_bytes()), HeadParse::Invalid, "{cl}");
+            let head =
+                response(format!("HTTP/1.1 200 OK\r\nContent-Length: {cl}\r\n\r\n").as_bytes());
+            assert!(head.bad_length, "{cl}");
+            assert_eq!(head.declared, Framing::UntilClose, "{cl}");
+        }
+        let head = request(b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(head.framing, Framing::None);
+        let head = response(b"HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551615\r\n\r\n");
+        assert_eq!(head.declared, Framing::Length(u64::MAX));
+    }
+
+    #[test]
+    fn folded_response_fields_are_read_as_one_value() {
+        // RFC 9112 §5.2: obs-fold is accepted in responses (as browsers do);
+        // list elements around the fold still count.
+        let head = response(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive,\r\n close\r\nKeep-Alive: timeout=5,\r\n\tmax=50\r\n\
+              Content-Length:\r\n 7\r\n\r\n",
+        );
+        assert!(head.connection.keep_alive && head.connection.close);
+        assert_eq!(
+            (head.keep_alive_timeout, head.keep_alive_max),
+            (Some(5), Some(50))
+        );
+        assert_eq!(head.declared, Framing::Length(7));
+        // Requests may not fold (RFC 9112 §5.2): the continuation line is
+        // skipped as an invalid field.
+        let head = request(b"GET / HTTP/1.1\r\nHost: a\r\n b\r\n\r\n");
+        assert_eq!(head.host.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn field_values_are_trimmed_and_read_lossily() {
+        let head =
+            request(b"GET / HTTP/1.1\r\nHost: \t a.example \t\r\nX-Conntrace-Id: caf\xe9\r\n\r\n");
+        assert_eq!(head.host.as_deref(), Some("a.example"));
+        assert_eq!(head.tag.as_deref(), Some("caf\u{fffd}"));
+        // U+00A0 is whitespace to `str::trim`, in a value with a bad byte too.
+        let head = request(
+            b"GET / HTTP/1.1\r\nHost: \xc2\xa0h\xc2\xa0\r\nX-Conntrace-Id: \xe9 \xc2\xa0\r\n\r\n",
+        );
+        assert_eq!(head.host.as_deref(), Some("h"));
+        assert_eq!(head.tag.as_deref(), Some("\u{fffd}"));
+    }
+
+    #[test]
+    fn only_a_switching_response_keeps_its_upgrade() {
+        let head = response(
+            b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nUPGRADE: h2c\r\n\r\n",
+        );
+        assert_eq!(head.upgrade.as_deref(), Some("h2c"));
+        assert!(head.connection.upgrade);
+        let head = response(b"HTTP/1.1 200 OK\r\nUpgrade: h2,h2c\r\nConnection: Upgrade\r\n\r\n");
+        assert_eq!(head.upgrade, None);
+        assert!(head.connection.upgrade);
+    }
+
+    #[test]
+    fn lenient_heads_read_host_tag_connection_and_length_only() {
+        let raw = b"GET /HTTP/1.1\r\nHOST: a.example\r\nx-conntrace-id: t\r\nConnection: close\r\n\
+                    Upgrade: h2c\r\nTransfer-Encoding: chunked\r\ncontent-length: 2\r\n\r\n";
+        let HeadParse::Complete((head, versioned), len) = parse_request_lenient(raw) else {
+            panic!("lenient head did not parse");
+        };
+        assert_eq!((versioned, len), (false, raw.len()));
+        assert_eq!(head.host.as_deref(), Some("a.example"));
+        assert_eq!(head.tag.as_deref(), Some("t"));
+        assert!(head.connection.close);
+        assert_eq!(head.upgrade, None);
+        assert_eq!(head.framing, Framing::Length(2));
     }
 
     #[test]

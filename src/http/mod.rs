@@ -735,7 +735,7 @@ impl ConnectionAnalyzer {
         }
         let switching = head.method == "CONNECT" || head.upgrade.is_some();
         if head.upgrade.is_some() {
-            self.upgrade_offer.clone_from(&head.upgrade);
+            self.upgrade_offer = head.upgrade;
         }
         let next = match head.framing {
             Framing::Length(n) => H1State::Body(n),
