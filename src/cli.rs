@@ -120,9 +120,9 @@ pub struct ExpiryArgs {
     pub idle_timeout: Duration,
     /// A connection closed by an RST, or by a FIN from each side, is finalised
     /// this long after its last packet, so a retransmitted FIN or a late ACK
-    /// still counts in it (Zeek's tcp_close_delay is 5s; raise this for
-    /// paths with retransmission timeouts above a second).
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    /// still counts in it (Zeek's tcp_close_delay). Shorter holds less
+    /// memory on captures of many short connections.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub close_grace: Duration,
     /// A SYN nobody answered is finalised this long after it (conntrack's
     /// SYN_SENT timeout; covers Linux's SYN retries).

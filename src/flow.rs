@@ -177,6 +177,9 @@ pub struct Connection {
     awaiting_answer: VecDeque<usize>,
     /// When the table's one live deadline entry for this connection is due.
     scheduled: Timestamp,
+    /// Closed for good: an RST, or a FIN from both sides, and no SYN since
+    /// (a SYN retransmitted with its ISN after an RST goes on in the stream).
+    ended: bool,
 }
 
 /// The application analyser while the connection is open, its results after.
@@ -278,6 +281,7 @@ impl Connection {
             requests_reported: 0,
             awaiting_answer: VecDeque::new(),
             scheduled: Timestamp(i64::MAX),
+            ended: false,
             app: if http {
                 AppState::Open(Box::new(ConnectionAnalyzer::new()))
             } else {
@@ -380,6 +384,12 @@ impl Connection {
         if (flags.fin() || flags.rst()) && self.closed_by.is_none() {
             let how = if flags.rst() { "rst" } else { "fin" };
             self.closed_by = Some((sender, how, seg.ts));
+        }
+        if flags.syn() {
+            self.ended = false;
+        }
+        if flags.rst() || (flags.fin() && self.ends.iter().all(|e| e.fin > 0)) {
+            self.ended = true;
         }
         self.update_handshake_rtt(seg, sender);
         self.update_history(seg, sender, is_client);
@@ -639,8 +649,7 @@ impl Connection {
 
     /// Closed for good: a RST from either side, or a FIN from both.
     fn is_finished(&self) -> bool {
-        let [a, b] = &self.ends;
-        a.rst > 0 || b.rst > 0 || (a.fin > 0 && b.fin > 0)
+        self.ended
     }
 
     fn settle_app(&mut self) {
@@ -853,7 +862,7 @@ impl Default for Expiry {
     fn default() -> Expiry {
         Expiry {
             idle: Duration::from_secs(300),
-            close_grace: Duration::from_secs(1),
+            close_grace: Duration::from_secs(5),
             unanswered: Duration::from_secs(120),
             max_unanswered: 10_000,
             tombstone: Duration::from_secs(300),
@@ -1036,8 +1045,10 @@ impl FlowTable {
                     conn.close_reported = true;
                     out.push(conn.closed_event());
                 }
-                if was_open && conn.is_finished() {
-                    self.open -= 1;
+                match (was_open, conn.is_finished()) {
+                    (true, true) => self.open -= 1,
+                    (false, false) => self.open += 1,
+                    _ => {}
                 }
                 if was_unanswered && !conn.is_unanswered() {
                     self.unanswered_now -= 1;
@@ -1132,10 +1143,10 @@ impl FlowTable {
                 self.deadlines.push(Reverse((actual, stream, key)));
                 continue;
             }
-            let reason = if conn.is_finished() {
-                EndReason::Closed
-            } else if conn.is_unanswered() {
+            let reason = if conn.is_unanswered() {
                 EndReason::Unanswered
+            } else if conn.is_finished() {
+                EndReason::Closed
             } else {
                 EndReason::Idle
             };
@@ -1269,7 +1280,14 @@ impl FlowTable {
 
 /// When `conn` is due to leave the table if nothing more arrives.
 fn deadline(expiry: &Expiry, conn: &Connection) -> Timestamp {
-    let after = if conn.is_finished() {
+    // A client whose SYN got no SYN+ACK is still connecting, even after an
+    // RST (one answering a stray ACK): its SYN is retransmitted with the same
+    // ISN seconds later, and Wireshark keeps that in the stream.
+    let connecting = conn.orientation == Orientation::Syn
+        && conn.ends[conn.client.other() as usize].syn_ack == 0;
+    let after = if connecting {
+        expiry.unanswered.max(expiry.close_grace)
+    } else if conn.is_finished() {
         expiry.close_grace
     } else if conn.is_unanswered() {
         expiry.unanswered
