@@ -719,6 +719,32 @@ mod tests {
     }
 
     #[test]
+    fn a_length_field_alone_does_not_grow_the_buffer() {
+        let claim = |mut f: Vec<u8>, header: &[u8], follows: usize| {
+            f.extend_from_slice(header);
+            f.resize(f.len() + follows, 7);
+            let len = f.len();
+            let mut r = reader(f).unwrap();
+            assert!(matches!(r.next_record().unwrap(), Some(Record::CutShort)));
+            (r.buf.len(), len)
+        };
+        let mut record = vec![0; 8];
+        record.extend_from_slice(&MAX_FRAME.to_le_bytes());
+        record.extend_from_slice(&MAX_FRAME.to_le_bytes());
+        let mut block = LE.u32(6).to_vec();
+        block.extend_from_slice(&LE.u32(MAX_FRAME + 64));
+        for (file, header) in [
+            (pcap_file(0xa1b2_c3d4, false, 1, &[]), &record),
+            (LE.shb(), &block),
+        ] {
+            let (held, _) = claim(file.clone(), header, 100);
+            assert_eq!(held, FIRST_READ);
+            let (held, len) = claim(file, header, 3 * READ_AHEAD);
+            assert!(held >= len - 100 && held <= 2 * len, "{held} for {len}");
+        }
+    }
+
+    #[test]
     fn errors_name_the_offset_after_what_was_read() {
         let offset = |bytes: Vec<u8>| match reader(bytes).and_then(|mut r| {
             while r.next_record()?.is_some() {}
