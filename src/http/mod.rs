@@ -210,12 +210,14 @@ impl Tail {
         self.buf.extend_from_slice(data);
     }
 
+    /// Timestamp of the segment that brought the byte at `pos`. Marks are in
+    /// offset order, so this is a binary search: the parser asks at every
+    /// step, and bytes held a segment at a time leave a mark each.
     fn ts_at(&self, pos: usize) -> Timestamp {
-        self.marks
-            .iter()
-            .rev()
-            .find(|m| m.0 <= pos)
-            .map(|m| m.1)
+        let after = self.marks.partition_point(|m| m.0 <= pos);
+        after
+            .checked_sub(1)
+            .map(|k| self.marks[k].1)
             .unwrap_or_default()
     }
 
@@ -224,8 +226,13 @@ impl Tail {
             self.clear();
             return;
         }
+        // A parse that took nothing (bytes waiting for the other direction)
+        // leaves the marks as they are.
+        if n == 0 {
+            return;
+        }
         self.buf.drain(..n);
-        let keep = self.marks.iter().rposition(|m| m.0 <= n).unwrap_or(0);
+        let keep = self.marks.partition_point(|m| m.0 <= n).saturating_sub(1);
         self.marks.drain(..keep);
         for mark in &mut self.marks {
             mark.0 = mark.0.saturating_sub(n);

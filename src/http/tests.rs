@@ -927,3 +927,42 @@ fn h2_pushed_stream_response_is_not_unmatched() {
     assert_eq!(an.signals().unmatched_responses, 0);
     assert_eq!(an.signals().hpack_errors, 0);
 }
+
+#[test]
+fn held_bytes_keep_the_timestamp_of_their_segment() {
+    let mut tail = Tail::default();
+    tail.push(b"ab", Timestamp(1));
+    tail.push(b"cd", Timestamp(2));
+    tail.push(b"e", Timestamp(2));
+    tail.push(b"fg", Timestamp(3));
+    let stamps =
+        |tail: &Tail| -> Vec<i64> { (0..tail.buf.len()).map(|p| tail.ts_at(p).0).collect() };
+    assert_eq!(stamps(&tail), [1, 1, 2, 2, 2, 3, 3]);
+    tail.consume(0);
+    assert_eq!(stamps(&tail), [1, 1, 2, 2, 2, 3, 3]);
+    tail.consume(2);
+    assert_eq!(tail.buf, b"cdefg");
+    assert_eq!(stamps(&tail), [2, 2, 2, 3, 3]);
+    tail.consume(2);
+    assert_eq!(tail.buf, b"efg");
+    assert_eq!(stamps(&tail), [2, 3, 3]);
+    tail.consume(3);
+    assert!(tail.buf.is_empty() && tail.marks.is_empty());
+}
+
+#[test]
+fn bytes_held_for_the_other_direction_a_byte_per_segment() {
+    // Each segment re-runs the waiting side; that must not walk every
+    // segment held so far.
+    let mut c = Conn::open();
+    c.client(b"GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+    for _ in 0..20_000 {
+        c.client(b"x");
+    }
+    let answered = c.server(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n");
+    let an = c.done();
+    assert_eq!(targets(&an), vec![t("GET", "/ws", Some(101))]);
+    assert_eq!(an.exchanges()[0].answered, Some(answered));
+    assert_eq!(an.signals().upgrade.as_deref(), Some("websocket"));
+    assert_eq!(an.signals().framing_errors, 0);
+}
