@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::flow::{Finished, FlowEvent, Peers};
-use crate::report::{ConnectionRecord, Report, RequestRecord};
+use crate::flow::{CloseSignals, EndReason, Finished, FlowEvent, Peers};
+use crate::report::{Report, RequestRecord};
 use crate::wire::Timestamp;
 
 /// Why one request was sent on a new connection.
@@ -46,46 +46,27 @@ pub struct NewConnectionReason {
 /// is found when its last segment arrives, a little after its first byte).
 const HOLD: Duration = Duration::from_secs(1);
 
-/// How long a verdict waits for the connection it names as "closed before"
-/// to be finalised (its final request count and signals); after that it is
-/// judged with what is known.
-const WAIT_FOR_PREVIOUS: Duration = Duration::from_secs(10);
-
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Connections of one client host to one server are judged together.
 type GroupKey = (IpAddr, SocketAddr);
 
-fn later(t: Timestamp, d: Duration) -> Timestamp {
-    Timestamp(t.0.saturating_add(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)))
-}
+/// Orders the connections of a group by when they opened.
+type Member = (Timestamp, u64);
 
-fn earlier(t: Timestamp, d: Duration) -> Timestamp {
-    Timestamp(t.0.saturating_sub(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)))
-}
-
-/// What a closed connection says about the next one, once it is final.
+/// What a closed connection says about the next one: taken when it closed.
 #[derive(Debug, Clone)]
 struct ClosedInfo {
     stream: u64,
-    closed_by: Option<&'static str>,
-    closed_with: Option<&'static str>,
-    closed_at: Option<f64>,
+    by_client: bool,
+    rst: bool,
+    at: Timestamp,
     requests: Option<u32>,
-    cause: Option<String>,
-}
-
-impl ClosedInfo {
-    fn of(record: &ConnectionRecord, requests: &[RequestRecord]) -> ClosedInfo {
-        ClosedInfo {
-            stream: record.stream,
-            closed_by: record.closed_by,
-            closed_with: record.closed_with,
-            closed_at: record.closed_at,
-            requests: record.requests,
-            cause: close_cause(record, requests.iter().filter_map(|r| r.answered)),
-        }
-    }
+    signals: CloseSignals,
+    /// The client also sent an RST (at the close or after it).
+    client_reset: bool,
+    /// When its last response before the close began.
+    last_answer: Option<Timestamp>,
 }
 
 /// The judge's view of one connection while it matters.
@@ -94,26 +75,36 @@ struct View {
     group: GroupKey,
     server: SocketAddr,
     first_seen: Timestamp,
-    closed_at: Option<Timestamp>,
-    /// `(depth, sent, answered)` in order found: the recent ones, and every
-    /// one a pending verdict may still ask about.
+    closed: Option<ClosedInfo>,
+    /// Finalised without a close (inactivity, an unanswered SYN): it stops
+    /// counting as open from then on.
+    expired_at: Option<Timestamp>,
+    /// `(depth, sent, answered)` in order sent: the recent ones, and every
+    /// one a verdict still to be given may ask about.
     requests: VecDeque<(u32, Timestamp, Option<Timestamp>)>,
     /// Its own verdict: when its first request was sent, while pending.
     pending: Option<Timestamp>,
     verdict: Option<NewConnectionReason>,
-    /// Set when the connection was finalised.
-    closed_info: Option<ClosedInfo>,
     finished: bool,
+    /// Passed by its group's sweep: closed (or expired) before it.
+    retired: bool,
 }
 
+/// One client host and one server, swept in time as verdicts are given
+/// (in order of the time their request was sent): connections join the
+/// open set when they began before that time and leave it when they closed.
 #[derive(Debug, Default)]
 struct Group {
-    /// Members by (first packet, stream): the order "most recently opened".
-    members: BTreeSet<(Timestamp, u64)>,
-    /// First-request times of the members' pending verdicts.
-    pending: BTreeSet<(Timestamp, u64)>,
-    /// The latest-closed connection no longer among the members.
-    retired_closed: Option<((Timestamp, Timestamp, u64), ClosedInfo)>,
+    sweep: Option<Timestamp>,
+    /// Members not yet reached by the sweep (opened at or after it).
+    waiting: BTreeSet<Member>,
+    /// Members opened before the sweep and not closed by it.
+    open: BTreeSet<Member>,
+    /// (end, opened, stream) of members not yet retired.
+    ending: BinaryHeap<Reverse<(Timestamp, Timestamp, u64)>>,
+    /// The member closed last before the sweep, by (close, open, stream).
+    last_closed: Option<((Timestamp, Timestamp, u64), ClosedInfo)>,
+    pending: usize,
 }
 
 /// Why each new connection was opened, judged as a stage on the tracker's
@@ -131,11 +122,9 @@ struct Group {
 /// - all were closed (`previous_closed`): by whom and how says whether the server
 ///   (idle timeout, request limit, `Connection: close`) or the client ended them.
 ///
-/// A verdict is given [`HOLD`] after `t` in capture time (longer only while
-/// it waits for the connection it names to be finalised), and a finished
-/// connection is handed on once its verdict is in: the stage holds memory
-/// for the connections open at once and the last second or so, not for the
-/// capture.
+/// A verdict is given [`HOLD`] after `t` in capture time, and a finalised
+/// connection is handed on once its own verdict is in: the stage holds the
+/// connections open at once and the last second, not the capture.
 #[derive(Debug, Default)]
 pub struct ReuseJudge {
     views: FastMap<u64, View>,
@@ -145,12 +134,6 @@ pub struct ReuseJudge {
     /// Finalised connections waiting for their own verdict.
     held: FastMap<u64, Box<Finished>>,
     released: VecDeque<Box<Finished>>,
-    /// Finalised connections in order, to forget once no verdict can ask.
-    retiring: VecDeque<(Timestamp, u64)>,
-    /// Verdicts waiting for the connection (key) they name as closed
-    /// before to be finalised.
-    waiting: FastMap<u64, Vec<u64>>,
-    clock: Option<Timestamp>,
 }
 
 impl ReuseJudge {
@@ -172,30 +155,28 @@ impl ReuseJudge {
                 answered,
             } => {
                 self.view(stream, peers);
-                let horizon = self.horizon_for(stream);
-                let Some(view) = self.views.get_mut(&stream) else {
-                    return;
-                };
+                let view = self.views.get_mut(&stream).expect("made just above");
+                let group = self
+                    .groups
+                    .get_mut(&view.group)
+                    .expect("made with the view");
                 let at = view
                     .requests
                     .iter()
                     .rposition(|r| r.1 <= sent)
                     .map_or(0, |i| i + 1);
                 view.requests.insert(at, (depth, sent, answered));
-                // Keep eight requests sent before the horizon (the most any
+                // Keep eight requests sent before the sweep (the most a
                 // verdict looks at) and every one after it.
-                while view.requests.len() > 8 && view.requests[8].1 < horizon {
-                    view.requests.pop_front();
+                if let Some(sweep) = group.sweep {
+                    while view.requests.len() > 8 && view.requests[8].1 < sweep {
+                        view.requests.pop_front();
+                    }
                 }
                 if depth == 1 && view.pending.is_none() && view.verdict.is_none() {
                     view.pending = Some(sent);
-                    let group = view.group;
-                    self.groups
-                        .entry(group)
-                        .or_default()
-                        .pending
-                        .insert((sent, stream));
-                    self.due.push(Reverse((later(sent, HOLD), stream)));
+                    group.pending += 1;
+                    self.due.push(Reverse((sent.after(HOLD), stream)));
                 }
             }
             FlowEvent::Answered { stream, depth, at } => {
@@ -206,33 +187,96 @@ impl ReuseJudge {
                 }
             }
             FlowEvent::Closed {
-                stream, peers, at, ..
-            } => self.view(stream, peers).closed_at = Some(at),
+                stream,
+                peers,
+                by_client,
+                rst,
+                at,
+                requests,
+                signals,
+            } => {
+                self.view(stream, peers);
+                let view = self.views.get_mut(&stream).expect("made just above");
+                let last_answer = view
+                    .requests
+                    .iter()
+                    .filter_map(|r| r.2)
+                    .filter(|&a| a <= at)
+                    .max();
+                view.closed = Some(ClosedInfo {
+                    stream,
+                    by_client,
+                    rst,
+                    at,
+                    requests,
+                    signals,
+                    client_reset: by_client && rst,
+                    last_answer,
+                });
+                let (group, member) = (view.group, (view.first_seen, stream));
+                self.end_member(group, member, at);
+            }
+            FlowEvent::ClientReset { stream } => {
+                if let Some(view) = self.views.get_mut(&stream) {
+                    if let Some(c) = &mut view.closed {
+                        c.client_reset = true;
+                    }
+                    if let Some((_, c)) = self
+                        .groups
+                        .get_mut(&view.group)
+                        .and_then(|g| g.last_closed.as_mut())
+                        .filter(|(_, c)| c.stream == stream)
+                    {
+                        c.client_reset = true;
+                    }
+                }
+            }
             FlowEvent::Finished(finished) => self.on_finished(finished),
         }
     }
 
     /// The view of a connection, made when first needed.
-    fn view(&mut self, stream: u64, peers: Peers) -> &mut View {
-        self.views.entry(stream).or_insert_with(|| {
-            let group = (peers.client.ip(), peers.server);
-            self.groups
-                .entry(group)
-                .or_default()
-                .members
-                .insert((peers.opened, stream));
+    fn view(&mut self, stream: u64, peers: Peers) {
+        if self.views.contains_key(&stream) {
+            return;
+        }
+        let group_key = (peers.client.ip(), peers.server);
+        let group = self.groups.entry(group_key).or_default();
+        let member = (peers.opened, stream);
+        if group.sweep.is_some_and(|s| peers.opened < s) {
+            group.open.insert(member);
+        } else {
+            group.waiting.insert(member);
+        }
+        self.views.insert(
+            stream,
             View {
-                group,
+                group: group_key,
                 server: peers.server,
                 first_seen: peers.opened,
-                closed_at: None,
+                closed: None,
+                expired_at: None,
                 requests: VecDeque::new(),
                 pending: None,
                 verdict: None,
-                closed_info: None,
                 finished: false,
+                retired: false,
+            },
+        );
+    }
+
+    /// A member's end is known: the sweep retires it when it gets there
+    /// (at once, if it is already past).
+    fn end_member(&mut self, group_key: GroupKey, member: Member, at: Timestamp) {
+        let Some(group) = self.groups.get_mut(&group_key) else {
+            return;
+        };
+        group.ending.push(Reverse((at, member.0, member.1)));
+        if let Some(sweep) = group.sweep {
+            if at <= sweep {
+                self.sweep(group_key, sweep);
             }
-        })
+        }
     }
 
     fn on_finished(&mut self, mut finished: Box<Finished>) {
@@ -242,49 +286,45 @@ impl ReuseJudge {
             return;
         };
         view.finished = true;
-        view.closed_info = Some(ClosedInfo::of(&finished.record, &finished.requests));
-        if let Some(waiters) = self.waiting.remove(&stream) {
-            let now = self.clock.unwrap_or(Timestamp(i64::MIN));
-            for w in waiters {
-                self.due.push(Reverse((now, w)));
-            }
+        // Let go before its end by the tracker: no longer open from then on.
+        // (At the end of the input every connection is finalised as it stands,
+        // and stays open for the verdicts still to come.)
+        if view.closed.is_none() && finished.end != EndReason::EndOfInput {
+            let at = micros(finished.record.last_seen);
+            view.expired_at = Some(at);
+            let member = (view.first_seen, stream);
+            let group = view.group;
+            self.end_member(group, member, at);
         }
-        let end = view
-            .closed_at
-            .unwrap_or_else(|| Timestamp((finished.record.last_seen * 1e6).round() as i64));
-        self.retiring.push_back((end, stream));
+        let view = self.views.get_mut(&stream).expect("looked up above");
         if view.pending.is_some() {
             self.held.insert(stream, finished);
-        } else {
-            if let Some(verdict) = view.verdict.take() {
-                attach(&mut finished, verdict);
-            }
-            self.released.push_back(finished);
+            return;
+        }
+        if let Some(verdict) = view.verdict.take() {
+            attach(&mut finished, verdict);
+        }
+        self.released.push_back(finished);
+        if view.retired {
+            self.forget(stream);
         }
     }
 
-    /// Capture time reached `now`: give the verdicts due, forget what no
-    /// verdict can ask about any more.
+    /// Capture time reached `now`: give the verdicts due.
     pub fn advance(&mut self, now: Timestamp) {
-        if self.clock.is_some_and(|c| c >= now) {
-            return;
-        }
-        self.clock = Some(now);
         while let Some(&Reverse((due, stream))) = self.due.peek() {
             if due > now {
                 break;
             }
             self.due.pop();
-            self.judge(stream, false);
+            self.judge(stream);
         }
-        self.forget();
     }
 
     /// The input ended: give every verdict with what is known.
     pub fn finish(&mut self) {
-        self.clock = Some(Timestamp(i64::MAX));
         while let Some(Reverse((_, stream))) = self.due.pop() {
-            self.judge(stream, true);
+            self.judge(stream);
         }
         let mut held: Vec<u64> = self.held.keys().copied().collect();
         held.sort_unstable();
@@ -300,101 +340,92 @@ impl ReuseJudge {
         self.released.pop_front()
     }
 
-    /// Requests sent before this need to be kept only as the last eight.
-    fn horizon_for(&self, stream: u64) -> Timestamp {
-        let clock = self.clock.map_or(Timestamp(i64::MIN), |c| earlier(c, HOLD));
-        let group_pending = self
-            .views
-            .get(&stream)
-            .and_then(|v| self.groups.get(&v.group))
-            .and_then(|g| g.pending.first())
-            .map(|p| p.0);
-        group_pending.map_or(clock, |p| p.min(clock))
+    /// Move the group's sweep on to `t`: members that began before it join
+    /// the open set, members that ended by it leave.
+    fn sweep(&mut self, group_key: GroupKey, t: Timestamp) {
+        let Some(group) = self.groups.get_mut(&group_key) else {
+            return;
+        };
+        if group.sweep.is_none_or(|s| s < t) {
+            group.sweep = Some(t);
+        }
+        let t = group.sweep.expect("set just above");
+        while let Some(&first) = group.waiting.first() {
+            if first.0 >= t {
+                break;
+            }
+            group.waiting.pop_first();
+            group.open.insert(first);
+        }
+        let mut gone = Vec::new();
+        while let Some(&Reverse((end, opened, stream))) = group.ending.peek() {
+            if end > t {
+                break;
+            }
+            group.ending.pop();
+            let member = (opened, stream);
+            group.open.remove(&member);
+            group.waiting.remove(&member);
+            let Some(view) = self.views.get_mut(&stream) else {
+                continue;
+            };
+            view.retired = true;
+            if let Some(closed) = &view.closed {
+                let key = (closed.at, opened, stream);
+                if group.last_closed.as_ref().is_none_or(|(k, _)| *k <= key) {
+                    group.last_closed = Some((key, closed.clone()));
+                }
+            }
+            if view.finished && view.pending.is_none() && view.verdict.is_none() {
+                gone.push(stream);
+            }
+        }
+        for stream in gone {
+            self.forget(stream);
+        }
     }
 
-    fn judge(&mut self, stream: u64, last_call: bool) {
+    /// Drop a view no verdict can ask about any more; and its group, once
+    /// the group has nothing left to tell.
+    fn forget(&mut self, stream: u64) {
+        let Some(view) = self.views.remove(&stream) else {
+            return;
+        };
+        if let Some(g) = self.groups.get(&view.group) {
+            if g.waiting.is_empty() && g.open.is_empty() && g.pending == 0 && g.ending.is_empty() {
+                // Its last close still explains the next connection.
+                if g.last_closed.is_none() {
+                    self.groups.remove(&view.group);
+                }
+            }
+        }
+    }
+
+    fn judge(&mut self, stream: u64) {
         let Some(view) = self.views.get(&stream) else {
             return;
         };
         let Some(t) = view.pending else {
             return;
         };
-        let group = self.groups.get(&view.group);
-        let previous = group.and_then(|g| last_closed(g, &self.views, stream, t));
-        // The connection named as closed before must be final to tell its
-        // request count and why it ended; wait for it a little.
-        if let Some((prev, None)) = &previous {
-            let clock = self.clock.unwrap_or(t);
-            let give_up = later(t, WAIT_FOR_PREVIOUS);
-            if !last_call && clock < give_up {
-                let waiters = self.waiting.entry(*prev).or_default();
-                if !waiters.contains(&stream) {
-                    waiters.push(stream);
-                    self.due.push(Reverse((give_up, stream)));
-                }
-                return;
-            }
-        }
-        let verdict = explain(t, stream, view.server, group, &self.views, previous);
+        let group_key = view.group;
+        self.sweep(group_key, t);
+        let group = self.groups.get(&group_key);
+        let view = &self.views[&stream];
+        let verdict = explain(t, stream, view.server, group, &self.views);
+        let group = self.groups.get_mut(&group_key).expect("swept just above");
+        group.pending -= 1;
         let view = self.views.get_mut(&stream).expect("looked up above");
         view.pending = None;
-        let group_key = view.group;
-        if let Some(g) = self.groups.get_mut(&group_key) {
-            g.pending.remove(&(t, stream));
-        }
         match self.held.remove(&stream) {
             Some(mut finished) => {
                 attach(&mut finished, verdict);
                 self.released.push_back(finished);
+                if view.retired {
+                    self.forget(stream);
+                }
             }
             None => view.verdict = Some(verdict),
-        }
-    }
-
-    /// Drop finalised connections that ended before every verdict still to
-    /// be given in their group (and a second before now): only the latest
-    /// closed one of a group is kept, as the "previous" of later ones.
-    fn forget(&mut self) {
-        let Some(clock) = self.clock else { return };
-        let recent = earlier(clock, HOLD);
-        // A connection its group still needs goes to the back of the line;
-        // a bounded number are looked at each time.
-        let mut budget = 16;
-        while let Some(&(end, stream)) = self.retiring.front() {
-            if end >= recent {
-                break;
-            }
-            let Some(view) = self.views.get(&stream) else {
-                self.retiring.pop_front();
-                continue;
-            };
-            let group = self.groups.get(&view.group);
-            let horizon = group
-                .and_then(|g| g.pending.first())
-                .map_or(recent, |p| p.0.min(recent));
-            self.retiring.pop_front();
-            if end >= horizon || view.pending.is_some() || view.verdict.is_some() {
-                self.retiring.push_back((end, stream));
-                budget -= 1;
-                if budget == 0 {
-                    break;
-                }
-                continue;
-            }
-            let view = self.views.remove(&stream).expect("looked up above");
-            let Some(g) = self.groups.get_mut(&view.group) else {
-                continue;
-            };
-            g.members.remove(&(view.first_seen, stream));
-            if let (Some(closed), Some(info)) = (view.closed_at, view.closed_info) {
-                let key = (closed, view.first_seen, stream);
-                if g.retired_closed.as_ref().is_none_or(|(k, _)| *k <= key) {
-                    g.retired_closed = Some((key, info));
-                }
-            }
-            if g.members.is_empty() && g.pending.is_empty() && g.retired_closed.is_none() {
-                self.groups.remove(&view.group);
-            }
         }
     }
 }
@@ -403,41 +434,6 @@ fn attach(finished: &mut Finished, verdict: NewConnectionReason) {
     if let Some(r) = finished.requests.iter_mut().find(|r| !r.reused) {
         r.why_new = Some(verdict);
     }
-}
-
-/// The group's connection closed most recently at or before `t` (other
-/// than `own`), with its final facts if it was finalised.
-fn last_closed(
-    group: &Group,
-    views: &FastMap<u64, View>,
-    own: u64,
-    t: Timestamp,
-) -> Option<(u64, Option<ClosedInfo>)> {
-    type Candidate = ((Timestamp, Timestamp, u64), u64, Option<ClosedInfo>);
-    let mut best: Option<Candidate> = group
-        .retired_closed
-        .as_ref()
-        .filter(|(k, _)| k.0 <= t)
-        .map(|(k, info)| (*k, info.stream, Some(info.clone())));
-    for &(first, stream) in &group.members {
-        if first >= t {
-            break;
-        }
-        if stream == own {
-            continue;
-        }
-        let Some(view) = views.get(&stream) else {
-            continue;
-        };
-        let Some(closed) = view.closed_at.filter(|&c| c <= t) else {
-            continue;
-        };
-        let key = (closed, first, stream);
-        if best.as_ref().is_none_or(|(k, ..)| *k <= key) {
-            best = Some((key, stream, view.closed_info.clone()));
-        }
-    }
-    best.map(|(_, stream, info)| (stream, info))
 }
 
 /// What one connection was doing at time `t`.
@@ -472,28 +468,25 @@ fn secs(t: Timestamp) -> f64 {
     t.as_secs_f64()
 }
 
+/// The verdict for `own`'s first request, sent at `t`, with its group swept to `t`.
 fn explain(
     t: Timestamp,
     own: u64,
     server: SocketAddr,
     group: Option<&Group>,
     views: &FastMap<u64, View>,
-    previous: Option<(u64, Option<ClosedInfo>)>,
 ) -> NewConnectionReason {
     let mut busy = 0;
     let mut latest_busy = None;
     // The connections open at `t`, most recently opened first.
-    let members = group.into_iter().flat_map(|g| g.members.iter().rev());
-    for &(first, stream) in members {
-        if first >= t || stream == own {
+    let open = group.into_iter().flat_map(|g| g.open.iter().rev());
+    for &(_, stream) in open {
+        if stream == own {
             continue;
         }
         let Some(view) = views.get(&stream) else {
             continue;
         };
-        if view.closed_at.is_some_and(|c| c <= t) {
-            continue;
-        }
         match activity(view, t) {
             Activity::Idle(answered) => {
                 return NewConnectionReason {
@@ -525,7 +518,7 @@ fn explain(
             cause: None,
         };
     }
-    let Some((stream, info)) = previous else {
+    let Some((_, last)) = group.and_then(|g| g.last_closed.as_ref()) else {
         return NewConnectionReason {
             reason: "first",
             previous_stream: None,
@@ -533,82 +526,63 @@ fn explain(
             cause: None,
         };
     };
-    // Not finalised within the wait: what the events told.
-    let last = info.unwrap_or_else(|| {
-        let view = views.get(&stream);
-        ClosedInfo {
-            stream,
-            closed_by: None,
-            closed_with: None,
-            closed_at: view.and_then(|v| v.closed_at).map(secs),
-            requests: view.map(|v| v.requests.len() as u32),
-            cause: None,
-        }
-    });
-    let by = last.closed_by.unwrap_or("?");
-    let how = last.closed_with.map_or("?".to_string(), str::to_uppercase);
-    let ago = last.closed_at.map_or_else(String::new, |at| {
-        format!(" {:.1} ms before", (secs(t) - at) * 1000.0)
-    });
+    let by = if last.by_client { "client" } else { "server" };
+    let how = if last.rst { "RST" } else { "FIN" };
+    let ago = format!(" {:.1} ms before", (secs(t) - secs(last.at)) * 1000.0);
     let after = last.requests.map_or_else(String::new, |n| {
         format!(" after {n} request{}", if n == 1 { "" } else { "s" })
     });
+    let cause = close_cause(last);
     NewConnectionReason {
         reason: "previous_closed",
         previous_stream: Some(last.stream),
         detail: format!(
             "stream {} to the same server was closed by the {by} ({how}){after}{ago}{}",
             last.stream,
-            last.cause
+            cause
                 .as_ref()
                 .map_or_else(String::new, |c| format!(": {c}"))
         ),
-        cause: last.cause,
+        cause,
     }
 }
 
 /// Why a connection ended, as far as its bytes and timing tell: an announced
 /// close (`Connection: close`, HTTP/1.0, GOAWAY), or a server that closed a
 /// connection idle since its last response (a keep-alive timeout, like
-/// nginx's `keepalive_timeout`). `answers`: when its responses began.
-fn close_cause(c: &ConnectionRecord, answers: impl Iterator<Item = f64>) -> Option<String> {
-    if let Some(http) = &c.http {
-        // A client that asked to close is answered in kind: the ask comes first.
-        match (http.client_close_depth, http.server_close_depth) {
-            (Some(c), s) if s.is_none_or(|s| c <= s) => {
-                return Some(format!(
-                    "the client sent Connection: close with request {c}"
-                ));
-            }
-            (_, Some(s)) => {
-                return Some(format!(
-                    "the server sent Connection: close with response {s}"
-                ));
-            }
-            _ => {}
+/// nginx's `keepalive_timeout`).
+fn close_cause(c: &ClosedInfo) -> Option<String> {
+    let s = &c.signals;
+    // A client that asked to close is answered in kind: the ask comes first.
+    match (s.client_close_depth, s.server_close_depth) {
+        (Some(c), s) if s.is_none_or(|s| c <= s) => {
+            return Some(format!(
+                "the client sent Connection: close with request {c}"
+            ));
         }
-        if http.server_http10_depth.is_some() || http.client_http10_depth.is_some() {
-            return Some("HTTP/1.0 without keep-alive".to_string());
+        (_, Some(s)) => {
+            return Some(format!(
+                "the server sent Connection: close with response {s}"
+            ));
         }
-        if let Some(g) = http.goaway.first() {
-            return Some(format!("the {} sent GOAWAY", g.sender));
-        }
+        _ => {}
     }
-    let closed_at = c.closed_at?;
-    let last_answer = answers.filter(|&a| a <= closed_at).reduce(f64::max)?;
-    let idle_ms = (closed_at - last_answer) * 1000.0;
-    match c.closed_by {
-        Some("server") => Some(format!(
-            "the server closed it {idle_ms:.0} ms after its last response (an idle timeout)"
-        )),
-        Some("client") if c.rst_client > 0 => Some(format!(
+    if s.http10 {
+        return Some("HTTP/1.0 without keep-alive".to_string());
+    }
+    if let Some(sender) = s.goaway_by {
+        return Some(format!("the {sender} sent GOAWAY"));
+    }
+    let idle_ms = (secs(c.at) - secs(c.last_answer?)) * 1000.0;
+    Some(if !c.by_client {
+        format!("the server closed it {idle_ms:.0} ms after its last response (an idle timeout)")
+    } else if c.client_reset {
+        format!(
             "the client reset it {idle_ms:.0} ms after its last response (a response not read to the end?)"
-        )),
-        Some("client") => Some(format!(
-            "the client closed it {idle_ms:.0} ms after its last response"
-        )),
-        _ => None,
-    }
+        )
+    } else {
+        format!("the client closed it {idle_ms:.0} ms after its last response")
+    })
 }
 
 fn micros(secs: f64) -> Timestamp {
@@ -663,18 +637,25 @@ pub fn explain_new_connections(report: &mut Report) {
             });
         }
         if let Some(at) = c.closed_at {
+            let by_client = c.closed_by == Some("client");
+            let rst = c.closed_with == Some("rst");
             judge.on_event(FlowEvent::Closed {
                 stream: c.stream,
                 peers,
-                by_client: c.closed_by == Some("client"),
-                rst: c.closed_with == Some("rst"),
+                by_client,
+                rst,
                 at: micros(at),
+                requests: c.requests,
+                signals: c.http.as_ref().map(CloseSignals::of).unwrap_or_default(),
             });
+            if c.rst_client > 0 && !(by_client && rst) {
+                judge.on_event(FlowEvent::ClientReset { stream: c.stream });
+            }
         }
         judge.on_event(FlowEvent::Finished(Box::new(Finished {
             record: c.clone(),
             requests: reqs.iter().map(|&r| r.clone()).collect(),
-            end: crate::flow::EndReason::EndOfInput,
+            end: EndReason::EndOfInput,
         })));
     }
     judge.finish();
@@ -703,7 +684,7 @@ pub fn explain_new_connections(report: &mut Report) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{RequestRecord, Summary};
+    use crate::report::{ConnectionRecord, RequestRecord, Summary};
 
     fn conn(
         stream: u64,
@@ -861,5 +842,71 @@ mod tests {
             vec![req(0, 1, 0.1, Some(0.2)), req(1, 1, 0.6, Some(0.7))],
         );
         assert_eq!(reasons(&r)[1], Some(("first", None)));
+    }
+
+    fn peers(cport: u16, opened: f64) -> Peers {
+        Peers {
+            client: format!("127.0.0.1:{cport}").parse().unwrap(),
+            server: "127.0.0.1:8080".parse().unwrap(),
+            opened: micros(opened),
+        }
+    }
+
+    fn finished(stream: u64, cport: u16, first: f64, end: EndReason) -> FlowEvent {
+        FlowEvent::Finished(Box::new(Finished {
+            record: conn(stream, cport, first, None),
+            requests: vec![req(stream, 1, first + 0.1, Some(first + 0.2))],
+            end,
+        }))
+    }
+
+    #[test]
+    fn a_verdict_waits_a_second_of_capture_time_then_comes_out_with_its_connection() {
+        let mut judge = ReuseJudge::new();
+        judge.on_event(FlowEvent::Request {
+            stream: 0,
+            peers: peers(5000, 0.0),
+            depth: 1,
+            sent: micros(0.1),
+            answered: Some(micros(0.2)),
+        });
+        judge.on_event(finished(0, 5000, 0.0, EndReason::Closed));
+        judge.advance(micros(0.9));
+        assert!(judge.pop_released().is_none(), "held until its verdict");
+        judge.advance(micros(1.2));
+        let out = judge.pop_released().expect("released after the hold");
+        assert_eq!(out.requests[0].why_new.as_ref().unwrap().reason, "first");
+    }
+
+    #[test]
+    fn a_connection_let_go_for_inactivity_stops_counting_as_open() {
+        for (end, want) in [
+            (EndReason::Idle, "first"),
+            (EndReason::EndOfInput, "idle_not_reused"),
+        ] {
+            let mut judge = ReuseJudge::new();
+            judge.on_event(FlowEvent::Request {
+                stream: 0,
+                peers: peers(5000, 0.0),
+                depth: 1,
+                sent: micros(0.1),
+                answered: Some(micros(0.2)),
+            });
+            judge.advance(micros(5.0));
+            judge.on_event(finished(0, 5000, 0.0, end));
+            judge.on_event(FlowEvent::Request {
+                stream: 1,
+                peers: peers(5001, 9.9),
+                depth: 1,
+                sent: micros(10.0),
+                answered: Some(micros(10.1)),
+            });
+            judge.on_event(finished(1, 5001, 9.9, EndReason::EndOfInput));
+            judge.finish();
+            let verdicts: Vec<&str> = std::iter::from_fn(|| judge.pop_released())
+                .filter_map(|f| f.requests[0].why_new.as_ref().map(|w| w.reason))
+                .collect();
+            assert_eq!(verdicts, ["first", want], "{end:?}");
+        }
     }
 }

@@ -202,11 +202,14 @@ struct AppResult {
 impl AppResult {
     fn from(mut analyzer: ConnectionAnalyzer) -> AppResult {
         analyzer.finish();
+        let mut exchanges = analyzer.take_exchanges();
+        // Held through the close grace: no room to spare.
+        exchanges.shrink_to_fit();
         AppResult {
             protocol: analyzer.protocol(),
             tls_sni: analyzer.tls_sni().map(str::to_string),
             alpn: analyzer.alpn().to_vec(),
-            exchanges: analyzer.take_exchanges(),
+            exchanges,
             signals: analyzer.signals().clone(),
         }
     }
@@ -597,12 +600,25 @@ impl Connection {
 
     fn closed_event(&self) -> FlowEvent {
         let (side, how, at) = self.closed_by.expect("called once a FIN or RST was seen");
+        let (requests, signals) = match &self.app {
+            AppState::Open(a) => (
+                (a.protocol() != AppProtocol::Tls).then_some(a.exchanges().len() as u32),
+                CloseSignals::of(a.signals()),
+            ),
+            AppState::Done(r) => (
+                (r.protocol != AppProtocol::Tls).then_some(r.exchanges.len() as u32),
+                CloseSignals::of(&r.signals),
+            ),
+            AppState::Disabled => (None, CloseSignals::default()),
+        };
         FlowEvent::Closed {
             stream: self.stream,
             peers: self.peers(),
             by_client: side == self.client,
             rst: how == "rst",
             at,
+            requests,
+            signals,
         }
     }
 
@@ -920,16 +936,46 @@ pub enum FlowEvent {
         depth: u32,
         at: Timestamp,
     },
-    /// The first FIN or RST of the connection.
+    /// The first FIN or RST of the connection, with what the connection had
+    /// carried by then.
     Closed {
         stream: u64,
         peers: Peers,
         by_client: bool,
         rst: bool,
         at: Timestamp,
+        /// Requests seen so far; `None` when the bytes were not analysed or
+        /// are encrypted (as `ConnectionRecord::requests`).
+        requests: Option<u32>,
+        /// The keep-alive signals that say why a connection ended.
+        signals: CloseSignals,
     },
+    /// The client sent an RST after the connection's first close (a FIN).
+    ClientReset { stream: u64 },
     /// The connection left the table; nothing more will be said of it.
     Finished(Box<Finished>),
+}
+
+/// What the HTTP analyser had seen of a connection's end when it closed
+/// (the depths are those of [`crate::http::HttpSignals`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CloseSignals {
+    pub client_close_depth: Option<u32>,
+    pub server_close_depth: Option<u32>,
+    pub http10: bool,
+    /// The sender of the first GOAWAY: "client" or "server".
+    pub goaway_by: Option<&'static str>,
+}
+
+impl CloseSignals {
+    pub fn of(http: &crate::http::HttpSignals) -> CloseSignals {
+        CloseSignals {
+            client_close_depth: http.client_close_depth,
+            server_close_depth: http.server_close_depth,
+            http10: http.server_http10_depth.is_some() || http.client_http10_depth.is_some(),
+            goaway_by: http.goaway.first().map(|g| g.sender),
+        }
+    }
 }
 
 /// Who a connection is between and when it began, repeated on the events a
@@ -997,10 +1043,6 @@ pub struct FlowTable {
     stats: TableStats,
 }
 
-fn later(t: Timestamp, d: Duration) -> Timestamp {
-    Timestamp(t.0.saturating_add(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)))
-}
-
 impl FlowTable {
     /// `http`: whether to run the application analyser on each connection.
     pub fn new(http: bool) -> FlowTable {
@@ -1044,6 +1086,13 @@ impl FlowTable {
                 if conn.closed_by.is_some() && !conn.close_reported {
                     conn.close_reported = true;
                     out.push(conn.closed_event());
+                } else if seg.flags.rst()
+                    && sender == conn.client
+                    && conn.ends[sender as usize].rst == 1
+                {
+                    out.push(FlowEvent::ClientReset {
+                        stream: conn.stream,
+                    });
                 }
                 match (was_open, conn.is_finished()) {
                     (true, true) => self.open -= 1,
@@ -1191,7 +1240,7 @@ impl FlowTable {
 
     /// Finalise the live connection at `key`, leaving a tombstone.
     fn bury(&mut self, key: FlowKey, reason: EndReason, out: &mut Vec<FlowEvent>) {
-        let until = later(self.now, self.expiry.tombstone);
+        let until = self.now.after(self.expiry.tombstone);
         let Some(Slot::Live(conn)) = self.by_key.get(&key) else {
             return;
         };
@@ -1294,7 +1343,7 @@ fn deadline(expiry: &Expiry, conn: &Connection) -> Timestamp {
     } else {
         expiry.idle
     };
-    later(conn.last_seen, after)
+    conn.last_seen.after(after)
 }
 
 /// Wireshark starts a new stream on a known 4-tuple when a SYN (without ACK)
@@ -1764,6 +1813,7 @@ mod tests {
                 FlowEvent::Request { depth, sent, .. } => format!("request {depth} at {}", sent.0),
                 FlowEvent::Answered { depth, at, .. } => format!("answer {depth} at {}", at.0),
                 FlowEvent::Closed { by_client, rst, .. } => format!("close {by_client} {rst}"),
+                FlowEvent::ClientReset { .. } => "client reset".to_string(),
                 FlowEvent::Finished(f) => format!("finished {}", f.record.stream),
             })
             .collect();

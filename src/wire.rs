@@ -27,6 +27,22 @@ impl Timestamp {
         (self.0.div_euclid(1_000_000)) as f64 + (self.0.rem_euclid(1_000_000)) as f64 / 1e6
     }
 
+    /// `d` later, saturating at the end of time.
+    pub fn after(self, d: std::time::Duration) -> Timestamp {
+        Timestamp(
+            self.0
+                .saturating_add(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+        )
+    }
+
+    /// `d` earlier, saturating at the start of time.
+    pub fn before(self, d: std::time::Duration) -> Timestamp {
+        Timestamp(
+            self.0
+                .saturating_sub(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+        )
+    }
+
     /// Milliseconds from `earlier` to `self`.
     pub fn millis_since(self, earlier: Timestamp) -> f64 {
         (self.0 - earlier.0) as f64 / 1000.0
