@@ -1,8 +1,14 @@
 //! Packet sources. A capture file is read here, record by record, with memory
 //! bounded by the largest frame: classic pcap (micro- and nanosecond, either
-//! byte order), pcapng (several interfaces, each with its own link type and
-//! timestamp resolution), and either of them gzip-compressed, as tshark reads
-//! them. A live capture (libpcap) is another source of the same [`Frame`]s.
+//! byte order), pcapng (either byte order, several sections, several
+//! interfaces, each with its own link type and timestamp resolution), and
+//! either of them gzip-compressed, as tshark reads them. A live capture
+//! (libpcap) is another source of the same [`Frame`]s.
+//!
+//! A capture file is untrusted input: whatever its bytes, reading it ends in a
+//! frame, a clean end, [`Record::CutShort`] or a [`ReadError`], never a panic,
+//! and the reader's memory grows with the bytes it has read, never on a length
+//! field's word alone.
 
 use std::fmt;
 use std::fs::File;
