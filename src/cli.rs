@@ -176,6 +176,7 @@ fn replay(args: ReplayArgs) -> Result<()> {
         pipeline: PipelineOptions {
             http: !args.no_http,
             expiry: args.expiry.expiry(),
+            diagnose: true,
         },
         filter,
         reader: args.reader,

@@ -20,26 +20,9 @@ use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use serde::Serialize;
-
 use crate::flow::{CloseSignals, EndReason, Finished, FlowEvent, Peers};
-use crate::report::{Report, RequestRecord};
+use crate::report::{NewConnectionCode, NewConnectionReason, Report, RequestRecord, Role};
 use crate::wire::Timestamp;
-
-/// Why one request was sent on a new connection.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct NewConnectionReason {
-    /// "first" | "idle_not_reused" | "all_busy" | "previous_closed".
-    pub reason: &'static str,
-    /// The earlier connection the reason is about (the idle one, or the most
-    /// recently closed one), if any.
-    pub previous_stream: Option<u64>,
-    /// One sentence for people.
-    pub detail: String,
-    /// For `previous_closed`: why that connection ended, when the bytes or
-    /// the timing tell (`Connection: close`, HTTP/1.0, GOAWAY, an idle close).
-    pub cause: Option<String>,
-}
 
 /// How long after a request was sent its verdict waits for the rest of the
 /// capture to catch up (a request head or an answer on another connection
@@ -290,7 +273,7 @@ impl ReuseJudge {
         // (At the end of the input every connection is finalised as it stands,
         // and stays open for the verdicts still to come.)
         if view.closed.is_none() && finished.end != EndReason::EndOfInput {
-            let at = micros(finished.record.last_seen);
+            let at = finished.record.last_seen;
             view.expired_at = Some(at);
             let member = (view.first_seen, stream);
             let group = view.group;
@@ -490,7 +473,7 @@ fn explain(
         match activity(view, t) {
             Activity::Idle(answered) => {
                 return NewConnectionReason {
-                    reason: "idle_not_reused",
+                    reason: NewConnectionCode::IdleNotReused,
                     previous_stream: Some(stream),
                     detail: format!(
                         "stream {stream} to the same server was open, idle for {:.1} ms, but the client did not reuse it",
@@ -508,7 +491,7 @@ fn explain(
     }
     if busy > 0 {
         return NewConnectionReason {
-            reason: "all_busy",
+            reason: NewConnectionCode::AllBusy,
             previous_stream: latest_busy,
             detail: format!(
                 "all {} open connection{} to the same server had a request in flight",
@@ -520,7 +503,7 @@ fn explain(
     }
     let Some((_, last)) = group.and_then(|g| g.last_closed.as_ref()) else {
         return NewConnectionReason {
-            reason: "first",
+            reason: NewConnectionCode::First,
             previous_stream: None,
             detail: format!("first connection from this client to {server}"),
             cause: None,
@@ -534,7 +517,7 @@ fn explain(
     });
     let cause = close_cause(last);
     NewConnectionReason {
-        reason: "previous_closed",
+        reason: NewConnectionCode::PreviousClosed,
         previous_stream: Some(last.stream),
         detail: format!(
             "stream {} to the same server was closed by the {by} ({how}){after}{ago}{}",
@@ -585,40 +568,27 @@ fn close_cause(c: &ClosedInfo) -> Option<String> {
     })
 }
 
-fn micros(secs: f64) -> Timestamp {
-    Timestamp((secs * 1e6).round() as i64)
-}
-
 /// Fill `why_new` on every request that opened its connection, and the tally
 /// in the summary, for a report assembled whole (a live run, once the
 /// client's own records joined the captured ones): its records are fed
 /// through the same [`ReuseJudge`] as a replay's events.
 pub fn explain_new_connections(report: &mut Report) {
-    for r in &mut report.requests {
-        r.why_new = None;
-    }
     let mut judge = ReuseJudge::new();
     let mut order: Vec<usize> = (0..report.connections.len()).collect();
     order.sort_by(|&a, &b| {
         let (a, b) = (&report.connections[a], &report.connections[b]);
-        a.first_seen
-            .total_cmp(&b.first_seen)
-            .then(a.stream.cmp(&b.stream))
+        (a.first_seen, a.stream).cmp(&(b.first_seen, b.stream))
     });
     let mut by_stream: FastMap<u64, Vec<usize>> = FastMap::default();
     for (i, r) in report.requests.iter().enumerate() {
         by_stream.entry(r.stream).or_default().push(i);
     }
-    let addr = |s: &str| s.parse::<SocketAddr>().ok();
     for &ci in &order {
         let c = &report.connections[ci];
-        let (Some(client), Some(server)) = (addr(&c.client), addr(&c.server)) else {
-            continue;
-        };
         let peers = Peers {
-            client,
-            server,
-            opened: micros(c.first_seen),
+            client: c.client,
+            server: c.server,
+            opened: c.first_seen,
         };
         let mut reqs: Vec<&RequestRecord> = by_stream
             .get(&c.stream)
@@ -626,25 +596,25 @@ pub fn explain_new_connections(report: &mut Report) {
             .flatten()
             .map(|&i| &report.requests[i])
             .collect();
-        reqs.sort_by(|a, b| a.sent.total_cmp(&b.sent));
+        reqs.sort_by_key(|r| r.sent);
         for r in &reqs {
             judge.on_event(FlowEvent::Request {
                 stream: c.stream,
                 peers,
                 depth: if r.reused { r.depth.max(2) } else { 1 },
-                sent: micros(r.sent),
-                answered: r.answered.map(micros),
+                sent: r.sent,
+                answered: r.answered,
             });
         }
         if let Some(at) = c.closed_at {
-            let by_client = c.closed_by == Some("client");
-            let rst = c.closed_with == Some("rst");
+            let by_client = c.closed_by == Some(Role::Client);
+            let rst = c.closed_with == Some(crate::report::CloseKind::Rst);
             judge.on_event(FlowEvent::Closed {
                 stream: c.stream,
                 peers,
                 by_client,
                 rst,
-                at: micros(at),
+                at,
                 requests: c.requests,
                 signals: c.http.as_ref().map(CloseSignals::of).unwrap_or_default(),
             });
@@ -666,6 +636,7 @@ pub fn explain_new_connections(report: &mut Report) {
         }
     }
     let mut tally: std::collections::BTreeMap<&'static str, u64> = Default::default();
+    // (by reason code's spelling)
     let mut done: FastMap<u64, ()> = FastMap::default();
     for r in &mut report.requests {
         if r.reused || done.contains_key(&r.stream) {
@@ -673,7 +644,7 @@ pub fn explain_new_connections(report: &mut Report) {
         }
         if let Some(why) = verdicts.remove(&r.stream) {
             done.insert(r.stream, ());
-            *tally.entry(why.reason).or_default() += 1;
+            *tally.entry(why.reason.as_str()).or_default() += 1;
             r.why_new = Some(why);
         }
     }
@@ -685,18 +656,14 @@ pub fn explain_new_connections(report: &mut Report) {
 mod tests {
     use super::*;
     use crate::report::{ConnectionRecord, RequestRecord, Summary};
+    use crate::testkit::secs;
 
-    fn conn(
-        stream: u64,
-        cport: u16,
-        first: f64,
-        closed: Option<(f64, &'static str)>,
-    ) -> ConnectionRecord {
+    fn conn(stream: u64, cport: u16, first: f64, closed: Option<(f64, Role)>) -> ConnectionRecord {
         ConnectionRecord {
-            last_seen: first + 10.0,
+            last_seen: secs(first + 10.0),
             closed_by: closed.map(|(_, by)| by),
-            closed_with: closed.map(|_| "fin"),
-            closed_at: closed.map(|(at, _)| at),
+            closed_with: closed.map(|_| crate::report::CloseKind::Fin),
+            closed_at: closed.map(|(at, _)| secs(at)),
             requests: Some(1),
             ..crate::testkit::connection_record(
                 stream,
@@ -716,11 +683,11 @@ mod tests {
             target: "/".to_string(),
             host: None,
             status: answered.map(|_| 200),
-            sent,
-            answered,
+            sent: secs(sent),
+            answered: answered.map(secs),
             h2_stream: None,
             tag: None,
-            seen_in: "capture",
+            seen_in: crate::report::SeenIn::Capture,
             why_new: None,
         }
     }
@@ -744,7 +711,11 @@ mod tests {
     fn reasons(r: &Report) -> Vec<Option<(&'static str, Option<u64>)>> {
         r.requests
             .iter()
-            .map(|q| q.why_new.as_ref().map(|w| (w.reason, w.previous_stream)))
+            .map(|q| {
+                q.why_new
+                    .as_ref()
+                    .map(|w| (w.reason.as_str(), w.previous_stream))
+            })
             .collect()
     }
 
@@ -752,7 +723,7 @@ mod tests {
     fn server_closed_connections_explain_the_next_one() {
         let r = report(
             vec![
-                conn(0, 5000, 0.0, Some((1.0, "server"))),
+                conn(0, 5000, 0.0, Some((1.0, Role::Server))),
                 conn(1, 5001, 2.0, None),
             ],
             vec![
@@ -782,7 +753,7 @@ mod tests {
         // Closed by the server one second after its only response: an idle timeout.
         let r = report(
             vec![
-                conn(0, 5000, 0.0, Some((1.2, "server"))),
+                conn(0, 5000, 0.0, Some((1.2, Role::Server))),
                 conn(1, 5001, 2.0, None),
             ],
             vec![req(0, 1, 0.1, Some(0.2)), req(1, 1, 2.1, Some(2.2))],
@@ -793,7 +764,7 @@ mod tests {
             Some("the server closed it 1000 ms after its last response (an idle timeout)")
         );
         // The same close after an announced `Connection: close`.
-        let mut announced = conn(0, 5000, 0.0, Some((1.2, "server")));
+        let mut announced = conn(0, 5000, 0.0, Some((1.2, Role::Server)));
         announced.http = Some(crate::http::HttpSignals {
             server_close_depth: Some(1),
             ..Default::default()
@@ -836,7 +807,7 @@ mod tests {
     #[test]
     fn other_clients_and_servers_do_not_count() {
         let mut other = conn(1, 5001, 0.5, None);
-        other.client = "10.9.9.9:5001".to_string();
+        other.client = "10.9.9.9:5001".parse().unwrap();
         let r = report(
             vec![conn(0, 5000, 0.0, None), other],
             vec![req(0, 1, 0.1, Some(0.2)), req(1, 1, 0.6, Some(0.7))],
@@ -848,7 +819,7 @@ mod tests {
         Peers {
             client: format!("127.0.0.1:{cport}").parse().unwrap(),
             server: "127.0.0.1:8080".parse().unwrap(),
-            opened: micros(opened),
+            opened: secs(opened),
         }
     }
 
@@ -867,13 +838,13 @@ mod tests {
             stream: 0,
             peers: peers(5000, 0.0),
             depth: 1,
-            sent: micros(0.1),
-            answered: Some(micros(0.2)),
+            sent: secs(0.1),
+            answered: Some(secs(0.2)),
         });
         judge.on_event(finished(0, 5000, 0.0, EndReason::Closed));
-        judge.advance(micros(0.9));
+        judge.advance(secs(0.9));
         assert!(judge.pop_released().is_none(), "held until its verdict");
-        judge.advance(micros(1.2));
+        judge.advance(secs(1.2));
         let out = judge.pop_released().expect("released after the hold");
         assert_eq!(out.requests[0].why_new.as_ref().unwrap().reason, "first");
     }
@@ -889,22 +860,22 @@ mod tests {
                 stream: 0,
                 peers: peers(5000, 0.0),
                 depth: 1,
-                sent: micros(0.1),
-                answered: Some(micros(0.2)),
+                sent: secs(0.1),
+                answered: Some(secs(0.2)),
             });
-            judge.advance(micros(5.0));
+            judge.advance(secs(5.0));
             judge.on_event(finished(0, 5000, 0.0, end));
             judge.on_event(FlowEvent::Request {
                 stream: 1,
                 peers: peers(5001, 9.9),
                 depth: 1,
-                sent: micros(10.0),
-                answered: Some(micros(10.1)),
+                sent: secs(10.0),
+                answered: Some(secs(10.1)),
             });
             judge.on_event(finished(1, 5001, 9.9, EndReason::EndOfInput));
             judge.finish();
             let verdicts: Vec<&str> = std::iter::from_fn(|| judge.pop_released())
-                .filter_map(|f| f.requests[0].why_new.as_ref().map(|w| w.reason))
+                .filter_map(|f| f.requests[0].why_new.as_ref().map(|w| w.reason.as_str()))
                 .collect();
             assert_eq!(verdicts, ["first", want], "{end:?}");
         }

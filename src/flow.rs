@@ -14,7 +14,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::http::{AppProtocol, ConnectionAnalyzer, HttpExchange, HttpSignals};
-use crate::report::{ConnectionRecord, RequestRecord};
+use crate::report::{
+    CloseKind, ConnState, ConnectionRecord, Orientation, RequestRecord, Role, SeenIn,
+};
 use crate::wire::{Direction, Segment, SeqNumber, Timestamp};
 
 /// Both directions of a connection map to one key: the lower address first
@@ -68,28 +70,6 @@ impl Side {
         match self {
             Side::Low => Side::High,
             Side::High => Side::Low,
-        }
-    }
-}
-
-/// How the client and server roles of a connection were decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Orientation {
-    /// The client sent a SYN.
-    Syn,
-    /// No SYN seen; the server sent a SYN+ACK.
-    SynAck,
-    /// No handshake seen: the well-known (below 1024) or else lower port is the
-    /// server; with equal ports, the first packet's destination.
-    Port,
-}
-
-impl Orientation {
-    fn as_str(self) -> &'static str {
-        match self {
-            Orientation::Syn => "syn",
-            Orientation::SynAck => "syn-ack",
-            Orientation::Port => "port",
         }
     }
 }
@@ -164,7 +144,7 @@ pub struct Connection {
     ends: [Endpoint; 2],
     history: String,
     /// The first side to send a FIN or RST, which, and when.
-    closed_by: Option<(Side, &'static str, Timestamp)>,
+    closed_by: Option<(Side, CloseKind, Timestamp)>,
     handshake_rtt_ms: Option<f64>,
     /// The server's ISN, to recognise the client's ACK of the SYN+ACK.
     server_isn: Option<SeqNumber>,
@@ -385,7 +365,11 @@ impl Connection {
             }
         }
         if (flags.fin() || flags.rst()) && self.closed_by.is_none() {
-            let how = if flags.rst() { "rst" } else { "fin" };
+            let how = if flags.rst() {
+                CloseKind::Rst
+            } else {
+                CloseKind::Fin
+            };
             self.closed_by = Some((sender, how, seg.ts));
         }
         if flags.syn() {
@@ -615,7 +599,7 @@ impl Connection {
             stream: self.stream,
             peers: self.peers(),
             by_client: side == self.client,
-            rst: how == "rst",
+            rst: how == CloseKind::Rst,
             at,
             requests,
             signals,
@@ -679,7 +663,7 @@ impl Connection {
     }
 
     /// Zeek's `conn_state` from the two endpoint states (base/protocols/conn/main.zeek).
-    fn conn_state(&self) -> &'static str {
+    fn conn_state(&self) -> ConnState {
         use EndpointState::*;
         let orig = &self.ends[self.client as usize];
         let resp = &self.ends[self.client.other() as usize];
@@ -690,42 +674,42 @@ impl Connection {
             if matches!(os, SynSent | SynAckSent)
                 || (os == Reset && orig.payload == 0 && resp.payload == 0)
             {
-                "REJ"
+                ConnState::Rej
             } else if o_inactive {
-                "RSTRH"
+                ConnState::Rstrh
             } else {
-                "RSTR"
+                ConnState::Rstr
             }
         } else if os == Reset {
             if r_inactive {
                 if self.history_is_syn_then_reset() {
-                    "RSTOS0"
+                    ConnState::Rstos0
                 } else {
-                    "OTH"
+                    ConnState::Oth
                 }
             } else {
-                "RSTO"
+                ConnState::Rsto
             }
         } else if rs == Closed && os == Closed {
-            "SF"
+            ConnState::Sf
         } else if os == Closed {
             if r_inactive {
-                "SH"
+                ConnState::Sh
             } else {
-                "S2"
+                ConnState::S2
             }
         } else if rs == Closed {
             if o_inactive {
-                "SHR"
+                ConnState::Shr
             } else {
-                "S3"
+                ConnState::S3
             }
         } else if os == SynSent && rs == Inactive {
-            "S0"
+            ConnState::S0
         } else if os == Established && rs == Established {
-            "S1"
+            ConnState::S1
         } else {
-            "OTH"
+            ConnState::Oth
         }
     }
 
@@ -773,11 +757,11 @@ impl Connection {
                 target: x.target,
                 host: x.host,
                 status: x.status,
-                sent: x.sent.as_secs_f64(),
-                answered: x.answered.map(Timestamp::as_secs_f64),
+                sent: x.sent,
+                answered: x.answered,
                 h2_stream: x.h2_stream,
                 tag: x.tag,
-                seen_in: "capture",
+                seen_in: SeenIn::Capture,
                 why_new: None,
             })
             .collect();
@@ -788,10 +772,10 @@ impl Connection {
         };
         let record = ConnectionRecord {
             stream: self.stream,
-            client: format_addr(self.key.addr(self.client)),
-            server: format_addr(self.key.addr(self.client.other())),
-            first_seen: self.first_seen.as_secs_f64(),
-            last_seen: self.last_seen.as_secs_f64(),
+            client: self.key.addr(self.client),
+            server: self.key.addr(self.client.other()),
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
             syn: client.syn,
             syn_ack: server.syn_ack,
             fin_client: client.fin,
@@ -807,17 +791,17 @@ impl Connection {
             handshake_rtt_ms: self.handshake_rtt_ms.map(round_micros),
             closed_by: self.closed_by.map(|(side, _, _)| {
                 if side == self.client {
-                    "client"
+                    Role::Client
                 } else {
-                    "server"
+                    Role::Server
                 }
             }),
             closed_with: self.closed_by.map(|(_, how, _)| how),
-            closed_at: self.closed_by.map(|(_, _, at)| at.as_secs_f64()),
+            closed_at: self.closed_by.map(|(_, _, at)| at),
             state,
-            history: self.history.clone(),
-            orientation: self.orientation.as_str(),
-            protocol: protocol.as_str(),
+            history: std::mem::take(&mut self.history),
+            orientation: self.orientation,
+            protocol,
             tls_sni: app.and_then(|a| a.tls_sni.clone()),
             alpn: app.map(|a| a.alpn.clone()).unwrap_or_default(),
             requests: request_count,
@@ -838,11 +822,6 @@ fn is_scaled_count(n: u64) -> bool {
 
 fn round_micros(ms: f64) -> f64 {
     (ms * 1000.0).round() / 1000.0
-}
-
-/// `ip:port`, with IPv6 in brackets (`[::1]:8080`), as the report promises.
-pub fn format_addr(addr: SocketAddr) -> String {
-    addr.to_string()
 }
 
 /// How long connections stay in the table, in capture time (never the clock).
@@ -1359,17 +1338,12 @@ fn tomb_starts_new_stream(tomb: &Tombstone, seg: &Segment, sender: Side) -> bool
 /// each record once.
 pub fn sort_records(connections: &mut [ConnectionRecord], requests: &mut [RequestRecord]) {
     connections.sort_unstable_by_key(|c| c.stream);
-    let mut order: Vec<(f64, u64, u32, u32)> = requests
+    let mut order: Vec<(Timestamp, u64, u32, u32)> = requests
         .iter()
         .enumerate()
         .map(|(i, r)| (r.sent, r.stream, r.depth, i as u32))
         .collect();
-    order.sort_unstable_by(|a, b| {
-        a.0.total_cmp(&b.0)
-            .then(a.1.cmp(&b.1))
-            .then(a.2.cmp(&b.2))
-            .then(a.3.cmp(&b.3))
-    });
+    order.sort_unstable();
     // Apply the permutation in place, cycle by cycle: position k takes the
     // record at perm[k].
     let mut perm: Vec<u32> = order.into_iter().map(|(.., i)| i).collect();
@@ -1491,14 +1465,14 @@ mod tests {
         );
         let r = &records(t)[0];
         assert_eq!(
-            (r.client.as_str(), r.server.as_str()),
-            ("10.0.0.1:40000", "10.0.0.2:80")
+            (r.client.to_string(), r.server.to_string()),
+            ("10.0.0.1:40000".to_string(), "10.0.0.2:80".to_string())
         );
         assert_eq!((r.syn, r.syn_ack, r.fin_client, r.fin_server), (1, 1, 1, 1));
         assert_eq!((r.packets_client, r.packets_server), (4, 4));
         assert_eq!((r.payload_client, r.payload_server), (18, 19));
-        assert_eq!(r.closed_by, Some("server"));
-        assert_eq!(r.closed_with, Some("fin"));
+        assert_eq!(r.closed_by, Some(Role::Server));
+        assert_eq!(r.closed_with, Some(CloseKind::Fin));
         assert_eq!(r.state, "SF");
         assert_eq!(r.history, "ShADdfFa");
         assert_eq!(r.handshake_rtt_ms, Some(3.0));
@@ -1521,8 +1495,8 @@ mod tests {
         assert_eq!(r.state, "REJ");
         assert_eq!(r.history, "Sr");
         assert_eq!((r.rst_client, r.rst_server), (0, 1));
-        assert_eq!(r.closed_by, Some("server"));
-        assert_eq!(r.closed_with, Some("rst"));
+        assert_eq!(r.closed_by, Some(Role::Server));
+        assert_eq!(r.closed_with, Some(CloseKind::Rst));
     }
 
     #[test]
@@ -1587,7 +1561,7 @@ mod tests {
             ],
         );
         let r = &records(t)[0];
-        assert_eq!(r.client, "10.0.0.1:51000");
+        assert_eq!(r.client.to_string(), "10.0.0.1:51000");
         assert_eq!(r.orientation, "port");
         assert_eq!((r.syn, r.syn_ack), (0, 0));
         assert_eq!(r.handshake_rtt_ms, None);
@@ -1603,8 +1577,8 @@ mod tests {
         feed(&mut t, 2000, 443, &[(0, true, 1, 1, ACK, b"x")]);
         feed(&mut t, 5000, 443, &[(0, false, 1, 1, ACK, b"y")]);
         let recs = records(t);
-        assert_eq!(recs[0].server, "10.0.0.2:443");
-        assert_eq!(recs[1].server, "10.0.0.2:443");
+        assert_eq!(recs[0].server.to_string(), "10.0.0.2:443");
+        assert_eq!(recs[1].server.to_string(), "10.0.0.2:443");
     }
 
     #[test]
@@ -1623,7 +1597,7 @@ mod tests {
         );
         assert_eq!(streams, [0, 0, 0]);
         let r = &records(t)[0];
-        assert_eq!(r.client, "10.0.0.1:40003");
+        assert_eq!(r.client.to_string(), "10.0.0.1:40003");
         assert_eq!(r.orientation, "syn-ack");
     }
 
@@ -1670,7 +1644,7 @@ mod tests {
             ],
         );
         feed(&mut t, 40007, 80, &[(0, true, 0, 0, SYN, b"")]);
-        let states: Vec<&str> = records(t).iter().map(|r| r.state).collect();
+        let states: Vec<&str> = records(t).iter().map(|r| r.state.as_str()).collect();
         assert_eq!(states, ["S2", "RSTO", "S0"]);
     }
 
@@ -1842,11 +1816,11 @@ mod tests {
             target: "/".into(),
             host: None,
             status: None,
-            sent,
+            sent: crate::testkit::secs(sent),
             answered: None,
             h2_stream: None,
             tag: None,
-            seen_in: "capture",
+            seen_in: SeenIn::Capture,
             why_new: None,
         };
         let mut reqs = vec![

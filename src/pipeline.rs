@@ -24,6 +24,10 @@ pub struct PipelineOptions {
     pub http: bool,
     /// When connections leave the tracker's table.
     pub expiry: Expiry,
+    /// Judge why each new connection was opened as the capture goes. A live
+    /// run turns this off and judges once, after the client's own records
+    /// joined the captured ones.
+    pub diagnose: bool,
 }
 
 impl Default for PipelineOptions {
@@ -31,6 +35,7 @@ impl Default for PipelineOptions {
         PipelineOptions {
             http: true,
             expiry: Expiry::default(),
+            diagnose: true,
         }
     }
 }
@@ -76,7 +81,8 @@ impl std::fmt::Debug for Rows {
 #[derive(Debug)]
 pub struct Pipeline {
     table: FlowTable,
-    judge: ReuseJudge,
+    /// `None`: connections go straight to the rows, undiagnosed.
+    judge: Option<ReuseJudge>,
     events: Vec<FlowEvent>,
     rows: Rows,
     summary: Summary,
@@ -114,7 +120,7 @@ impl Pipeline {
     fn with_rows(options: &PipelineOptions, rows: Rows) -> Pipeline {
         Pipeline {
             table: FlowTable::with_expiry(options.http, options.expiry),
-            judge: ReuseJudge::new(),
+            judge: options.diagnose.then(ReuseJudge::new),
             events: Vec::new(),
             rows,
             summary: Summary::default(),
@@ -146,13 +152,27 @@ impl Pipeline {
     /// Hand the tracker's events to the judge, and what the judge released
     /// to the rows.
     fn pass_events(&mut self, now: Option<Timestamp>) {
+        let Some(judge) = &mut self.judge else {
+            let mut events = std::mem::take(&mut self.events);
+            for event in events.drain(..) {
+                if let FlowEvent::Finished(finished) = event {
+                    self.take(finished);
+                }
+            }
+            self.events = events;
+            return;
+        };
         for event in self.events.drain(..) {
-            self.judge.on_event(event);
+            judge.on_event(event);
         }
         if let Some(now) = now {
-            self.judge.advance(now);
+            judge.advance(now);
         }
-        while let Some(finished) = self.judge.pop_released() {
+        let mut released = Vec::new();
+        while let Some(finished) = judge.pop_released() {
+            released.push(finished);
+        }
+        for finished in released {
             self.take(finished);
         }
     }
@@ -211,7 +231,9 @@ impl Pipeline {
     pub fn finish(mut self) -> io::Result<Report> {
         self.table.finish(&mut self.events);
         self.pass_events(None);
-        self.judge.finish();
+        if let Some(judge) = &mut self.judge {
+            judge.finish();
+        }
         self.pass_events(None);
         if let (Rows::Stream(sink), None) = (&mut self.rows, &self.sink_error) {
             if let Err(e) = sink.flush() {

@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{Cell, CellAlignment, ContentArrangement, Table};
 
-use crate::report::{ConnectionRecord, Report, RequestRecord};
+use crate::report::{ConnectionRecord, NewConnectionCode, Report, RequestRecord};
 
 /// Output formats of every report-producing command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -69,8 +69,8 @@ fn origin(report: &Report) -> f64 {
     let t0 = report
         .connections
         .iter()
-        .map(|c| c.first_seen)
-        .chain(report.requests.iter().map(|r| r.sent))
+        .map(|c| c.first_seen.as_secs_f64())
+        .chain(report.requests.iter().map(|r| r.sent.as_secs_f64()))
         .fold(f64::INFINITY, f64::min);
     if t0.is_finite() {
         t0
@@ -311,10 +311,10 @@ fn why_new_cell(report: &Report, r: &RequestRecord) -> String {
     };
     let prev = why.previous_stream;
     match (why.reason, prev) {
-        ("first", _) => "first to server".to_string(),
-        ("idle_not_reused", Some(p)) => format!("stream {p} idle, not reused"),
-        ("all_busy", _) => "all open busy".to_string(),
-        ("previous_closed", Some(p)) => {
+        (NewConnectionCode::First, _) => "first to server".to_string(),
+        (NewConnectionCode::IdleNotReused, Some(p)) => format!("stream {p} idle, not reused"),
+        (NewConnectionCode::AllBusy, _) => "all open busy".to_string(),
+        (NewConnectionCode::PreviousClosed, Some(p)) => {
             let closed = match report.connections.iter().find(|c| c.stream == p) {
                 Some(c) => format!("stream {p}: {}", closed_text(c)),
                 None => format!("stream {p} closed"),
@@ -338,7 +338,7 @@ fn plural(n: u64) -> &'static str {
 
 fn closed_text(c: &ConnectionRecord) -> String {
     match (c.closed_by, c.closed_with) {
-        (Some(by), Some(how)) => format!("{by} {}", how.to_uppercase()),
+        (Some(by), Some(how)) => format!("{by} {}", how.flag()),
         _ => "open".to_string(),
     }
 }
@@ -366,12 +366,15 @@ fn connections_table(report: &Report, markdown: bool) -> Table {
     for c in &report.connections {
         t.add_row(vec![
             right(c.stream),
-            Cell::new(&c.client),
-            Cell::new(&c.server),
-            Cell::new(c.protocol),
+            Cell::new(c.client),
+            Cell::new(c.server),
+            Cell::new(c.protocol.as_str()),
             right(opt(c.requests)),
-            right(format!("{:.6}", c.first_seen - t0)),
-            right(format!("{:.3}", (c.last_seen - c.first_seen) * 1000.0)),
+            right(format!("{:.6}", c.first_seen.as_secs_f64() - t0)),
+            right(format!(
+                "{:.3}",
+                (c.last_seen.as_secs_f64() - c.first_seen.as_secs_f64()) * 1000.0
+            )),
             right(c.syn),
             right(c.syn_ack),
             right(format!("{}/{}", c.fin_client, c.fin_server)),
@@ -402,7 +405,7 @@ fn requests_table(report: &Report, markdown: bool) -> Table {
     ]);
     for r in &report.requests {
         t.add_row(vec![
-            right(format!("{:.6}", r.sent - t0)),
+            right(format!("{:.6}", r.sent.as_secs_f64() - t0)),
             right(r.stream),
             right(r.depth),
             Cell::new(reuse_mark(r)),
@@ -410,9 +413,9 @@ fn requests_table(report: &Report, markdown: bool) -> Table {
             Cell::new(&r.method),
             Cell::new(&r.target),
             right(opt(r.status)),
-            right(opt(r
-                .answered
-                .map(|a| format!("{:.3}", (a - r.sent) * 1000.0)))),
+            right(opt(r.answered.map(|a| {
+                format!("{:.3}", (a.as_secs_f64() - r.sent.as_secs_f64()) * 1000.0)
+            }))),
             Cell::new(opt(r.tag.as_deref())),
         ]);
     }

@@ -3,7 +3,163 @@
 //! meanings follow the JSON contract documented in `docs/report-schema.md`;
 //! fields may be added, never renamed or dropped.
 
-use serde::Serialize;
+use std::fmt;
+use std::net::SocketAddr;
+
+use serde::{Serialize, Serializer};
+
+pub use crate::http::{AppProtocol, HttpSignals};
+use crate::wire::Timestamp;
+
+/// Times are written as seconds since the epoch with microsecond precision.
+fn secs<S: Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(t.as_secs_f64())
+}
+
+fn opt_secs<S: Serializer>(t: &Option<Timestamp>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_some(&t.as_secs_f64()),
+        None => s.serialize_none(),
+    }
+}
+
+/// Addresses are written as `ip:port`, IPv6 in brackets (`[::1]:8080`).
+fn addr<S: Serializer>(a: &SocketAddr, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(a)
+}
+
+/// A fieldless enum that the report spells as a fixed string.
+macro_rules! spelled {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+    };
+}
+
+spelled!(
+    /// One side of a connection.
+    Role {
+        Client => "client",
+        Server => "server",
+    }
+);
+
+spelled!(
+    /// How a side closed: "fin" or "rst".
+    CloseKind {
+        Fin => "fin",
+        Rst => "rst",
+    }
+);
+
+impl CloseKind {
+    /// The TCP flag's name, as tcpdump prints it: "FIN" or "RST".
+    pub fn flag(self) -> &'static str {
+        match self {
+            CloseKind::Fin => "FIN",
+            CloseKind::Rst => "RST",
+        }
+    }
+}
+
+spelled!(
+    /// How the client and server roles of a connection were decided.
+    Orientation {
+        /// The client sent a SYN.
+        Syn => "syn",
+        /// No SYN seen; the server sent a SYN+ACK.
+        SynAck => "syn-ack",
+        /// No handshake seen: the well-known (below 1024) or else lower port is
+        /// the server; with equal ports, the first packet's destination.
+        Port => "port",
+    }
+);
+
+spelled!(
+    /// Zeek's `conn_state` (base/protocols/conn/main.zeek).
+    ConnState {
+        S0 => "S0",
+        S1 => "S1",
+        Sf => "SF",
+        Rej => "REJ",
+        S2 => "S2",
+        S3 => "S3",
+        Rsto => "RSTO",
+        Rstr => "RSTR",
+        Rstos0 => "RSTOS0",
+        Rstrh => "RSTRH",
+        Sh => "SH",
+        Shr => "SHR",
+        Oth => "OTH",
+    }
+);
+
+spelled!(
+    /// Where a request was seen.
+    SeenIn {
+        /// In the captured packets.
+        Capture => "capture",
+        /// Only in the client's own record (a live run over TLS).
+        Client => "client",
+    }
+);
+
+spelled!(
+    /// Why a request opened a new connection (`why_new.reason`).
+    NewConnectionCode {
+        /// No earlier connection from this client host to this server.
+        First => "first",
+        /// An earlier one was open and idle: the client chose a new one.
+        IdleNotReused => "idle_not_reused",
+        /// Every open one had a request in flight.
+        AllBusy => "all_busy",
+        /// All earlier ones were closed.
+        PreviousClosed => "previous_closed",
+    }
+);
+
+/// Why one request was sent on a new connection (see `diagnose`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NewConnectionReason {
+    pub reason: NewConnectionCode,
+    /// The earlier connection the reason is about (the idle one, or the most
+    /// recently closed one), if any.
+    pub previous_stream: Option<u64>,
+    /// One sentence for people.
+    pub detail: String,
+    /// For `previous_closed`: why that connection ended, when the bytes or
+    /// the timing tell (`Connection: close`, HTTP/1.0, GOAWAY, an idle close).
+    pub cause: Option<String>,
+}
 
 /// The whole report of one `run`, `audit` or `replay`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -99,10 +255,14 @@ pub struct AnomalyCount {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ConnectionRecord {
     pub stream: u64,
-    pub client: String,
-    pub server: String,
-    pub first_seen: f64,
-    pub last_seen: f64,
+    #[serde(serialize_with = "addr")]
+    pub client: SocketAddr,
+    #[serde(serialize_with = "addr")]
+    pub server: SocketAddr,
+    #[serde(serialize_with = "secs")]
+    pub first_seen: Timestamp,
+    #[serde(serialize_with = "secs")]
+    pub last_seen: Timestamp,
     pub syn: u32,
     pub syn_ack: u32,
     pub fin_client: u32,
@@ -117,23 +277,24 @@ pub struct ConnectionRecord {
     pub payload_server: u64,
     pub handshake_rtt_ms: Option<f64>,
     /// "client" | "server" | null.
-    pub closed_by: Option<&'static str>,
+    pub closed_by: Option<Role>,
     /// How the first closing side closed: "fin" | "rst" | null. An addition.
-    pub closed_with: Option<&'static str>,
+    pub closed_with: Option<CloseKind>,
     /// When that first FIN or RST was seen. An addition.
-    pub closed_at: Option<f64>,
-    pub state: &'static str,
+    #[serde(serialize_with = "opt_secs")]
+    pub closed_at: Option<Timestamp>,
+    pub state: ConnState,
     pub history: String,
     /// How the client/server roles were decided: "syn", "syn-ack" or "port"
     /// (no handshake seen: the well-known or lower port is the server). An addition.
-    pub orientation: &'static str,
-    pub protocol: &'static str,
+    pub orientation: Orientation,
+    pub protocol: AppProtocol,
     pub tls_sni: Option<String>,
     pub alpn: Vec<String>,
     pub requests: Option<u32>,
     /// Keep-alive and connection-level HTTP signals (docs/http-signals.md);
     /// null when the connection's bytes were not analysed. An addition.
-    pub http: Option<crate::http::HttpSignals>,
+    pub http: Option<HttpSignals>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -145,15 +306,16 @@ pub struct RequestRecord {
     pub target: String,
     pub host: Option<String>,
     pub status: Option<u16>,
-    pub sent: f64,
-    pub answered: Option<f64>,
+    #[serde(serialize_with = "secs")]
+    pub sent: Timestamp,
+    #[serde(serialize_with = "opt_secs")]
+    pub answered: Option<Timestamp>,
     pub h2_stream: Option<u32>,
     pub tag: Option<String>,
-    /// "capture" | "client".
-    pub seen_in: &'static str,
+    pub seen_in: SeenIn,
     /// For a request that opened its connection: why no earlier connection
     /// carried it (see `diagnose`). Null for reused connections. An addition.
-    pub why_new: Option<crate::diagnose::NewConnectionReason>,
+    pub why_new: Option<NewConnectionReason>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Default)]
@@ -203,9 +365,9 @@ impl Summary {
         self.fin = self.fin_client + self.fin_server;
         self.rst = self.rst_client + self.rst_server;
         match c.closed_by {
-            Some("client") => self.closed_by_client += 1,
-            Some("server") => self.closed_by_server += 1,
-            _ => self.not_closed += 1,
+            Some(Role::Client) => self.closed_by_client += 1,
+            Some(Role::Server) => self.closed_by_server += 1,
+            None => self.not_closed += 1,
         }
     }
 
@@ -214,10 +376,13 @@ impl Summary {
         self.requests += 1;
         self.reused_requests += u64::from(r.reused);
         if let Some(why) = &r.why_new {
-            *self
-                .new_connection_reasons
-                .entry(why.reason.to_string())
-                .or_default() += 1;
+            match self.new_connection_reasons.get_mut(why.reason.as_str()) {
+                Some(n) => *n += 1,
+                None => {
+                    self.new_connection_reasons
+                        .insert(why.reason.as_str().to_string(), 1);
+                }
+            }
         }
     }
 }

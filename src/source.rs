@@ -78,6 +78,21 @@ pub struct Frame<'a> {
     pub data: &'a [u8],
 }
 
+impl<'a> Frame<'a> {
+    /// A packet as libpcap hands it over (a live capture, or `--reader
+    /// libpcap`). The wire length is at least what was captured, as the
+    /// native reader reads it from a file.
+    pub fn from_pcap(p: &pcap::Packet<'a>) -> Frame<'a> {
+        let h = p.header;
+        Frame {
+            ts: Timestamp::from_parts(h.ts.tv_sec, h.ts.tv_usec),
+            caplen: h.caplen,
+            wirelen: h.len.max(h.caplen),
+            data: p.data,
+        }
+    }
+}
+
 /// Why a capture file could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {

@@ -77,6 +77,11 @@ pub fn frame(ts_micros: i64, data: &[u8]) -> Frame<'_> {
     }
 }
 
+/// Seconds since the epoch as a capture timestamp.
+pub fn secs(s: f64) -> crate::wire::Timestamp {
+    crate::wire::Timestamp((s * 1e6).round() as i64)
+}
+
 /// A report row for an HTTP/1.1 connection that opened with a handshake and is
 /// still open; tests set the fields they are about.
 pub fn connection_record(
@@ -87,10 +92,10 @@ pub fn connection_record(
 ) -> ConnectionRecord {
     ConnectionRecord {
         stream,
-        client: client.to_string(),
-        server: server.to_string(),
-        first_seen,
-        last_seen: first_seen + 1.0,
+        client: client.parse().expect("an ip:port"),
+        server: server.parse().expect("an ip:port"),
+        first_seen: secs(first_seen),
+        last_seen: secs(first_seen + 1.0),
         syn: 1,
         syn_ack: 1,
         fin_client: 0,
@@ -107,10 +112,10 @@ pub fn connection_record(
         closed_by: None,
         closed_with: None,
         closed_at: None,
-        state: "S1",
+        state: crate::report::ConnState::S1,
         history: String::new(),
-        orientation: "syn",
-        protocol: "http/1.1",
+        orientation: crate::report::Orientation::Syn,
+        protocol: crate::report::AppProtocol::Http11,
         tls_sni: None,
         alpn: Vec::new(),
         requests: None,

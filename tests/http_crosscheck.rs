@@ -238,7 +238,7 @@ fn h2c_ports(report: &Report) -> Vec<u16> {
         // tshark follows an h2c upgrade by itself; forcing HTTP/2 on the port
         // would hide the HTTP/1.1 request before it.
         .filter(|c| c.http.as_ref().and_then(|h| h.h2_start) != Some("upgrade"))
-        .filter_map(|c| c.server.rsplit(':').next()?.parse().ok())
+        .map(|c| c.server.port())
         .collect();
     ports.sort_unstable();
     ports.dedup();

@@ -18,7 +18,7 @@ fn streams_closed_by(r: &ExperimentResult, side: &str) -> usize {
     r.report
         .connections
         .iter()
-        .filter(|c| c.closed_by == Some(side))
+        .filter(|c| c.closed_by.map(|r| r.as_str()) == Some(side))
         .count()
 }
 

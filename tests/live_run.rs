@@ -100,7 +100,7 @@ fn tls_requests_are_attributed_by_local_port() {
             let tag: u64 = r.tag.as_deref().unwrap().parse().unwrap();
             let seen = &client.requests[(tag - 1) as usize];
             let conn = &report.connections[r.stream as usize];
-            assert_eq!(Some(conn.client.as_str()), seen.local.as_deref());
+            assert_eq!(Some(conn.client.to_string()), seen.local.clone());
         }
         let used = report
             .connections

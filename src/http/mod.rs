@@ -40,6 +40,18 @@ pub enum AppProtocol {
     Unknown,
 }
 
+impl Serialize for AppProtocol {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for AppProtocol {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 impl AppProtocol {
     /// The report's spelling: "http/1.0" | "http/1.1" | "h2c" | "tls" | "unknown".
     pub fn as_str(self) -> &'static str {

@@ -14,7 +14,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::source::{Frame, LinkType};
-use crate::wire::Timestamp;
 
 /// Where frames go. The capture thread owns the sink until the capture ends.
 pub trait FrameSink: Send + 'static {
@@ -291,16 +290,7 @@ fn read_loop<S: FrameSink>(
         if let Some(f) = savefile.as_mut() {
             f.write(p);
         }
-        let ts = Timestamp::from_parts(p.header.ts.tv_sec, p.header.ts.tv_usec);
-        sink.push(
-            link,
-            &Frame {
-                ts,
-                caplen: p.header.caplen,
-                wirelen: p.header.len,
-                data: p.data,
-            },
-        );
+        sink.push(link, &Frame::from_pcap(p));
     };
     let mut failure = None;
     loop {

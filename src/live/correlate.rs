@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::live::driver::ClientRequest;
 use crate::report::{
-    ClientReport, ClientRequestRecord, ClientSettings, Report, RequestRecord, SourceInfo, Summary,
-    ToolInfo,
+    ClientReport, ClientRequestRecord, ClientSettings, Report, RequestRecord, SeenIn, SourceInfo,
+    Summary, ToolInfo,
 };
 
 /// A request's client-side times are taken around the packets' kernel
@@ -27,12 +27,12 @@ pub fn attribute(
     settings: ClientSettings,
     interrupted: bool,
 ) {
-    let mut by_client_addr: HashMap<&str, Vec<(u64, f64)>> = HashMap::new();
+    let mut by_client_addr: HashMap<std::net::SocketAddr, Vec<(u64, f64)>> = HashMap::new();
     for c in &report.connections {
         by_client_addr
-            .entry(c.client.as_str())
+            .entry(c.client)
             .or_default()
-            .push((c.stream, c.first_seen));
+            .push((c.stream, c.first_seen.as_secs_f64()));
     }
     let mut by_tag: HashMap<&str, Vec<u64>> = HashMap::new();
     for r in &report.requests {
@@ -45,10 +45,10 @@ pub fn attribute(
     let mut unseen = Vec::new();
     for r in client {
         let local = r.local.map(|a| a.to_string());
-        let stream_by_port = local.as_deref().and_then(|l| {
+        let stream_by_port = r.local.and_then(|l| {
             // The latest connection from this socket that began before the
             // request ended (a port is only reused after its last connection).
-            by_client_addr.get(l).and_then(|cands| {
+            by_client_addr.get(&l).and_then(|cands| {
                 cands
                     .iter()
                     .filter(|(_, first)| *first <= r.end.as_secs_f64() + SLACK_SECS)
@@ -167,11 +167,11 @@ fn client_seen_request(r: &ClientRequest, stream: u64, settings: &ClientSettings
             })
         }),
         status: r.status,
-        sent: r.start.as_secs_f64(),
-        answered: Some(r.head.as_secs_f64()),
+        sent: r.start,
+        answered: Some(r.head),
         h2_stream: None,
         tag: Some(r.id.to_string()),
-        seen_in: "client",
+        seen_in: SeenIn::Client,
         why_new: None,
     }
 }
@@ -206,22 +206,17 @@ fn client_record(
 /// (order of sending among all requests of that stream) and sorts the list as
 /// the report promises: by `sent`, then `stream`, then `depth`.
 fn number_client_requests(requests: &mut [RequestRecord]) {
-    requests.sort_by(|a, b| a.sent.total_cmp(&b.sent).then(a.stream.cmp(&b.stream)));
+    requests.sort_by_key(|r| (r.sent, r.stream));
     let mut position: BTreeMap<u64, u32> = BTreeMap::new();
     for r in requests.iter_mut() {
         let n = position.entry(r.stream).or_insert(0);
         *n += 1;
-        if r.seen_in == "client" {
+        if r.seen_in == SeenIn::Client {
             r.depth = *n;
             r.reused = *n > 1;
         }
     }
-    requests.sort_by(|a, b| {
-        a.sent
-            .total_cmp(&b.sent)
-            .then(a.stream.cmp(&b.stream))
-            .then(a.depth.cmp(&b.depth))
-    });
+    requests.sort_by_key(|r| (r.sent, r.stream, r.depth));
 }
 
 #[cfg(test)]
@@ -236,10 +231,10 @@ mod tests {
             fin_server: 1,
             packets_client: 5,
             packets_server: 5,
-            closed_by: Some("client"),
-            closed_with: Some("fin"),
-            closed_at: Some(first_seen + 1.0),
-            state: "SF",
+            closed_by: Some(crate::report::Role::Client),
+            closed_with: Some(crate::report::CloseKind::Fin),
+            closed_at: Some(crate::testkit::secs(first_seen + 1.0)),
+            state: crate::report::ConnState::Sf,
             ..crate::testkit::connection_record(stream, client, "127.0.0.1:80", first_seen)
         }
     }
@@ -253,11 +248,11 @@ mod tests {
             target: "/".into(),
             host: None,
             status: Some(200),
-            sent,
-            answered: Some(sent + 0.001),
+            sent: crate::testkit::secs(sent),
+            answered: Some(crate::testkit::secs(sent + 0.001)),
             h2_stream: None,
             tag: Some(tag.into()),
-            seen_in: "capture",
+            seen_in: SeenIn::Capture,
             why_new: None,
         }
     }

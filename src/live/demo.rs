@@ -14,7 +14,7 @@ use comfy_table::Table;
 use crate::live::driver::{DriverConfig, HttpVersion};
 use crate::live::server::{ServerConfig, ServerError, TestServer};
 use crate::live::session::{run_session, CaptureSettings, SessionConfig, SessionError};
-use crate::report::Report;
+use crate::report::{Report, Role};
 
 /// The experiments, in the order the demo runs them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,7 +193,7 @@ fn closes(report: &Report) -> String {
     let mut by: Vec<(String, usize)> = Vec::new();
     for c in &report.connections {
         let key = match (c.closed_by, c.closed_with) {
-            (Some(side), Some(how)) => format!("{side} ({})", how.to_uppercase()),
+            (Some(side), Some(how)) => format!("{side} ({})", how.flag()),
             _ => "nobody".to_string(),
         };
         match by.iter_mut().find(|(k, _)| *k == key) {
@@ -216,7 +216,7 @@ pub fn judge(experiment: Experiment, report: &Report) -> Verdict {
     let server_closed = report
         .connections
         .iter()
-        .filter(|c| c.closed_by == Some("server"))
+        .filter(|c| c.closed_by == Some(Role::Server))
         .count() as u64;
     let carrying = report
         .connections
@@ -355,12 +355,12 @@ pub fn render(result: &ExperimentResult) -> String {
         let tags: Vec<&str> = reqs.iter().filter_map(|r| r.tag.as_deref()).collect();
         let h2 = reqs.iter().filter(|r| r.h2_stream.is_some()).count();
         let closed = match (c.closed_by, c.closed_with) {
-            (Some(by), Some(how)) => format!("{by} {}", how.to_uppercase()),
+            (Some(by), Some(how)) => format!("{by} {}", how.flag()),
             _ => "open".into(),
         };
         t.add_row(vec![
             c.stream.to_string(),
-            c.client.clone(),
+            c.client.to_string(),
             reqs.len().to_string(),
             abbreviate(&tags),
             if h2 > 0 { h2.to_string() } else { "-".into() },

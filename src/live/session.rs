@@ -114,7 +114,12 @@ pub fn run_session(config: SessionConfig) -> Result<SessionOutcome, SessionError
             let mut cc = CaptureConfig::for_target(target, c.interface.clone())?;
             cc.savefile = c.savefile.clone();
             cc.buffer_size = c.buffer_size;
-            let capture = LiveCapture::start(&cc, Pipeline::new(&PipelineOptions::default()))?;
+            // Judged once, after the client's records joined (correlate).
+            let options = PipelineOptions {
+                diagnose: false,
+                ..PipelineOptions::default()
+            };
+            let capture = LiveCapture::start(&cc, Pipeline::new(&options))?;
             Some((capture, cc, c.linger))
         }
     };
