@@ -3,9 +3,12 @@
 //! `conn_state` and `history`, and the application analyser fed in order.
 //!
 //! Everything here is a pure state machine over decoded segments: no I/O, no
-//! locks, no clock (time is the packet's timestamp). The table keeps a small
-//! summary per connection for the report; the heavy per-connection state (the
-//! HTTP analyser's buffers) is dropped as soon as a connection has closed, so
+//! locks, no clock (time is the packet's timestamp). The [`FlowTable`] holds
+//! the connections open now and reports what happens as [`FlowEvent`]s: a
+//! stream opened, a request found or answered, a first FIN or RST, and a
+//! connection finalised, with its record, when it is over ([`Expiry`]: closed
+//! plus a grace period, idle, or an unanswered SYN). A finalised connection
+//! leaves a small tombstone so that the numbering stays Wireshark's, so
 //! memory grows with the connections open at once, not with the capture.
 
 use std::cmp::Reverse;

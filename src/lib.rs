@@ -1,10 +1,15 @@
 //! conntrace: which HTTP requests reused a TCP connection, and why the others did not.
 //!
-//! The pipeline: a packet source (a capture file or a live interface) yields
-//! frames ([`source`]); [`decode`] turns each into an owned [`wire::Segment`];
-//! [`flow`] tracks connections with Wireshark's stream numbering and Zeek's
-//! states, feeding each connection's bytes to [`http`]; [`pipeline`] ties them
-//! together into a [`report::Report`], which [`render`] formats.
+//! The pipeline, one way: a packet source (a capture file or a live
+//! interface) yields frames ([`source`]); [`decode`] turns each into an owned
+//! [`wire::Segment`]; [`flow`] tracks connections with Wireshark's stream
+//! numbering and Zeek's states, feeding each connection's bytes to [`http`],
+//! and reports what happens as [`flow::FlowEvent`]s, finalising connections
+//! as they end (or expire) in capture time; [`diagnose`] judges on that event
+//! stream why each new connection was opened; [`pipeline`] hands finished
+//! connections to the rows of a document ([`report::Report`], formatted by
+//! [`render`]) or to a streaming sink ([`jsonl`]), so memory follows the
+//! connections open at once.
 #![forbid(unsafe_code)]
 
 pub mod cli;
