@@ -56,12 +56,8 @@ struct ClosedInfo {
 #[derive(Debug)]
 struct View {
     group: GroupKey,
-    server: SocketAddr,
     first_seen: Timestamp,
     closed: Option<ClosedInfo>,
-    /// Finalised without a close (inactivity, an unanswered SYN): it stops
-    /// counting as open from then on.
-    expired_at: Option<Timestamp>,
     /// `(depth, sent, answered)` in order sent: the recent ones, and every
     /// one a verdict still to be given may ask about.
     requests: VecDeque<(u32, Timestamp, Option<Timestamp>)>,
@@ -235,10 +231,8 @@ impl ReuseJudge {
             stream,
             View {
                 group: group_key,
-                server: peers.server,
                 first_seen: peers.opened,
                 closed: None,
-                expired_at: None,
                 requests: VecDeque::new(),
                 pending: None,
                 verdict: None,
@@ -274,7 +268,6 @@ impl ReuseJudge {
         // and stays open for the verdicts still to come.)
         if view.closed.is_none() && finished.end != EndReason::EndOfInput {
             let at = finished.record.last_seen;
-            view.expired_at = Some(at);
             let member = (view.first_seen, stream);
             let group = view.group;
             self.end_member(group, member, at);
@@ -394,8 +387,7 @@ impl ReuseJudge {
         let group_key = view.group;
         self.sweep(group_key, t);
         let group = self.groups.get(&group_key);
-        let view = &self.views[&stream];
-        let verdict = explain(t, stream, view.server, group, &self.views);
+        let verdict = explain(t, stream, group_key.1, group, &self.views);
         let group = self.groups.get_mut(&group_key).expect("swept just above");
         group.pending -= 1;
         let view = self.views.get_mut(&stream).expect("looked up above");
