@@ -127,15 +127,22 @@ impl Pipeline {
 
     /// Account one frame captured with link type `link`.
     pub fn push(&mut self, link: LinkType, frame: &Frame<'_>) {
+        self.push_decoded(link, &decode(link, frame), frame.data);
+    }
+
+    /// Account one frame captured with link type `link` and already decoded;
+    /// a segment's payload range indexes `data` (the frame itself, or
+    /// wherever its payload was copied to).
+    pub fn push_decoded(&mut self, link: LinkType, decoded: &Decoded, data: &[u8]) {
         self.source.packets += 1;
         if !self.link_types.contains(&link) {
             self.link_types.push(link);
         }
-        match decode(link, frame) {
+        match decoded {
             Decoded::Tcp(seg) => {
                 self.source.tcp_packets += 1;
-                let payload = frame.data.get(seg.payload.clone()).unwrap_or(&[]);
-                self.table.on_segment(&seg, payload, &mut self.events);
+                let payload = data.get(seg.payload.clone()).unwrap_or(&[]);
+                self.table.on_segment(seg, payload, &mut self.events);
                 self.pass_events(Some(seg.ts));
             }
             Decoded::NotTcp => self.source.non_tcp_packets += 1,
