@@ -419,44 +419,18 @@ fn keep(
         })
 }
 
-/// At most this many frames in a batch...
-const BATCH_FRAMES: usize = 2048;
-/// ...and about this many payload bytes (one frame may take it past).
-const BATCH_BYTES: usize = 1 << 20;
-/// Batches decoded and not yet tracked: with the one being read and the one
-/// being tracked, memory stays within a few [`BATCH_BYTES`].
+/// Batches decoded and not yet tracked. A batch is one of the reader's
+/// buffers (1 MiB once a file proves large), so with the one being read and
+/// the one being tracked, memory stays within a few MiB.
 const BATCHES_AHEAD: usize = 2;
 
-/// Frames read, filtered and decoded, in file order, that own their payload.
-#[derive(Default)]
+/// Frames read, filtered and decoded, in file order, with the reader's buffer
+/// that holds their bytes.
 struct Batch {
     /// Each frame's link type and what it decoded to; a segment's payload
-    /// range indexes `payload`.
+    /// range indexes `bytes`.
     frames: Vec<(LinkType, Decoded)>,
-    /// The captured payload bytes of the batch's segments, end to end.
-    payload: Vec<u8>,
-}
-
-impl Batch {
-    fn push(&mut self, link: LinkType, frame: &Frame<'_>) {
-        let mut decoded = decode(link, frame);
-        if let Decoded::Tcp(seg) = &mut decoded {
-            let start = self.payload.len();
-            self.payload
-                .extend_from_slice(frame.data.get(seg.payload.clone()).unwrap_or(&[]));
-            seg.payload = start..self.payload.len();
-        }
-        self.frames.push((link, decoded));
-    }
-
-    fn is_full(&self) -> bool {
-        self.frames.len() >= BATCH_FRAMES || self.payload.len() >= BATCH_BYTES
-    }
-
-    fn clear(&mut self) {
-        self.frames.clear();
-        self.payload.clear();
-    }
+    bytes: Vec<u8>,
 }
 
 /// Replay one file with the native reader on a thread of its own, feeding
@@ -480,9 +454,9 @@ fn replay_ahead(
             .ok()?;
         for mut batch in decoded {
             for (link, frame) in &batch.frames {
-                pipeline.push_decoded(*link, frame, &batch.payload);
+                pipeline.push_decoded(*link, frame, &batch.bytes);
             }
-            batch.clear();
+            batch.frames.clear();
             // The reader may have finished: then the batch is just dropped.
             let _ = used.send(batch);
         }
@@ -493,9 +467,11 @@ fn replay_ahead(
     })
 }
 
-/// The reader's side of [`replay_ahead`]: read, filter and decode `path` into
-/// batches sent on `full`, reusing the batches that come back on `empty`.
-/// Whatever ends the file, the frames read before it are sent first.
+/// The reader's side of [`replay_ahead`]: read, filter and decode `path`,
+/// sending each of the reader's buffers on `full` with the frames in it once
+/// the reader has moved on (it lends them: frames are not copied), and
+/// reusing the batches that come back on `empty`. Whatever ends the file,
+/// the frames read before it are sent first.
 fn read_ahead(
     path: &Path,
     progress: bool,
@@ -503,24 +479,62 @@ fn read_ahead(
     full: &SyncSender<Batch>,
     empty: &Receiver<Batch>,
 ) -> Result<bool, ReplayError> {
-    let mut batch = Batch::default();
-    let outcome = read_native(path, progress, &mut |link, frame| {
-        if !keep(filter, path, link, frame.data)? {
-            return Ok(());
+    let mut reader = CaptureReader::open(path)?;
+    reader.lend_buffers();
+    let mut progress = Progress::new(path, progress);
+    let mut frames = Vec::new();
+    let mut spare_frames = Vec::new();
+    let outcome = loop {
+        for batch in empty.try_iter() {
+            reader.recycle(batch.bytes);
+            spare_frames.push(batch.frames);
         }
-        batch.push(link, frame);
-        if batch.is_full() {
-            let next = empty.try_recv().unwrap_or_default();
-            if full.send(std::mem::replace(&mut batch, next)).is_err() {
-                // The tracker's side is gone (it panicked and is unwinding):
-                // stop reading. No one sees this error.
-                return Err(ReplayError::Write(io::ErrorKind::BrokenPipe.into()));
+        let (frame, end) = match reader.next_record() {
+            Ok(Some(Record::Frame(link, frame))) => match keep(filter, path, link, frame.data) {
+                Ok(true) => (Some((link, decode(link, &frame))), None),
+                Ok(false) => (None, None),
+                Err(e) => (None, Some(Err(e))),
+            },
+            Ok(Some(Record::CutShort)) => (None, Some(Ok(true))),
+            Ok(None) => (None, Some(Ok(false))),
+            Err(e) => (None, Some(Err(e.into()))),
+        };
+        if let Some(bytes) = reader.take_retired() {
+            if frames.is_empty() {
+                reader.recycle(bytes);
+            } else {
+                let next = spare_frames.pop().unwrap_or_default();
+                let batch = Batch {
+                    frames: std::mem::replace(&mut frames, next),
+                    bytes,
+                };
+                if full.send(batch).is_err() {
+                    // The tracker's side is gone (it panicked and is
+                    // unwinding): stop reading. No one sees this error.
+                    break Err(ReplayError::Write(io::ErrorKind::BrokenPipe.into()));
+                }
             }
         }
-        Ok(())
-    });
-    if !batch.frames.is_empty() {
-        let _ = full.send(batch);
+        if let Some(end) = end {
+            break end;
+        }
+        if let Some((link, mut decoded)) = frame {
+            if let Decoded::Tcp(seg) = &mut decoded {
+                let at = reader.frame_offset();
+                seg.payload = at + seg.payload.start..at + seg.payload.end;
+            }
+            frames.push((link, decoded));
+        }
+        progress.frame(&reader);
+    };
+    if !frames.is_empty() {
+        let _ = full.send(Batch {
+            frames,
+            bytes: reader.into_buffer(),
+        });
+    }
+    if outcome.is_ok() {
+        progress.finish();
     }
     outcome
 }
@@ -530,8 +544,7 @@ type FrameSink<'a> = dyn FnMut(LinkType, &Frame<'_>) -> Result<(), ReplayError> 
 /// Feed every frame of `path` to `feed`; true if the file was cut short.
 fn read_native(path: &Path, progress: bool, feed: &mut FrameSink<'_>) -> Result<bool, ReplayError> {
     let mut reader = CaptureReader::open(path)?;
-    let bar = progress.then(|| progress_bar(path)).flatten();
-    let mut frames: u64 = 0;
+    let mut progress = Progress::new(path, progress);
     let cut_short = loop {
         let Some(record) = reader.next_record()? else {
             break false;
@@ -540,17 +553,40 @@ fn read_native(path: &Path, progress: bool, feed: &mut FrameSink<'_>) -> Result<
             Record::Frame(link, frame) => feed(link, &frame)?,
             Record::CutShort => break true,
         }
-        frames += 1;
-        if frames.is_multiple_of(65536) {
-            if let Some(bar) = &bar {
+        progress.frame(&reader);
+    };
+    progress.finish();
+    Ok(cut_short)
+}
+
+/// The progress bar of one file, if it has one, moved every 65,536 frames.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    frames: u64,
+}
+
+impl Progress {
+    fn new(path: &Path, progress: bool) -> Progress {
+        Progress {
+            bar: progress.then(|| progress_bar(path)).flatten(),
+            frames: 0,
+        }
+    }
+
+    fn frame(&mut self, reader: &CaptureReader) {
+        self.frames += 1;
+        if self.frames.is_multiple_of(65536) {
+            if let Some(bar) = &self.bar {
                 bar.set_position(reader.file_position());
             }
         }
-    };
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
     }
-    Ok(cut_short)
+
+    fn finish(self) {
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 /// Files smaller than this replay in a moment: no progress bar.
