@@ -342,8 +342,8 @@ pub fn replay_files(paths: &[PathBuf], options: &ReplayOptions) -> Result<Report
 /// The same through a pipeline of the caller's (streaming or counting).
 ///
 /// The native reader reads, filters and decodes on a thread of its own, a
-/// few batches ahead of the tracker ([`read_ahead`]); what the report says
-/// is the same as when one thread does it all.
+/// couple of its buffers ahead of the tracker; what the report says is the
+/// same as when one thread does it all.
 pub fn replay_into(
     paths: &[PathBuf],
     options: &ReplayOptions,
@@ -420,8 +420,10 @@ fn keep(
 }
 
 /// Batches decoded and not yet tracked. A batch is one of the reader's
-/// buffers (1 MiB once a file proves large), so with the one being read and
-/// the one being tracked, memory stays within a few MiB.
+/// buffers (1 MiB once a file proves large) and its frames decoded, so with
+/// the one being read and the one being tracked, memory stays within a few
+/// of each (some 15 MiB in all for a capture of bare SYNs, less for larger
+/// frames).
 const BATCHES_AHEAD: usize = 2;
 
 /// Frames read, filtered and decoded, in file order, with the reader's buffer
