@@ -1,11 +1,18 @@
 //! The one pipeline every command shares: frames in (from files or a live
 //! capture), [`Report`] out. `replay`, `run` and `audit` differ only in where
 //! the frames come from.
+//!
+//! A capture file read by the native reader is read, filtered and decoded on
+//! a thread of its own, a couple of batches ahead of the tracker, which takes
+//! them in file order: what the report says (counts, anomalies and their
+//! frame numbers, errors) is what one thread doing it all would say.
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::thread;
 
 use crate::decode::{decode, Decoded};
 use crate::diagnose::ReuseJudge;
@@ -133,15 +140,22 @@ impl Pipeline {
 
     /// Account one frame captured with link type `link`.
     pub fn push(&mut self, link: LinkType, frame: &Frame<'_>) {
+        self.push_decoded(link, &decode(link, frame), frame.data);
+    }
+
+    /// Account one frame captured with link type `link` and already decoded;
+    /// a segment's payload range indexes `data` (the frame itself, or
+    /// wherever its payload was copied to).
+    pub fn push_decoded(&mut self, link: LinkType, decoded: &Decoded, data: &[u8]) {
         self.source.packets += 1;
         if !self.link_types.contains(&link) {
             self.link_types.push(link);
         }
-        match decode(link, frame) {
+        match decoded {
             Decoded::Tcp(seg) => {
                 self.source.tcp_packets += 1;
-                let payload = frame.data.get(seg.payload.clone()).unwrap_or(&[]);
-                self.table.on_segment(&seg, payload, &mut self.events);
+                let payload = data.get(seg.payload.clone()).unwrap_or(&[]);
+                self.table.on_segment(seg, payload, &mut self.events);
                 self.pass_events(Some(seg.ts));
             }
             Decoded::NotTcp => self.source.non_tcp_packets += 1,
@@ -348,37 +362,49 @@ pub fn replay_files(paths: &[PathBuf], options: &ReplayOptions) -> Result<Report
 }
 
 /// The same through a pipeline of the caller's (streaming or counting).
+///
+/// The native reader reads, filters and decodes on a thread of its own, a
+/// couple of its buffers ahead of the tracker; what the report says is the
+/// same as when one thread does it all.
 pub fn replay_into(
     paths: &[PathBuf],
     options: &ReplayOptions,
+    pipeline: Pipeline,
+) -> Result<Report, ReplayError> {
+    replay(paths, options, pipeline, true)
+}
+
+fn replay(
+    paths: &[PathBuf],
+    options: &ReplayOptions,
     mut pipeline: Pipeline,
+    ahead: bool,
 ) -> Result<Report, ReplayError> {
     let mut filter = options.filter.as_ref().map(|expr| FilterSet {
         expr: expr.clone(),
         programs: HashMap::new(),
     });
     for path in paths {
-        let mut feed = |link: LinkType, frame: &Frame<'_>| -> Result<(), ReplayError> {
-            if let Some(filter) = &mut filter {
-                let keep =
-                    filter
-                        .matches(link, frame.data)
-                        .map_err(|message| ReplayError::Filter {
-                            path: path.clone(),
-                            filter: filter.expr.clone(),
-                            link: link.name(),
-                            message,
-                        })?;
-                if !keep {
-                    return Ok(());
+        let threaded = match options.reader {
+            ReaderKind::Native if ahead => {
+                replay_ahead(path, options.progress, &mut filter, &mut pipeline)
+            }
+            _ => None,
+        };
+        let cut_short = match threaded {
+            Some(cut_short) => cut_short?,
+            None => {
+                let mut feed = |link: LinkType, frame: &Frame<'_>| {
+                    if keep(&mut filter, path, link, frame.data)? {
+                        pipeline.push(link, frame);
+                    }
+                    Ok(())
+                };
+                match options.reader {
+                    ReaderKind::Native => read_native(path, options.progress, &mut feed)?,
+                    ReaderKind::Libpcap => read_libpcap(path, &mut feed)?,
                 }
             }
-            pipeline.push(link, frame);
-            Ok(())
-        };
-        let cut_short = match options.reader {
-            ReaderKind::Native => read_native(path, options.progress, &mut feed)?,
-            ReaderKind::Libpcap => read_libpcap(path, &mut feed)?,
         };
         if cut_short {
             pipeline.source_mut().packets += 1;
@@ -395,13 +421,154 @@ pub fn replay_into(
     pipeline.finish().map_err(ReplayError::Write)
 }
 
+/// Whether the filter (if any) keeps a frame of `path`.
+fn keep(
+    filter: &mut Option<FilterSet>,
+    path: &Path,
+    link: LinkType,
+    data: &[u8],
+) -> Result<bool, ReplayError> {
+    let Some(filter) = filter else {
+        return Ok(true);
+    };
+    filter
+        .matches(link, data)
+        .map_err(|message| ReplayError::Filter {
+            path: path.to_path_buf(),
+            filter: filter.expr.clone(),
+            link: link.name(),
+            message,
+        })
+}
+
+/// Batches decoded and not yet tracked. A batch is one of the reader's
+/// buffers (1 MiB once a file proves large) and its frames decoded, so with
+/// the one being read and the one being tracked, memory stays within a few
+/// of each (some 15 MiB in all for a capture of bare SYNs, less for larger
+/// frames).
+const BATCHES_AHEAD: usize = 2;
+
+/// Frames read, filtered and decoded, in file order, with the reader's buffer
+/// that holds their bytes.
+struct Batch {
+    /// Each frame's link type and what it decoded to; a segment's payload
+    /// range indexes `bytes`.
+    frames: Vec<(LinkType, Decoded)>,
+    bytes: Vec<u8>,
+}
+
+/// Replay one file with the native reader on a thread of its own, feeding
+/// `pipeline` here; the file's outcome (cut short or not, or the error that
+/// stopped it after the frames before it were tracked). `None` if no thread
+/// could be started, before anything was read.
+fn replay_ahead(
+    path: &Path,
+    progress: bool,
+    filter: &mut Option<FilterSet>,
+    pipeline: &mut Pipeline,
+) -> Option<Result<bool, ReplayError>> {
+    let (full, decoded) = mpsc::sync_channel(BATCHES_AHEAD);
+    let (used, empty) = mpsc::channel();
+    thread::scope(|scope| {
+        let reader = thread::Builder::new()
+            .name("conntrace-read".into())
+            .spawn_scoped(scope, move || {
+                read_ahead(path, progress, filter, &full, &empty)
+            })
+            .ok()?;
+        for mut batch in decoded {
+            for (link, frame) in &batch.frames {
+                pipeline.push_decoded(*link, frame, &batch.bytes);
+            }
+            batch.frames.clear();
+            // The reader may have finished: then the batch is just dropped.
+            let _ = used.send(batch);
+        }
+        Some(match reader.join() {
+            Ok(outcome) => outcome,
+            Err(panic) => std::panic::resume_unwind(panic),
+        })
+    })
+}
+
+/// The reader's side of [`replay_ahead`]: read, filter and decode `path`,
+/// sending each of the reader's buffers on `full` with the frames in it once
+/// the reader has moved on (it lends them: frames are not copied), and
+/// reusing the batches that come back on `empty`. Whatever ends the file,
+/// the frames read before it are sent first.
+fn read_ahead(
+    path: &Path,
+    progress: bool,
+    filter: &mut Option<FilterSet>,
+    full: &SyncSender<Batch>,
+    empty: &Receiver<Batch>,
+) -> Result<bool, ReplayError> {
+    let mut reader = CaptureReader::open(path)?;
+    reader.lend_buffers();
+    let mut progress = Progress::new(path, progress);
+    let mut frames = Vec::new();
+    let mut spare_frames = Vec::new();
+    let outcome = loop {
+        for batch in empty.try_iter() {
+            reader.recycle(batch.bytes);
+            spare_frames.push(batch.frames);
+        }
+        let (frame, end) = match reader.next_record() {
+            Ok(Some(Record::Frame(link, frame))) => match keep(filter, path, link, frame.data) {
+                Ok(true) => (Some((link, decode(link, &frame))), None),
+                Ok(false) => (None, None),
+                Err(e) => (None, Some(Err(e))),
+            },
+            Ok(Some(Record::CutShort)) => (None, Some(Ok(true))),
+            Ok(None) => (None, Some(Ok(false))),
+            Err(e) => (None, Some(Err(e.into()))),
+        };
+        if let Some(bytes) = reader.take_retired() {
+            if frames.is_empty() {
+                reader.recycle(bytes);
+            } else {
+                let next = spare_frames.pop().unwrap_or_default();
+                let batch = Batch {
+                    frames: std::mem::replace(&mut frames, next),
+                    bytes,
+                };
+                if full.send(batch).is_err() {
+                    // The tracker's side is gone (it panicked and is
+                    // unwinding): stop reading. No one sees this error.
+                    break Err(ReplayError::Write(io::ErrorKind::BrokenPipe.into()));
+                }
+            }
+        }
+        if let Some(end) = end {
+            break end;
+        }
+        if let Some((link, mut decoded)) = frame {
+            if let Decoded::Tcp(seg) = &mut decoded {
+                let at = reader.frame_offset();
+                seg.payload = at + seg.payload.start..at + seg.payload.end;
+            }
+            frames.push((link, decoded));
+        }
+        progress.frame(&reader);
+    };
+    if !frames.is_empty() {
+        let _ = full.send(Batch {
+            frames,
+            bytes: reader.into_buffer(),
+        });
+    }
+    if outcome.is_ok() {
+        progress.finish();
+    }
+    outcome
+}
+
 type FrameSink<'a> = dyn FnMut(LinkType, &Frame<'_>) -> Result<(), ReplayError> + 'a;
 
 /// Feed every frame of `path` to `feed`; true if the file was cut short.
 fn read_native(path: &Path, progress: bool, feed: &mut FrameSink<'_>) -> Result<bool, ReplayError> {
     let mut reader = CaptureReader::open(path)?;
-    let bar = progress.then(|| progress_bar(path)).flatten();
-    let mut frames: u64 = 0;
+    let mut progress = Progress::new(path, progress);
     let cut_short = loop {
         let Some(record) = reader.next_record()? else {
             break false;
@@ -410,17 +577,40 @@ fn read_native(path: &Path, progress: bool, feed: &mut FrameSink<'_>) -> Result<
             Record::Frame(link, frame) => feed(link, &frame)?,
             Record::CutShort => break true,
         }
-        frames += 1;
-        if frames.is_multiple_of(65536) {
-            if let Some(bar) = &bar {
+        progress.frame(&reader);
+    };
+    progress.finish();
+    Ok(cut_short)
+}
+
+/// The progress bar of one file, if it has one, moved every 65,536 frames.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    frames: u64,
+}
+
+impl Progress {
+    fn new(path: &Path, progress: bool) -> Progress {
+        Progress {
+            bar: progress.then(|| progress_bar(path)).flatten(),
+            frames: 0,
+        }
+    }
+
+    fn frame(&mut self, reader: &CaptureReader) {
+        self.frames += 1;
+        if self.frames.is_multiple_of(65536) {
+            if let Some(bar) = &self.bar {
                 bar.set_position(reader.file_position());
             }
         }
-    };
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
     }
-    Ok(cut_short)
+
+    fn finish(self) {
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 /// Files smaller than this replay in a moment: no progress bar.
@@ -470,5 +660,238 @@ fn read_libpcap(path: &Path, feed: &mut FrameSink<'_>) -> Result<bool, ReplayErr
             Err(pcap::Error::PcapError(m)) if m.contains("truncated") => return Ok(true),
             Err(e) => return Err(err(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{ether, ipv4, ipv4_proto, tcp};
+    use std::sync::{Arc, Mutex};
+
+    const SYN: u8 = 0x02;
+    const FIN_ACK: u8 = 0x11;
+    const SYN_ACK: u8 = 0x12;
+    const ACK: u8 = 0x10;
+    const PSH_ACK: u8 = 0x18;
+
+    /// A little-endian pcapng block.
+    fn block(kind: u32, body: &[u8]) -> Vec<u8> {
+        let padded = (body.len() + 3) & !3;
+        let total = (12 + padded) as u32;
+        let mut b = kind.to_le_bytes().to_vec();
+        b.extend_from_slice(&total.to_le_bytes());
+        b.extend_from_slice(body);
+        b.resize(8 + padded, 0);
+        b.extend_from_slice(&total.to_le_bytes());
+        b
+    }
+
+    fn epb(iface: u32, ts: u64, data: &[u8]) -> Vec<u8> {
+        let mut body = iface.to_le_bytes().to_vec();
+        body.extend_from_slice(&((ts >> 32) as u32).to_le_bytes());
+        body.extend_from_slice(&(ts as u32).to_le_bytes());
+        body.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        body.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        body.extend_from_slice(data);
+        block(6, &body)
+    }
+
+    /// A pcapng capture of `conns` HTTP/1.1 connections of one request each
+    /// from port `first_port` on, alternating between an Ethernet and a Linux
+    /// cooked interface, with a UDP datagram and a frame cut inside its IP
+    /// header every 500 frames, and a last block cut short. Several batches
+    /// long.
+    fn capture(first_port: u16, conns: u16) -> Vec<u8> {
+        let mut shb = 0x1a2b_3c4du32.to_le_bytes().to_vec();
+        shb.extend_from_slice(&[1, 0, 0, 0]);
+        shb.extend_from_slice(&u64::MAX.to_le_bytes());
+        let mut file = block(0x0a0d_0d0a, &shb);
+        for link in [1u16, 113] {
+            let mut idb = link.to_le_bytes().to_vec();
+            idb.extend_from_slice(&[0, 0]);
+            idb.extend_from_slice(&65535u32.to_le_bytes());
+            file.extend(block(1, &idb));
+        }
+        let (c, s) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+        let request: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        let response: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        let (q, r) = (request.len() as u32, response.len() as u32);
+        let mut ts = 1_700_000_000_000_000u64;
+        let mut frames = 0;
+        for n in 0..conns {
+            let port = first_port + n;
+            let segments = [
+                (true, 100, 0, SYN, &[][..]),
+                (false, 500, 101, SYN_ACK, &[][..]),
+                (true, 101, 501, PSH_ACK, request),
+                (false, 501, 101 + q, PSH_ACK, response),
+                (true, 101 + q, 501 + r, FIN_ACK, &[][..]),
+                (false, 501 + r, 102 + q, FIN_ACK, &[][..]),
+                (true, 102 + q, 502 + r, ACK, &[][..]),
+            ];
+            let iface = u32::from(n % 2);
+            for (from_client, seq, ack, flags, payload) in segments {
+                let ip = if from_client {
+                    ipv4(c, s, &tcp(port, 80, seq, ack, flags, payload))
+                } else {
+                    ipv4(s, c, &tcp(80, port, seq, ack, flags, payload))
+                };
+                let data = if iface == 0 {
+                    ether(0x0800, &[], &ip)
+                } else {
+                    sll(&ip)
+                };
+                ts += 200_000;
+                file.extend(epb(iface, ts, &data));
+                frames += 1;
+                if frames % 500 == 0 {
+                    let udp = ipv4_proto(c, s, 17, &[0; 8]);
+                    file.extend(epb(1, ts, &sll(&udp)));
+                    file.extend(epb(0, ts, &ether(0x0800, &[], &[0x45, 0, 0])));
+                }
+            }
+        }
+        let last = epb(0, ts, &ether(0x0800, &[], &[0; 40]));
+        file.extend_from_slice(&last[..last.len() - 10]);
+        file
+    }
+
+    /// A Linux cooked (SLL) header before an IPv4 packet.
+    fn sll(ip: &[u8]) -> Vec<u8> {
+        let mut f = vec![0; 14];
+        f.extend_from_slice(&0x0800u16.to_be_bytes());
+        f.extend_from_slice(ip);
+        f
+    }
+
+    /// A file of its own for each test.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(name: &str, bytes: &[u8]) -> TempFile {
+            let path = std::env::temp_dir().join(format!(
+                "conntrace-pipeline-{}-{name}.pcapng",
+                std::process::id()
+            ));
+            std::fs::write(&path, bytes).expect("temp file");
+            TempFile(path)
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    /// Remembers the stream numbers of the rows handed to it, in order.
+    struct Streams(Arc<Mutex<Vec<u64>>>);
+
+    impl RecordSink for Streams {
+        fn connection(&mut self, r: &ConnectionRecord, _: &[RequestRecord]) -> io::Result<()> {
+            self.0.lock().expect("not poisoned").push(r.stream);
+            Ok(())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Replays `paths` with the reader on its own thread or not: the report
+    /// (or error message), and the rows a streaming sink was handed.
+    fn both_ways(
+        paths: &[PathBuf],
+        filter: Option<&str>,
+    ) -> [(Result<Report, String>, Vec<u64>); 2] {
+        let options = ReplayOptions {
+            filter: filter.map(str::to_string),
+            ..ReplayOptions::default()
+        };
+        [true, false].map(|ahead| {
+            let report = replay(paths, &options, Pipeline::new(&options.pipeline), ahead)
+                .map_err(|e| e.to_string());
+            let rows = Arc::new(Mutex::new(Vec::new()));
+            let sink = Box::new(Streams(Arc::clone(&rows)));
+            let streamed = replay(
+                paths,
+                &options,
+                Pipeline::streaming(&options.pipeline, sink),
+                ahead,
+            );
+            assert_eq!(
+                streamed.map(|r| r.source).map_err(|e| e.to_string()),
+                report.clone().map(|r| r.source),
+            );
+            let rows = rows.lock().expect("not poisoned").clone();
+            (report, rows)
+        })
+    }
+
+    #[test]
+    fn reading_ahead_reports_what_one_thread_does() {
+        let first = TempFile::new("ahead-1", &capture(10_000, 1500));
+        let second = TempFile::new("ahead-2", &capture(20_000, 1500));
+        let paths = [first.0.clone(), second.0.clone()];
+        let [ahead, alone] = both_ways(&paths, None);
+        assert_eq!(ahead, alone);
+        let report = ahead.0.expect("replays");
+        // What the comparison covers: two files of several batches each,
+        // two link types, frames that are not TCP, anomalies numbered by
+        // frame, and files cut short.
+        let frames_per_file = 1500 * 7 + 2 * 21 + 1;
+        assert_eq!(report.source.packets, 2 * frames_per_file);
+        assert_eq!(report.source.non_tcp_packets, 2 * 21);
+        assert_eq!(report.source.link_types, ["EN10MB", "LINUX_SLL"]);
+        assert_eq!(report.connections.len(), 3000);
+        assert_eq!(report.requests.len(), 3000);
+        let firsts: Vec<u64> = report.anomalies.iter().map(|a| a.first_frame).collect();
+        assert_eq!(firsts, [502, frames_per_file, 2 * frames_per_file]);
+        assert_eq!(report.anomalies[0].count, 2 * 21);
+        assert_eq!(ahead.1.len(), 3000);
+    }
+
+    #[test]
+    fn reading_ahead_filters_as_one_thread_does() {
+        let file = TempFile::new("filter", &capture(10_000, 400));
+        let paths = [file.0.clone()];
+        let [ahead, alone] = both_ways(&paths, Some("tcp port 10001 or udp"));
+        assert_eq!(ahead, alone);
+        let report = ahead.0.expect("replays");
+        assert_eq!(report.source.packets, 7 + 5 + 1);
+        assert_eq!(report.connections.len(), 1);
+
+        // The filter compiles for Ethernet, not for Linux cooked: the error
+        // comes after the frames before the first cooked one were tracked.
+        let [ahead, alone] = both_ways(&paths, Some("ether host 02:00:00:00:00:01"));
+        assert_eq!(ahead, alone);
+        let message = ahead
+            .0
+            .expect_err("cooked frames have no Ethernet addresses");
+        assert!(message.contains("bad filter"), "{message}");
+    }
+
+    #[test]
+    fn reading_ahead_stops_at_a_corrupt_block_as_one_thread_does() {
+        let mut bytes = capture(10_000, 1000);
+        // Somewhere in the third batch, a block length no block can have.
+        let at = bytes.len() * 2 / 3;
+        let at = at - at % 4;
+        let mut block = 0;
+        while bytes[block..block + 4] != 6u32.to_le_bytes() || block < at {
+            block += u32::from_le_bytes(bytes[block + 4..block + 8].try_into().unwrap()) as usize;
+        }
+        bytes[block + 4..block + 8].copy_from_slice(&5u32.to_le_bytes());
+        let file = TempFile::new("corrupt", &bytes);
+        let [ahead, alone] = both_ways(std::slice::from_ref(&file.0), None);
+        assert_eq!(ahead, alone);
+        let message = ahead.0.expect_err("corrupt");
+        assert!(
+            message.contains("block length 5 is impossible"),
+            "{message}"
+        );
+        // Connections that ended before the bad block were streamed.
+        assert!(ahead.1.len() > 500, "{}", ahead.1.len());
     }
 }

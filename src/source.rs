@@ -159,7 +159,10 @@ const READ_AHEAD: usize = 1 << 20;
 ///
 /// Records are parsed in place from one owned buffer that is refilled from the
 /// input only when the next record does not fit in what remains, and frames
-/// borrow their bytes from it: no frame is copied after it is read.
+/// borrow their bytes from it: no frame is copied after it is read. A reader
+/// that [lends its buffers](CaptureReader::lend_buffers) moves to another
+/// buffer instead of refilling one it returned frames from, so that another
+/// thread can use those frames in place.
 pub struct CaptureReader {
     path: PathBuf,
     input: Box<dyn Read + Send>,
@@ -174,6 +177,15 @@ pub struct CaptureReader {
     link_types: Vec<LinkType>,
     /// Bytes of the file itself consumed so far (compressed bytes for gzip).
     file_position: Arc<AtomicU64>,
+    /// Lending (see [`CaptureReader::lend_buffers`]): whether it is on, the
+    /// buffers to move to, whether a frame was returned from `buf` since the
+    /// reader moved to it, the buffer it last moved off, and where in `buf`
+    /// the data of the frame last returned starts.
+    lending: bool,
+    spare: Vec<Vec<u8>>,
+    lent: bool,
+    retired: Option<Vec<u8>>,
+    last_frame: usize,
 }
 
 /// Counts the bytes read from the file, for progress reports.
@@ -247,6 +259,11 @@ impl CaptureReader {
             base: 0,
             link_types: Vec::new(),
             file_position: Arc::new(AtomicU64::new(0)),
+            lending: false,
+            spare: Vec::new(),
+            lent: false,
+            retired: None,
+            last_frame: 0,
         };
         let got = reader.fill(4)?;
         let head = &reader.buf[..got];
@@ -288,6 +305,41 @@ impl CaptureReader {
         &self.link_types
     }
 
+    /// From now on, never overwrite the bytes of a frame once returned:
+    /// when the buffer must make room, move what is not parsed yet to another
+    /// buffer (one given to [`recycle`](Self::recycle), or a new one) and
+    /// keep the old one for [`take_retired`](Self::take_retired). Frames can
+    /// then be used after the next record is read, without a copy.
+    pub fn lend_buffers(&mut self) {
+        self.lending = true;
+    }
+
+    /// A buffer to read into again, once its frames are done with.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        self.spare.push(buf);
+    }
+
+    /// When lending: the buffer the reader moved off during the last
+    /// [`next_record`](Self::next_record), if it did. It holds the data of
+    /// every frame returned since the reader moved to it, at the offsets
+    /// [`frame_offset`](Self::frame_offset) gave; the frame that call returned
+    /// is in the new buffer.
+    pub fn take_retired(&mut self) -> Option<Vec<u8>> {
+        self.retired.take()
+    }
+
+    /// Where the data of the frame last returned starts in the buffer the
+    /// reader is on.
+    pub fn frame_offset(&self) -> usize {
+        self.last_frame
+    }
+
+    /// The buffer the reader is on, with the data of the frames returned
+    /// since it moved to it.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buf
+    }
+
     /// The next frame, `None` at a clean end of file.
     pub fn next_record(&mut self) -> Result<Option<Record<'_>>, ReadError> {
         match &self.format {
@@ -322,6 +374,8 @@ impl CaptureReader {
         let Some(data) = self.take(caplen as usize)? else {
             return Ok(Some(Record::CutShort));
         };
+        self.lent = true;
+        self.last_frame = data;
         Ok(Some(Record::Frame(
             link,
             Frame {
@@ -444,13 +498,15 @@ impl CaptureReader {
 
     /// A frame whose `caplen` bytes start at `buf[data]`.
     fn pcapng_frame(
-        &self,
+        &mut self,
         interface: Interface,
         ts_raw: u64,
         data: usize,
         caplen: u32,
         wirelen: u32,
     ) -> Record<'_> {
+        self.lent = true;
+        self.last_frame = data;
         Record::Frame(
             interface.link,
             Frame {
@@ -534,16 +590,34 @@ impl CaptureReader {
     /// file proves large and when the record itself is larger. It grows by
     /// doubling as bytes arrive, so a length field promising more than the
     /// input holds costs no more memory than the input.
+    ///
+    /// When lending and a frame was returned from the buffer, the unparsed
+    /// bytes move to another buffer instead, of the size this one would have
+    /// grown to (a spare one larger than that is used whole).
     fn make_room(&mut self, len: usize) {
         let pending = self.end - self.start;
-        self.buf.copy_within(self.start..self.end, 0);
+        let size = if self.buf.len() < READ_AHEAD || pending == self.buf.len() {
+            (self.buf.len() * 2)
+                .min(len.max(READ_AHEAD))
+                .max(self.buf.len())
+        } else {
+            self.buf.len()
+        };
+        if self.lending && self.lent {
+            let mut next = self.spare.pop().unwrap_or_default();
+            if next.len() < size {
+                next.resize(size, 0);
+            }
+            next[..pending].copy_from_slice(&self.buf[self.start..self.end]);
+            self.retired = Some(std::mem::replace(&mut self.buf, next));
+            self.lent = false;
+        } else {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.buf.resize(size, 0);
+        }
         self.base += self.start as u64;
         self.start = 0;
         self.end = pending;
-        if self.buf.len() < READ_AHEAD || pending == self.buf.len() {
-            let grown = (self.buf.len() * 2).min(len.max(READ_AHEAD));
-            self.buf.resize(grown.max(self.buf.len()), 0);
-        }
     }
 
     /// Offset in the stream of the first byte not yet parsed.
@@ -710,13 +784,14 @@ mod tests {
         }
     }
 
-    #[test]
-    fn records_across_refills_and_larger_than_the_buffer_are_whole() {
+    /// Frames of many sizes, some larger than the buffer at first and one
+    /// larger than it ever grows on its own; and a pcap file of them.
+    fn refill_capture() -> (Vec<Vec<u8>>, Vec<u8>) {
         let big: Vec<u8> = (0..5 * READ_AHEAD / 2).map(|i| i as u8).collect();
         let sizes = [0, 1, 60, 1514, 65535, FIRST_READ - 40, FIRST_READ + 3];
         let payloads: Vec<Vec<u8>> = (0..300)
             .map(|i| vec![i as u8; sizes[i % sizes.len()]])
-            .chain([big.clone(), b"after".to_vec()])
+            .chain([big, b"after".to_vec()])
             .collect();
         let records: Vec<(u32, u32, &[u8], u32)> = payloads
             .iter()
@@ -724,6 +799,12 @@ mod tests {
             .map(|(i, p)| (i as u32, 0, &p[..], p.len() as u32))
             .collect();
         let file = pcap_file(0xa1b2_c3d4, false, 1, &records);
+        (payloads, file)
+    }
+
+    #[test]
+    fn records_across_refills_and_larger_than_the_buffer_are_whole() {
+        let (payloads, file) = refill_capture();
         for chunk in [7, 4096, usize::MAX] {
             let input = Dribble {
                 bytes: io::Cursor::new(file.clone()),
@@ -736,6 +817,52 @@ mod tests {
                 assert_eq!(frame.1, i as i64 * 1_000_000, "chunk {chunk}");
                 assert!(frame.3 == *payload, "frame {i}, chunk {chunk}");
             }
+        }
+    }
+
+    #[test]
+    fn lent_buffers_keep_the_frames_returned_before_the_reader_moved_off() {
+        let (payloads, file) = refill_capture();
+        // Frames returned from the present buffer: (offset, length).
+        fn check(
+            buf: &[u8],
+            lent: &mut Vec<(usize, usize)>,
+            payloads: &[Vec<u8>],
+            next: &mut usize,
+        ) {
+            for (at, len) in lent.drain(..) {
+                assert!(buf[at..at + len] == payloads[*next][..], "frame {next}");
+                *next += 1;
+            }
+        }
+        for chunk in [7, 4096, usize::MAX] {
+            let input = Dribble {
+                bytes: io::Cursor::new(file.clone()),
+                chunk,
+            };
+            let mut r = CaptureReader::from_reader(Path::new("mem.pcap"), Box::new(input)).unwrap();
+            r.lend_buffers();
+            let (mut lent, mut next, mut retired) = (Vec::new(), 0, 0);
+            loop {
+                let len = match r.next_record().expect("readable") {
+                    Some(Record::Frame(_, f)) => Some(f.data.len()),
+                    Some(Record::CutShort) => panic!("unexpected cut"),
+                    None => None,
+                };
+                if let Some(old) = r.take_retired() {
+                    check(&old, &mut lent, &payloads, &mut next);
+                    // Read into again: what it held must not be needed.
+                    r.recycle(old);
+                    retired += 1;
+                }
+                match len {
+                    Some(len) => lent.push((r.frame_offset(), len)),
+                    None => break,
+                }
+            }
+            check(&r.into_buffer(), &mut lent, &payloads, &mut next);
+            assert_eq!(next, payloads.len(), "chunk {chunk}");
+            assert!(retired > 10, "chunk {chunk}: {retired} buffers retired");
         }
     }
 
