@@ -339,7 +339,8 @@ struct FilterSet {
 impl FilterSet {
     fn matches(&mut self, link: LinkType, data: &[u8]) -> Result<bool, String> {
         if !self.programs.contains_key(&link) {
-            let dead = pcap::Capture::dead(pcap::Linktype(link.0)).map_err(|e| e.to_string())?;
+            let dead =
+                pcap::Capture::dead(pcap::Linktype(link.dlt())).map_err(|e| e.to_string())?;
             let program = dead.compile(&self.expr, true).map_err(|e| e.to_string())?;
             self.programs.insert(link, program);
         }

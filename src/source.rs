@@ -39,6 +39,15 @@ impl LinkType {
     pub const NFLOG: LinkType = LinkType(239);
     pub const LINUX_SLL2: LinkType = LinkType(276);
 
+    /// The DLT_ value libpcap's own calls take for this LINKTYPE_ value: they
+    /// differ only for raw IP, LINKTYPE_RAW (101) being DLT_RAW (12 on Linux).
+    pub fn dlt(self) -> i32 {
+        match self {
+            LinkType::RAW => 12,
+            other => other.0,
+        }
+    }
+
     /// libpcap's name for the link type (`pcap_datalink_val_to_name`), e.g. "EN10MB".
     pub fn name(self) -> String {
         let known = match self {

@@ -207,3 +207,50 @@ fn summary_format_is_the_verdict_and_totals_without_tables() {
         "no tables: {text}"
     );
 }
+
+/// A classic pcap of raw IPv4 frames (LINKTYPE_RAW, 101): one SYN to port 80
+/// and one to port 81.
+fn raw_ip_capture(path: &Path) {
+    let mut f = Vec::new();
+    for v in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 65535, 101] {
+        f.extend_from_slice(&v.to_le_bytes());
+    }
+    for (i, port) in [80u16, 81].into_iter().enumerate() {
+        let mut ip = vec![
+            0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ];
+        let mut tcp = vec![0u8; 20];
+        tcp[0..2].copy_from_slice(&(40000 + i as u16).to_be_bytes());
+        tcp[2..4].copy_from_slice(&port.to_be_bytes());
+        tcp[12] = 5 << 4;
+        tcp[13] = 0x02;
+        ip.extend_from_slice(&tcp);
+        for v in [1u32, i as u32, ip.len() as u32, ip.len() as u32] {
+            f.extend_from_slice(&v.to_le_bytes());
+        }
+        f.extend_from_slice(&ip);
+    }
+    std::fs::write(path, f).unwrap();
+}
+
+#[test]
+fn a_filter_works_on_raw_ip_captures() {
+    let path = std::env::temp_dir().join(format!("conntrace-raw-{}.pcap", std::process::id()));
+    raw_ip_capture(&path);
+    let out = bin()
+        .args(["replay", "-f", "json"])
+        .arg(&path)
+        .args(["--", "tcp", "dst", "port", "80"])
+        .output()
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["summary"]["connections"], 1);
+    assert_eq!(report["connections"][0]["server"], "10.0.0.2:80");
+    assert_eq!(report["source"]["link_types"][0], "RAW");
+}
