@@ -169,6 +169,10 @@ pub struct Connection {
 #[derive(Debug)]
 enum AppState {
     Disabled,
+    /// Only bare SYNs so far: the analyser is made at the first other
+    /// segment and given the first SYN then, so that a SYN nobody answers
+    /// (a scan, a flood) costs no analyser.
+    Deferred(Option<(Direction, Segment)>),
     Open(Box<ConnectionAnalyzer>),
     Done(Box<AppResult>),
 }
@@ -269,7 +273,7 @@ impl Connection {
             scheduled: Timestamp(i64::MAX),
             ended: false,
             app: if http {
-                AppState::Open(Box::new(ConnectionAnalyzer::new()))
+                AppState::Deferred(None)
             } else {
                 AppState::Disabled
             },
@@ -388,8 +392,20 @@ impl Connection {
         self.update_state(seg, sender);
 
         let dir = self.direction(sender);
-        if let AppState::Open(analyzer) = &mut self.app {
-            analyzer.on_segment(dir, seg, payload);
+        match &mut self.app {
+            AppState::Deferred(syn)
+                if seg.flags.is_syn_only() && seg.payload_len == 0 && !seg.flags.fin() =>
+            {
+                // A retransmitted SYN tells the analyser nothing more.
+                syn.get_or_insert_with(|| (dir, seg.clone()));
+            }
+            AppState::Deferred(_) => {
+                let mut analyzer = self.start_app();
+                analyzer.on_segment(dir, seg, payload);
+                self.app = AppState::Open(analyzer);
+            }
+            AppState::Open(analyzer) => analyzer.on_segment(dir, seg, payload),
+            AppState::Disabled | AppState::Done(_) => {}
         }
         // Settle the analyser once both sides closed. Not at an RST: the same
         // stream can go on after one (an RST answering a stray ACK, then the
@@ -597,6 +613,7 @@ impl Connection {
                 CloseSignals::of(&r.signals),
             ),
             AppState::Disabled => (None, CloseSignals::default()),
+            AppState::Deferred(_) => (Some(0), CloseSignals::default()),
         };
         FlowEvent::Closed {
             stream: self.stream,
@@ -614,7 +631,7 @@ impl Connection {
         let exchanges: &[HttpExchange] = match &self.app {
             AppState::Open(a) => a.exchanges(),
             AppState::Done(r) => &r.exchanges,
-            AppState::Disabled => return,
+            AppState::Disabled | AppState::Deferred(_) => return,
         };
         let stream = self.stream;
         let peers = self.peers();
@@ -655,7 +672,19 @@ impl Connection {
         self.ended
     }
 
+    /// The analyser of a deferred connection, given the SYN it missed.
+    fn start_app(&mut self) -> Box<ConnectionAnalyzer> {
+        let mut analyzer = Box::new(ConnectionAnalyzer::new());
+        if let AppState::Deferred(Some((dir, syn))) = &self.app {
+            analyzer.on_segment(*dir, syn, &[]);
+        }
+        analyzer
+    }
+
     fn settle_app(&mut self) {
+        if let AppState::Deferred(_) = self.app {
+            self.app = AppState::Open(self.start_app());
+        }
         if let AppState::Open(_) = self.app {
             let AppState::Open(analyzer) = std::mem::replace(&mut self.app, AppState::Disabled)
             else {
