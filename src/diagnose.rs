@@ -63,7 +63,6 @@ struct View {
     requests: VecDeque<(u32, Timestamp, Option<Timestamp>)>,
     /// Its own verdict: when its first request was sent, while pending.
     pending: Option<Timestamp>,
-    verdict: Option<NewConnectionReason>,
     finished: bool,
     /// Passed by its group's sweep: closed (or expired) before it.
     retired: bool,
@@ -112,6 +111,12 @@ pub struct ReuseJudge {
     due: BinaryHeap<Reverse<(Timestamp, u64)>>,
     /// Finalised connections waiting for their own verdict.
     held: FastMap<u64, Box<Finished>>,
+    /// Verdicts given before their connection was finalised.
+    given: FastMap<u64, NewConnectionReason>,
+    /// Connections forgotten (swept past, verdict given) before they were
+    /// finalised, with their group: later events about them change nothing
+    /// but a reset of the group's last close.
+    gone: FastMap<u64, GroupKey>,
     released: VecDeque<Box<Finished>>,
 }
 
@@ -122,6 +127,14 @@ impl ReuseJudge {
 
     /// Take one event of the tracker, in the order the tracker gave them.
     pub fn on_event(&mut self, event: FlowEvent) {
+        if let FlowEvent::Request { stream, .. }
+        | FlowEvent::Answered { stream, .. }
+        | FlowEvent::Closed { stream, .. } = &event
+        {
+            if self.gone.contains_key(stream) {
+                return;
+            }
+        }
         match event {
             // Connections matter once they carry a request or close: a
             // SYN nobody answered changes no verdict.
@@ -152,7 +165,7 @@ impl ReuseJudge {
                         view.requests.pop_front();
                     }
                 }
-                if depth == 1 && view.pending.is_none() && view.verdict.is_none() {
+                if depth == 1 && view.pending.is_none() && !self.given.contains_key(&stream) {
                     view.pending = Some(sent);
                     group.pending += 1;
                     self.due.push(Reverse((sent.after(HOLD), stream)));
@@ -196,18 +209,21 @@ impl ReuseJudge {
                 self.end_member(group, member, at);
             }
             FlowEvent::ClientReset { stream } => {
-                if let Some(view) = self.views.get_mut(&stream) {
-                    if let Some(c) = &mut view.closed {
-                        c.client_reset = true;
+                let group = match self.views.get_mut(&stream) {
+                    Some(view) => {
+                        if let Some(c) = &mut view.closed {
+                            c.client_reset = true;
+                        }
+                        Some(view.group)
                     }
-                    if let Some((_, c)) = self
-                        .groups
-                        .get_mut(&view.group)
-                        .and_then(|g| g.last_closed.as_mut())
-                        .filter(|(_, c)| c.stream == stream)
-                    {
-                        c.client_reset = true;
-                    }
+                    None => self.gone.get(&stream).copied(),
+                };
+                if let Some((_, c)) = group
+                    .and_then(|g| self.groups.get_mut(&g))
+                    .and_then(|g| g.last_closed.as_mut())
+                    .filter(|(_, c)| c.stream == stream)
+                {
+                    c.client_reset = true;
                 }
             }
             FlowEvent::Finished(finished) => self.on_finished(finished),
@@ -235,7 +251,6 @@ impl ReuseJudge {
                 closed: None,
                 requests: VecDeque::new(),
                 pending: None,
-                verdict: None,
                 finished: false,
                 retired: false,
             },
@@ -259,6 +274,10 @@ impl ReuseJudge {
     fn on_finished(&mut self, mut finished: Box<Finished>) {
         let stream = finished.record.stream;
         let Some(view) = self.views.get_mut(&stream) else {
+            self.gone.remove(&stream);
+            if let Some(verdict) = self.given.remove(&stream) {
+                attach(&mut finished, verdict);
+            }
             self.released.push_back(finished);
             return;
         };
@@ -277,7 +296,7 @@ impl ReuseJudge {
             self.held.insert(stream, finished);
             return;
         }
-        if let Some(verdict) = view.verdict.take() {
+        if let Some(verdict) = self.given.remove(&stream) {
             attach(&mut finished, verdict);
         }
         self.released.push_back(finished);
@@ -352,7 +371,7 @@ impl ReuseJudge {
                     group.last_closed = Some((key, closed.clone()));
                 }
             }
-            if view.finished && view.pending.is_none() && view.verdict.is_none() {
+            if view.pending.is_none() {
                 gone.push(stream);
             }
         }
@@ -367,6 +386,9 @@ impl ReuseJudge {
         let Some(view) = self.views.remove(&stream) else {
             return;
         };
+        if !view.finished {
+            self.gone.insert(stream, view.group);
+        }
         if let Some(g) = self.groups.get(&view.group) {
             if g.waiting.is_empty() && g.open.is_empty() && g.pending == 0 && g.ending.is_empty() {
                 // Its last close still explains the next connection.
@@ -396,11 +418,13 @@ impl ReuseJudge {
             Some(mut finished) => {
                 attach(&mut finished, verdict);
                 self.released.push_back(finished);
-                if view.retired {
-                    self.forget(stream);
-                }
             }
-            None => view.verdict = Some(verdict),
+            None => {
+                self.given.insert(stream, verdict);
+            }
+        }
+        if view.retired {
+            self.forget(stream);
         }
     }
 }
