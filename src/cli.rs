@@ -65,6 +65,7 @@ Examples:
   conntrace replay a.pcap b.pcapng.gz --format json -o report.json
   conntrace replay capture.pcap -- tcp port 8080          (tcpdump-style filter)
   conntrace replay capture.pcap --format markdown | pbcopy   (paste into a bug report)
+  conntrace replay huge.pcap -f jsonl | jq -c 'select(.type == \"request\")'   (rows as they finish)
 
 Stream numbers equal Wireshark's tcp.stream for the same capture, so a row can
 be opened with the display filter `tcp.stream == N`.";
@@ -104,9 +105,9 @@ pub struct ReplayArgs {
     #[arg(long, value_enum, default_value_t = ReaderKind::Native)]
     pub reader: ReaderKind,
     #[command(flatten)]
-    pub expiry: ExpiryArgs,
-    #[command(flatten)]
     pub output: OutputArgs,
+    #[command(flatten)]
+    pub expiry: ExpiryArgs,
 }
 
 /// When the tracker lets a connection go, in capture time. Packets that come

@@ -259,6 +259,21 @@ fn write_totals(report: &Report, out: &mut dyn Write, markdown: bool) -> io::Res
             a.count, a.reason, a.first_frame
         )?;
     }
+    if let Some(t) = &report.tracker {
+        writeln!(
+            out,
+            "{bullet}let go before their end: {} idle past --idle-timeout, {} unanswered SYNs ({} early, past --max-unanswered); {} packets came after their connection was finalised{}",
+            t.expired_idle,
+            t.expired_unanswered,
+            t.early_dropped,
+            t.late_packets,
+            if t.late_packets > 0 {
+                " (counted in the frames, in no connection: raise --close-grace or --idle-timeout)"
+            } else {
+                ""
+            }
+        )?;
+    }
     Ok(())
 }
 
