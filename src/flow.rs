@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use crate::http::{AppProtocol, ConnectionAnalyzer, HttpExchange, HttpSignals};
 use crate::report::{
-    CloseKind, ConnState, ConnectionRecord, Orientation, RequestRecord, Role, SeenIn,
+    CloseKind, ConnState, ConnectionRecord, Orientation, RequestRecord, Role, SeenIn, TrackerStats,
 };
 use crate::wire::{Direction, Segment, SeqNumber, Timestamp};
 
@@ -184,6 +184,18 @@ struct AppResult {
     alpn: Vec<String>,
     exchanges: Vec<HttpExchange>,
     signals: HttpSignals,
+}
+
+impl AppState {
+    /// What the analyser found so far, open or settled; `None` when the
+    /// bytes are not analysed or only bare SYNs came.
+    fn findings(&self) -> Option<(AppProtocol, &[HttpExchange], &HttpSignals)> {
+        match self {
+            AppState::Open(a) => Some((a.protocol(), a.exchanges(), a.signals())),
+            AppState::Done(r) => Some((r.protocol, &r.exchanges, &r.signals)),
+            AppState::Disabled | AppState::Deferred(_) => None,
+        }
+    }
 }
 
 impl AppResult {
@@ -580,12 +592,8 @@ impl Connection {
         }
     }
 
-    /// Wireshark starts a new stream on a known 4-tuple when a SYN (without
-    /// ACK) carries a sequence number other than the base sequence number of
-    /// its direction ("TCP port numbers reused", packet-tcp.c).
     fn starts_new_stream(&self, seg: &Segment, sender: Side) -> bool {
-        seg.flags.is_syn_only()
-            && matches!(self.ends[sender as usize].base_seq, Some(base) if base != seg.seq)
+        reuses_port(self.ends[sender as usize].base_seq, seg)
     }
 
     /// Opened by a SYN that the other side has not answered with anything.
@@ -603,17 +611,14 @@ impl Connection {
 
     fn closed_event(&self) -> FlowEvent {
         let (side, how, at) = self.closed_by.expect("called once a FIN or RST was seen");
-        let (requests, signals) = match &self.app {
-            AppState::Open(a) => (
-                (a.protocol() != AppProtocol::Tls).then_some(a.exchanges().len() as u32),
-                CloseSignals::of(a.signals()),
+        let (requests, signals) = match self.app.findings() {
+            Some((protocol, exchanges, signals)) => (
+                request_count(protocol, exchanges.len()),
+                CloseSignals::of(signals),
             ),
-            AppState::Done(r) => (
-                (r.protocol != AppProtocol::Tls).then_some(r.exchanges.len() as u32),
-                CloseSignals::of(&r.signals),
-            ),
-            AppState::Disabled => (None, CloseSignals::default()),
-            AppState::Deferred(_) => (Some(0), CloseSignals::default()),
+            // Analysed, but nothing beyond a SYN yet: no request.
+            None if matches!(self.app, AppState::Deferred(_)) => (Some(0), CloseSignals::default()),
+            None => (None, CloseSignals::default()),
         };
         FlowEvent::Closed {
             stream: self.stream,
@@ -626,12 +631,24 @@ impl Connection {
         }
     }
 
+    /// Account one segment and hand out what it made happen.
+    fn take(&mut self, seg: &Segment, sender: Side, payload: &[u8], out: &mut Vec<FlowEvent>) {
+        self.on_segment(seg, sender, payload);
+        self.report_app(out);
+        if self.closed_by.is_some() && !self.close_reported {
+            self.close_reported = true;
+            out.push(self.closed_event());
+        } else if seg.flags.rst() && sender == self.client && self.ends[sender as usize].rst == 1 {
+            out.push(FlowEvent::ClientReset {
+                stream: self.stream,
+            });
+        }
+    }
+
     /// Hand out the requests and answers the analyser found since last time.
     fn report_app(&mut self, out: &mut Vec<FlowEvent>) {
-        let exchanges: &[HttpExchange] = match &self.app {
-            AppState::Open(a) => a.exchanges(),
-            AppState::Done(r) => &r.exchanges,
-            AppState::Disabled | AppState::Deferred(_) => return,
+        let Some((_, exchanges, _)) = self.app.findings() else {
+            return;
         };
         let stream = self.stream;
         let peers = self.peers();
@@ -797,11 +814,7 @@ impl Connection {
                 why_new: None,
             })
             .collect();
-        let request_count = match (app, protocol) {
-            (None, _) => None,
-            (Some(_), AppProtocol::Tls) => None,
-            (Some(_), _) => Some(requests.len() as u32),
-        };
+        let request_count = app.and_then(|_| request_count(protocol, requests.len()));
         let record = ConnectionRecord {
             stream: self.stream,
             client: self.key.addr(self.client),
@@ -841,6 +854,11 @@ impl Connection {
         };
         (record, requests)
     }
+}
+
+/// The requests a connection counts: none over TLS, whose bytes are not read.
+fn request_count(protocol: AppProtocol, requests: usize) -> Option<u32> {
+    (protocol != AppProtocol::Tls).then_some(requests as u32)
 }
 
 /// Zeek repeats T and W history letters at 1, 10, 100, ... occurrences.
@@ -899,8 +917,7 @@ impl Default for Expiry {
 }
 
 /// Why a connection left the table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EndReason {
     /// Closed for good (RST, or FIN from both sides), then the grace period passed.
     Closed,
@@ -927,12 +944,7 @@ pub struct Finished {
 pub enum FlowEvent {
     /// A new stream began (a SYN, or the first packet of a connection the
     /// capture joined midway).
-    Opened {
-        stream: u64,
-        client: SocketAddr,
-        server: SocketAddr,
-        at: Timestamp,
-    },
+    Opened { stream: u64, peers: Peers },
     /// The analyser found a request; its first byte was sent at `sent`.
     Request {
         stream: u64,
@@ -998,23 +1010,6 @@ pub struct Peers {
     pub opened: Timestamp,
 }
 
-/// Counters of the table's own work, for the report.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct TableStats {
-    /// Packets on a 4-tuple whose connection was already finalised (a
-    /// retransmission after the grace period, or traffic after the
-    /// inactivity timeout): counted, not analysed.
-    pub late_packets: u64,
-    /// Connections finalised by the inactivity timeout.
-    pub expired_idle: u64,
-    /// Unanswered SYNs finalised by their timeout or early.
-    pub expired_unanswered: u64,
-    /// Of those, finalised early because too many were pending.
-    pub early_dropped: u64,
-    /// Most connections in the table at once.
-    pub peak_open: u64,
-}
-
 /// What a finalised connection leaves behind for Wireshark's numbering.
 #[derive(Debug, Clone, Copy)]
 struct Tombstone {
@@ -1051,7 +1046,7 @@ pub struct FlowTable {
     /// Live connections not yet closed by a RST or by a FIN from each side.
     open: usize,
     now: Timestamp,
-    stats: TableStats,
+    stats: TrackerStats,
 }
 
 impl FlowTable {
@@ -1073,7 +1068,7 @@ impl FlowTable {
             live: 0,
             open: 0,
             now: Timestamp(i64::MIN),
-            stats: TableStats::default(),
+            stats: TrackerStats::default(),
         }
     }
 
@@ -1092,19 +1087,7 @@ impl FlowTable {
                 let conn = conn.as_mut();
                 let was_open = !conn.is_finished();
                 let was_unanswered = conn.is_unanswered();
-                conn.on_segment(seg, sender, payload);
-                conn.report_app(out);
-                if conn.closed_by.is_some() && !conn.close_reported {
-                    conn.close_reported = true;
-                    out.push(conn.closed_event());
-                } else if seg.flags.rst()
-                    && sender == conn.client
-                    && conn.ends[sender as usize].rst == 1
-                {
-                    out.push(FlowEvent::ClientReset {
-                        stream: conn.stream,
-                    });
-                }
+                conn.take(seg, sender, payload, out);
                 match (was_open, conn.is_finished()) {
                     (true, true) => self.open -= 1,
                     (false, false) => self.open += 1,
@@ -1121,7 +1104,7 @@ impl FlowTable {
                 }
                 conn.stream
             }
-            Some(Slot::Tomb(tomb)) if !tomb_starts_new_stream(tomb, seg, sender) => {
+            Some(Slot::Tomb(tomb)) if !reuses_port(tomb.base_seq[sender as usize], seg) => {
                 self.stats.late_packets += 1;
                 tomb.stream
             }
@@ -1143,16 +1126,9 @@ impl FlowTable {
         let mut conn = Box::new(Connection::new(stream, key, seg, sender, self.http));
         out.push(FlowEvent::Opened {
             stream,
-            client: key.addr(conn.client),
-            server: key.addr(conn.client.other()),
-            at: seg.ts,
+            peers: conn.peers(),
         });
-        conn.on_segment(seg, sender, payload);
-        conn.report_app(out);
-        if conn.closed_by.is_some() {
-            conn.close_reported = true;
-            out.push(conn.closed_event());
-        }
+        conn.take(seg, sender, payload, out);
         if conn.is_unanswered() {
             self.unanswered_now += 1;
             self.unanswered.push_back((stream, key));
@@ -1333,7 +1309,7 @@ impl FlowTable {
         self.live
     }
 
-    pub fn stats(&self) -> TableStats {
+    pub fn stats(&self) -> TrackerStats {
         self.stats
     }
 }
@@ -1359,10 +1335,9 @@ fn deadline(expiry: &Expiry, conn: &Connection) -> Timestamp {
 
 /// Wireshark starts a new stream on a known 4-tuple when a SYN (without ACK)
 /// carries a sequence number other than the base sequence number of its
-/// direction ("TCP port numbers reused", packet-tcp.c).
-fn tomb_starts_new_stream(tomb: &Tombstone, seg: &Segment, sender: Side) -> bool {
-    seg.flags.is_syn_only()
-        && matches!(tomb.base_seq[sender as usize], Some(base) if base != seg.seq)
+/// direction (`base`; "TCP port numbers reused", packet-tcp.c).
+fn reuses_port(base: Option<SeqNumber>, seg: &Segment) -> bool {
+    seg.flags.is_syn_only() && matches!(base, Some(base) if base != seg.seq)
 }
 
 /// Every connection's record and its requests: connections by stream number,

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::pipeline::RecordSink;
 use crate::report::{AnomalyCount, ConnectionRecord, Report, RequestRecord, SourceInfo, Summary};
-use crate::report::{ToolInfo, TrackerReport};
+use crate::report::{ToolInfo, TrackerStats};
 
 #[derive(Serialize)]
 struct Line<'a, T> {
@@ -31,7 +31,7 @@ struct SummaryLine<'a> {
     summary: &'a Summary,
     anomalies: &'a [AnomalyCount],
     #[serde(skip_serializing_if = "Option::is_none")]
-    tracker: &'a Option<TrackerReport>,
+    tracker: &'a Option<TrackerStats>,
 }
 
 /// Writes each finished connection as lines to `W`, in blocks.

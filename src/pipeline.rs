@@ -19,7 +19,7 @@ use crate::diagnose::ReuseJudge;
 use crate::flow::{sort_records, Expiry, Finished, FlowEvent, FlowTable};
 use crate::report::{
     AnomalyCount, ConnectionRecord, Report, RequestRecord, SourceInfo, Summary, ToolInfo,
-    TrackerReport,
+    TrackerStats,
 };
 use crate::source::{CaptureReader, Frame, LinkType, ReadError, Record};
 use crate::wire::Timestamp;
@@ -285,7 +285,7 @@ impl Pipeline {
             summary: self.summary,
             anomalies,
             client: None,
-            tracker: TrackerReport::of(self.table.stats()),
+            tracker: Some(self.table.stats()).filter(TrackerStats::noteworthy),
         })
     }
 }

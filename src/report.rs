@@ -180,14 +180,15 @@ pub struct Report {
     /// present only when it finalised some early (inactivity, unanswered
     /// SYNs) or saw packets after a connection was finalised. An addition.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tracker: Option<TrackerReport>,
+    pub tracker: Option<TrackerStats>,
 }
 
-/// See [`Report::tracker`].
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct TrackerReport {
-    /// Packets on a 4-tuple whose connection had already been finalised:
-    /// counted in `source`, not in any connection.
+/// The tracker's own work, counted as it goes (see [`Report::tracker`]).
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct TrackerStats {
+    /// Packets on a 4-tuple whose connection had already been finalised (a
+    /// retransmission after the grace period, traffic after the inactivity
+    /// timeout): counted in `source`, not in any connection.
     pub late_packets: u64,
     /// Connections finalised after the inactivity timeout.
     pub expired_idle: u64,
@@ -199,17 +200,11 @@ pub struct TrackerReport {
     pub peak_open: u64,
 }
 
-impl TrackerReport {
-    /// `None` when every connection simply ran to its end.
-    pub fn of(s: crate::flow::TableStats) -> Option<TrackerReport> {
-        let noteworthy = s.late_packets + s.expired_idle + s.expired_unanswered > 0;
-        noteworthy.then_some(TrackerReport {
-            late_packets: s.late_packets,
-            expired_idle: s.expired_idle,
-            expired_unanswered: s.expired_unanswered,
-            early_dropped: s.early_dropped,
-            peak_open: s.peak_open,
-        })
+impl TrackerStats {
+    /// False when every connection simply ran to its end: the report then
+    /// leaves the section out.
+    pub fn noteworthy(&self) -> bool {
+        self.late_packets + self.expired_idle + self.expired_unanswered > 0
     }
 }
 
