@@ -146,12 +146,7 @@ impl ReuseJudge {
                 sent,
                 answered,
             } => {
-                self.view(stream, peers);
-                let view = self.views.get_mut(&stream).expect("made just above");
-                let group = self
-                    .groups
-                    .get_mut(&view.group)
-                    .expect("made with the view");
+                let (view, group) = view_of(&mut self.views, &mut self.groups, stream, peers);
                 let at = view
                     .requests
                     .iter()
@@ -187,8 +182,7 @@ impl ReuseJudge {
                 requests,
                 signals,
             } => {
-                self.view(stream, peers);
-                let view = self.views.get_mut(&stream).expect("made just above");
+                let (view, _) = view_of(&mut self.views, &mut self.groups, stream, peers);
                 let last_answer = view
                     .requests
                     .iter()
@@ -231,32 +225,6 @@ impl ReuseJudge {
     }
 
     /// The view of a connection, made when first needed.
-    fn view(&mut self, stream: u64, peers: Peers) {
-        if self.views.contains_key(&stream) {
-            return;
-        }
-        let group_key = (peers.client.ip(), peers.server);
-        let group = self.groups.entry(group_key).or_default();
-        let member = (peers.opened, stream);
-        if group.sweep.is_some_and(|s| peers.opened < s) {
-            group.open.insert(member);
-        } else {
-            group.waiting.insert(member);
-        }
-        self.views.insert(
-            stream,
-            View {
-                group: group_key,
-                first_seen: peers.opened,
-                closed: None,
-                requests: VecDeque::new(),
-                pending: None,
-                finished: false,
-                retired: false,
-            },
-        );
-    }
-
     /// A member's end is known: the sweep retires it when it gets there
     /// (at once, if it is already past).
     fn end_member(&mut self, group_key: GroupKey, member: Member, at: Timestamp) {
@@ -352,7 +320,7 @@ impl ReuseJudge {
             group.waiting.pop_first();
             group.open.insert(first);
         }
-        let mut gone = Vec::new();
+        let mut forgettable = Vec::new();
         while let Some(&Reverse((end, opened, stream))) = group.ending.peek() {
             if end > t {
                 break;
@@ -372,10 +340,10 @@ impl ReuseJudge {
                 }
             }
             if view.pending.is_none() {
-                gone.push(stream);
+                forgettable.push(stream);
             }
         }
-        for stream in gone {
+        for stream in forgettable {
             self.forget(stream);
         }
     }
@@ -427,6 +395,36 @@ impl ReuseJudge {
             self.forget(stream);
         }
     }
+}
+
+/// The view of a connection and its group, made when first needed.
+fn view_of<'a>(
+    views: &'a mut FastMap<u64, View>,
+    groups: &'a mut FastMap<GroupKey, Group>,
+    stream: u64,
+    peers: Peers,
+) -> (&'a mut View, &'a mut Group) {
+    let view = views.entry(stream).or_insert_with(|| {
+        let group_key = (peers.client.ip(), peers.server);
+        let group = groups.entry(group_key).or_default();
+        let member = (peers.opened, stream);
+        if group.sweep.is_some_and(|s| peers.opened < s) {
+            group.open.insert(member);
+        } else {
+            group.waiting.insert(member);
+        }
+        View {
+            group: group_key,
+            first_seen: peers.opened,
+            closed: None,
+            requests: VecDeque::new(),
+            pending: None,
+            finished: false,
+            retired: false,
+        }
+    });
+    let group = groups.entry(view.group).or_default();
+    (view, group)
 }
 
 fn attach(finished: &mut Finished, verdict: NewConnectionReason) {
