@@ -4,12 +4,11 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::flow::Expiry;
@@ -186,12 +185,9 @@ fn replay(args: ReplayArgs) -> Result<()> {
     match args.output.format {
         Format::Jsonl => {
             // Rows go out as connections finish; the summary line ends them.
-            let out = SharedOut::open(&args.output.output)?;
-            let sink = JsonlSink::new(out.clone());
-            let pipeline = Pipeline::streaming(&options.pipeline, Box::new(sink));
-            let report = replay_into(&args.files, &options, pipeline)?;
-            out.with(|w| crate::jsonl::write_summary(&report, w).and_then(|()| w.flush()))
-                .with_context(|| out.describe())?;
+            let out = open_output(&args.output.output)?;
+            let pipeline = Pipeline::streaming(&options.pipeline, Box::new(JsonlSink::new(out)));
+            replay_into(&args.files, &options, pipeline)?;
         }
         Format::Summary => {
             let pipeline = Pipeline::counting(&options.pipeline);
@@ -210,77 +206,31 @@ fn replay(args: ReplayArgs) -> Result<()> {
     Ok(())
 }
 
-/// Standard output or the `-o` file, shared by a streaming sink and the
-/// summary written after it.
-#[derive(Clone)]
-struct SharedOut {
-    writer: Arc<Mutex<Box<dyn Write + Send>>>,
-    path: Option<PathBuf>,
-}
-
-impl SharedOut {
-    fn open(path: &Option<PathBuf>) -> Result<SharedOut> {
-        let writer: Box<dyn Write + Send> = match path {
-            Some(p) => Box::new(BufWriter::with_capacity(
-                256 << 10,
-                File::create(p)
-                    .with_context(|| format!("cannot write the report to {}", p.display()))?,
-            )),
-            None => Box::new(BufWriter::with_capacity(256 << 10, io::stdout())),
-        };
-        Ok(SharedOut {
-            writer: Arc::new(Mutex::new(writer)),
-            path: path.clone(),
-        })
-    }
-
-    fn with<T>(&self, f: impl FnOnce(&mut dyn Write) -> io::Result<T>) -> io::Result<T> {
-        let mut w = self
-            .writer
-            .lock()
-            .map_err(|_| io::Error::other("output writer poisoned"))?;
-        f(&mut **w)
-    }
-
-    fn describe(&self) -> String {
-        match &self.path {
-            Some(p) => format!("cannot write the report to {}", p.display()),
-            None => "cannot write the report".to_string(),
-        }
-    }
-}
-
-impl Write for SharedOut {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.with(|w| w.write(buf))
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.with(|w| w.flush())
-    }
-}
-
 /// Write a report where the output options say.
 pub fn emit(report: &Report, output: &OutputArgs) -> Result<()> {
     let options = RenderOptions {
         format: output.format,
         requests: output.requests,
     };
+    let mut w = open_output(&output.output)?;
+    let written = write_report(report, &options, &mut w).and_then(|()| w.flush());
     match &output.output {
-        Some(path) => {
-            let file = File::create(path)
-                .with_context(|| format!("cannot write the report to {}", path.display()))?;
-            let mut w = BufWriter::new(file);
-            write_report(report, &options, &mut w)
-                .and_then(|()| w.flush())
-                .with_context(|| format!("cannot write the report to {}", path.display()))?;
-        }
-        None => {
-            let stdout = io::stdout();
-            let mut w = BufWriter::new(stdout.lock());
-            write_report(report, &options, &mut w)?;
-            w.flush()?;
-        }
+        Some(p) => written.with_context(|| output_error(p)),
+        None => Ok(written?),
     }
-    Ok(())
+}
+
+/// Standard output, or the `-o` file.
+fn open_output(path: &Option<PathBuf>) -> Result<Box<dyn Write + Send>> {
+    Ok(match path {
+        Some(p) => Box::new(BufWriter::with_capacity(
+            256 << 10,
+            File::create(p).with_context(|| output_error(p))?,
+        )),
+        None => Box::new(BufWriter::with_capacity(256 << 10, io::stdout())),
+    })
+}
+
+fn output_error(path: &Path) -> String {
+    format!("cannot write the report to {}", path.display())
 }

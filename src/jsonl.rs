@@ -73,9 +73,10 @@ impl<W: Write + Send> RecordSink for JsonlSink<W> {
         Ok(())
     }
 
-    fn flush(&mut self) -> io::Result<()> {
+    fn finish(&mut self, report: &Report) -> io::Result<()> {
         self.out.write_all(&self.buf)?;
         self.buf.clear();
+        write_summary(report, &mut self.out)?;
         self.out.flush()
     }
 }

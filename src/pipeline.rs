@@ -57,8 +57,9 @@ pub trait RecordSink: Send {
         requests: &[RequestRecord],
     ) -> io::Result<()>;
 
-    /// The input ended: write out whatever is buffered.
-    fn flush(&mut self) -> io::Result<()>;
+    /// The input ended: write what is buffered and the end of the output
+    /// (`report` has everything but the rows already handed over).
+    fn finish(&mut self, report: &Report) -> io::Result<()>;
 }
 
 /// What the pipeline does with the rows of finished connections.
@@ -182,11 +183,7 @@ impl Pipeline {
         if let Some(now) = now {
             judge.advance(now);
         }
-        let mut released = Vec::new();
-        while let Some(finished) = judge.pop_released() {
-            released.push(finished);
-        }
-        for finished in released {
+        while let Some(finished) = self.judge.as_mut().and_then(ReuseJudge::pop_released) {
             self.take(finished);
         }
     }
@@ -240,8 +237,9 @@ impl Pipeline {
         self.table.open()
     }
 
-    /// The input ended: finalise every connection and assemble the report.
-    /// A streaming sink's write error is returned here.
+    /// The input ended: finalise every connection and assemble the report
+    /// (a streaming sink writes its end from it). A streaming sink's write
+    /// error is returned here.
     pub fn finish(mut self) -> io::Result<Report> {
         self.table.finish(&mut self.events);
         self.pass_events(None);
@@ -249,20 +247,16 @@ impl Pipeline {
             judge.finish();
         }
         self.pass_events(None);
-        if let (Rows::Stream(sink), None) = (&mut self.rows, &self.sink_error) {
-            if let Err(e) = sink.flush() {
-                self.sink_error = Some(e);
-            }
-        }
         if let Some(e) = self.sink_error.take() {
             return Err(e);
         }
-        let (mut connections, mut requests) = match self.rows {
+        let (mut connections, mut requests, mut sink) = match self.rows {
             Rows::Keep {
                 connections,
                 requests,
-            } => (connections, requests),
-            Rows::Stream(_) | Rows::Count => (Vec::new(), Vec::new()),
+            } => (connections, requests, None),
+            Rows::Stream(sink) => (Vec::new(), Vec::new(), Some(sink)),
+            Rows::Count => (Vec::new(), Vec::new(), None),
         };
         sort_records(&mut connections, &mut requests);
         let mut source = self.source;
@@ -277,7 +271,7 @@ impl Pipeline {
             })
             .collect();
         anomalies.sort_by_key(|a| a.first_frame);
-        Ok(Report {
+        let report = Report {
             tool: ToolInfo::default(),
             source,
             connections,
@@ -286,7 +280,11 @@ impl Pipeline {
             anomalies,
             client: None,
             tracker: Some(self.table.stats()).filter(TrackerStats::noteworthy),
-        })
+        };
+        if let Some(sink) = &mut sink {
+            sink.finish(&report)?;
+        }
+        Ok(report)
     }
 }
 
@@ -795,7 +793,7 @@ mod tests {
             Ok(())
         }
 
-        fn flush(&mut self) -> io::Result<()> {
+        fn finish(&mut self, _: &Report) -> io::Result<()> {
             Ok(())
         }
     }
