@@ -645,16 +645,7 @@ fn read_libpcap(path: &Path, feed: &mut FrameSink<'_>) -> Result<bool, ReplayErr
     let link = LinkType::from(cap.get_datalink());
     loop {
         match cap.next_packet() {
-            Ok(packet) => {
-                let h = packet.header;
-                let frame = Frame {
-                    ts: Timestamp::from_parts(h.ts.tv_sec, h.ts.tv_usec),
-                    caplen: h.caplen,
-                    wirelen: h.len.max(h.caplen),
-                    data: packet.data,
-                };
-                feed(link, &frame)?;
-            }
+            Ok(packet) => feed(link, &Frame::from_pcap(&packet))?,
             Err(pcap::Error::NoMorePackets) => return Ok(false),
             Err(pcap::Error::PcapError(m)) if m.contains("truncated") => return Ok(true),
             Err(e) => return Err(err(e)),
