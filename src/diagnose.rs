@@ -21,7 +21,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::flow::{CloseSignals, EndReason, Finished, FlowEvent, Peers};
-use crate::report::{NewConnectionCode, NewConnectionReason, Report, RequestRecord, Role};
+use crate::report::{NewConnectionCode, NewConnectionReason, Report, RequestRecord, Role, Summary};
 use crate::wire::Timestamp;
 
 /// How long after a request was sent its verdict waits for the rest of the
@@ -638,7 +638,13 @@ pub fn explain_new_connections(report: &mut Report) {
         }
         judge.on_event(FlowEvent::Finished(Box::new(Finished {
             record: c.clone(),
-            requests: reqs.iter().map(|&r| r.clone()).collect(),
+            // The verdict is attached to the first request that was not reused.
+            requests: reqs
+                .iter()
+                .filter(|r| !r.reused)
+                .take(1)
+                .map(|&r| r.clone())
+                .collect(),
             end: EndReason::EndOfInput,
         })));
     }
@@ -649,21 +655,17 @@ pub fn explain_new_connections(report: &mut Report) {
             verdicts.insert(f.record.stream, why);
         }
     }
-    let mut tally: std::collections::BTreeMap<&'static str, u64> = Default::default();
-    // (by reason code's spelling)
-    let mut done: FastMap<u64, ()> = FastMap::default();
     for r in &mut report.requests {
-        if r.reused || done.contains_key(&r.stream) {
+        if r.reused {
             continue;
         }
+        // Once per stream: the first request not reused takes it.
         if let Some(why) = verdicts.remove(&r.stream) {
-            done.insert(r.stream, ());
-            *tally.entry(why.reason.as_str()).or_default() += 1;
             r.why_new = Some(why);
         }
     }
     report.summary.new_connection_reasons =
-        tally.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        Summary::tally(&[], &report.requests).new_connection_reasons;
 }
 
 #[cfg(test)]
