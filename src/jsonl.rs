@@ -34,20 +34,14 @@ struct SummaryLine<'a> {
     tracker: &'a Option<TrackerStats>,
 }
 
-/// Writes each finished connection as lines to `W`, in blocks.
+/// Writes each finished connection as lines to `W` (buffered by the caller).
 pub struct JsonlSink<W> {
-    buf: Vec<u8>,
     out: W,
 }
 
-const BLOCK: usize = 64 << 10;
-
 impl<W: Write + Send> JsonlSink<W> {
     pub fn new(out: W) -> JsonlSink<W> {
-        JsonlSink {
-            buf: Vec::with_capacity(BLOCK + 4096),
-            out,
-        }
+        JsonlSink { out }
     }
 }
 
@@ -63,19 +57,12 @@ impl<W: Write + Send> RecordSink for JsonlSink<W> {
         requests: &[RequestRecord],
     ) -> io::Result<()> {
         for r in requests {
-            line(&mut self.buf, "request", r)?;
+            line(&mut self.out, "request", r)?;
         }
-        line(&mut self.buf, "connection", record)?;
-        if self.buf.len() >= BLOCK {
-            self.out.write_all(&self.buf)?;
-            self.buf.clear();
-        }
-        Ok(())
+        line(&mut self.out, "connection", record)
     }
 
     fn finish(&mut self, report: &Report) -> io::Result<()> {
-        self.out.write_all(&self.buf)?;
-        self.buf.clear();
         write_summary(report, &mut self.out)?;
         self.out.flush()
     }
