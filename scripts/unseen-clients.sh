@@ -4,7 +4,7 @@
 # HttpClient, curl, nghttp and h2load against nginx (keep-alive, the
 # keepalive_requests and keepalive_timeout limits, h2c, TLS, IPv6) into a
 # temporary folder, then runs the tshark cross-check on them
-# (`CONNTRACE_EXTRA_CAPTURES=DIR cargo test --test tshark_crosscheck`) and
+# (`CONNTRACE_EXTRA_CAPTURES=DIR cargo test --test integration tshark_crosscheck::`) and
 # prints one line per capture: file, streams ours/tshark, agreement; then the
 # HTTP cross-check (requests per stream, TLS hellos) on the same captures.
 #
@@ -136,7 +136,7 @@ log=$OUT/crosscheck.log
 cargo build --quiet
 cp "${CARGO_TARGET_DIR:-$ROOT/target}/debug/conntrace" "$WORK/conntrace"
 status=0
-CONNTRACE_BIN=$WORK/conntrace CONNTRACE_EXTRA_CAPTURES=$OUT cargo test --test tshark_crosscheck extra_captures_agree_with_tshark \
+CONNTRACE_BIN=$WORK/conntrace CONNTRACE_EXTRA_CAPTURES=$OUT cargo test --test integration tshark_crosscheck::extra_captures_agree_with_tshark \
     -- --exact --nocapture >"$log" 2>&1 || status=$?
 echo
 sed -n '/^cross-check of the captures/,/^$/p' "$log"
@@ -145,7 +145,7 @@ if [[ $status -ne 0 ]]; then
 fi
 # The same captures, request by request (HTTP/1 and HTTP/2) and TLS hello by hello.
 http_log=$OUT/http-crosscheck.log
-CONNTRACE_BIN=$WORK/conntrace CONNTRACE_EXTRA_CAPTURES=$OUT cargo test --test http_crosscheck \
+CONNTRACE_BIN=$WORK/conntrace CONNTRACE_EXTRA_CAPTURES=$OUT cargo test --test integration http_crosscheck:: \
     -- --nocapture >"$http_log" 2>&1 || status=$?
 echo
 echo "HTTP requests per stream against tshark:"

@@ -3,7 +3,7 @@
 //! `-z conv,tcp` on the same file. (scripts/nginx-check.sh does the same from
 //! the command line.)
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -13,7 +13,7 @@
 //! docs/tshark-differences.md; an exception that no longer matches anything
 //! is itself a failure, so the table cannot go stale.
 
-mod common;
+use crate::common;
 
 use common::tshark::{self, Reference};
 use serde_json::Value;

@@ -3,7 +3,7 @@
 //! replays to the same tables, Ctrl-C still reports and leaves a valid file,
 //! and a run without privileges says how to get them.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

@@ -1,7 +1,7 @@
 //! Each demo experiment, run for real on loopback with capture, and its
 //! numbers asserted from the captured report.
 
-mod common;
+use crate::common;
 
 use conntrace::live::demo::{render, run_experiment, Experiment, ExperimentResult};
 

@@ -3,7 +3,7 @@
 //! tshark reference the other tests rely on) steady when `fixtures/make.sh`
 //! remakes them.
 
-mod common;
+use crate::common;
 
 use common::tshark::{self, Reference};
 use std::net::SocketAddr;

@@ -19,7 +19,7 @@
 //! the reason; an exception that no longer differs fails the test so that it
 //! is removed. Skipped, with a notice, when tshark or the corpus is absent.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,6 @@
 //! this repository, the shared corpus next to it, extra captures named by
 //! `CONNTRACE_EXTRA_CAPTURES`), how to replay one with the built binary, and
 //! the tshark reference ([`tshark`]).
-#![allow(dead_code)]
 
 pub mod tshark;
 

@@ -8,7 +8,7 @@
 //! the captures, rewrite the goldens with
 //! `CONNTRACE_BLESS=1 cargo test --test golden` and review the diff.
 
-mod common;
+use crate::common;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,18 @@
+//! The integration tests, in one binary so the helpers in [`common`] are
+//! built once and the tests share one process (ripgrep's layout).
+//!
+//! `cargo test --test integration MODULE::` runs one group, for example
+//! `cargo test --test integration tshark_crosscheck::`.
+
+mod common;
+
+mod cli;
+mod fixtures;
+mod golden;
+mod http_crosscheck;
+mod live_demo;
+mod live_nginx;
+mod live_run;
+mod live_server;
+mod tshark_crosscheck;
+mod zeek_crosscheck;
