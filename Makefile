@@ -37,8 +37,11 @@ lint:
 demo: build
 	./scripts/demo.sh $(BIN)
 
+# Remake the captures, then tshark's answers about them (fixtures/tshark/).
 fixtures: build
 	./fixtures/make.sh
+	rm -f fixtures/tshark/*.txt
+	CONNTRACE_TSHARK_REFRESH=1 $(CARGO) test --locked --test integration -- --test-threads=2
 
 bench: deps
 	./scripts/bench-replay.sh

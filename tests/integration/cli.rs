@@ -9,15 +9,13 @@ fn bin() -> Command {
 }
 
 fn corpus(rel: &str) -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/corpus/files")
-        .join(rel);
-    if p.exists() {
-        Some(p)
-    } else {
-        eprintln!("skipped: {} is not here", p.display());
-        None
-    }
+    let Some(files) = crate::common::corpus_dir() else {
+        eprintln!("skipped: the shared corpus is not here");
+        return None;
+    };
+    let p = files.join(rel);
+    assert!(p.exists(), "{} is missing from the corpus", p.display());
+    Some(p)
 }
 
 #[test]

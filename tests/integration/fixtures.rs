@@ -27,11 +27,8 @@ const STREAMS: &[(&str, usize)] = &[
     ("tls.pcap", 1),
 ];
 
+/// tshark's view of a fixture, from the answers committed in `fixtures/tshark/`.
 fn reference(name: &str) -> Option<Reference> {
-    if !tshark::available() {
-        eprintln!("tshark is not installed: skipping the tshark checks of {name}");
-        return None;
-    }
     let path = common::root().join("fixtures").join(name);
     Some(tshark::reference(&path).unwrap_or_else(|e| panic!("{name}: {e}")))
 }
@@ -151,9 +148,69 @@ fn pcapng_fixture_is_pcapng_and_sll2_fixture_is_sll2() {
     assert_eq!(network, 276, "LINKTYPE_LINUX_SLL2");
 }
 
+/// Fixtures whose committed tshark answers are checked against tshark itself
+/// on every run: one of each kind (pcap, pcapng, IPv6, h2c, TLS, port reuse).
+const ASKED_AGAIN: &[&str] = &[
+    "curl-keepalive.pcapng",
+    "ipv6.pcap",
+    "h2c.pcap",
+    "tls.pcap",
+    "port-reuse.pcap",
+];
+
+/// The tests read tshark's answers about the fixtures from `fixtures/tshark/`;
+/// for a sample of fixtures, tshark is asked again and must say the same, so
+/// the committed answers cannot drift from what tshark says. Every fixture has
+/// its answer to the per-frame query.
+#[test]
+fn committed_tshark_answers_are_what_tshark_says_now() {
+    if std::env::var_os("CONNTRACE_TSHARK_REFRESH").is_some() {
+        // The other tests are writing the answers now.
+        return;
+    }
+    let dir = common::root().join("fixtures/tshark");
+    for fixture in common::fixtures() {
+        let frames = tshark::committed_path(&fixture, "frames").unwrap();
+        assert!(
+            frames.is_file(),
+            "{} is missing: `make fixtures` writes it",
+            frames.display()
+        );
+    }
+    if !common::need("tshark", tshark::available()) {
+        return;
+    }
+    let mut asked = 0;
+    for name in ASKED_AGAIN {
+        let fixture = common::root().join("fixtures").join(name);
+        let prefix = format!("{name}.");
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let file_name = path.file_name().unwrap().to_str().unwrap();
+            if !file_name.starts_with(&prefix) {
+                continue;
+            }
+            let (args, committed) =
+                tshark::recorded(&path).unwrap_or_else(|| panic!("{}: unreadable", path.display()));
+            let now = tshark::ask(&fixture, &args).unwrap();
+            assert_eq!(
+                committed,
+                now,
+                "{}: tshark answers otherwise now; `make fixtures` remakes the answers",
+                path.display()
+            );
+            asked += 1;
+        }
+    }
+    assert!(
+        asked >= 2 * ASKED_AGAIN.len(),
+        "only {asked} answers checked"
+    );
+}
+
 #[test]
 fn gzip_captures_are_read_by_tshark_itself() {
-    if !tshark::available() {
+    if !common::need("tshark", tshark::available()) {
         return;
     }
     let dir = std::env::temp_dir().join(format!("conntrace-gz-{}", std::process::id()));
@@ -186,15 +243,14 @@ const CONVERSATION_TABLE_GAPS: &[(&str, &str)] = &[(
 /// same frames per direction, same bytes where tshark prints them exactly.
 #[test]
 fn tshark_reference_agrees_with_tshark_conversation_table() {
-    if !tshark::available() {
-        eprintln!("tshark is not installed: skipping");
+    if !common::need("tshark", tshark::available()) {
         return;
     }
     let mut files = common::fixtures();
     let corpus = common::corpus_dir();
     match &corpus {
         Some(dir) => files.extend(common::captures_under(dir)),
-        None => eprintln!("../shared/corpus is absent: checking the fixtures only"),
+        None => eprintln!("the shared corpus is absent: checking the fixtures only"),
     }
     let results = common::par_map(&files, |file| {
         let name = match &corpus {

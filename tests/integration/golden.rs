@@ -1,12 +1,12 @@
 //! Golden reports: `conntrace replay --format json fixtures/X.pcap` must print
 //! exactly `fixtures/X.json` (for `X.pcapng`: `X-pcapng.json`), apart from
 //! `tool.version`. Each golden was checked against tshark when it was written
-//! (tests/tshark_crosscheck.rs checks the TCP numbers on every run; the golden
+//! (tshark_crosscheck.rs checks the TCP numbers on every run; the golden
 //! also pins the rest: states, histories, requests, timings).
 //!
 //! After a deliberate change to the report, or after fixtures/make.sh remade
 //! the captures, rewrite the goldens with
-//! `CONNTRACE_BLESS=1 cargo test --test golden` and review the diff.
+//! `CONNTRACE_BLESS=1 cargo test --test integration golden::` and review the diff.
 
 use crate::common;
 
@@ -150,7 +150,7 @@ fn replay_reports_match_the_goldens() {
     }
     assert!(
         failures.is_empty(),
-        "{}\n(after a deliberate change: CONNTRACE_BLESS=1 cargo test --test golden)",
+        "{}\n(after a deliberate change: CONNTRACE_BLESS=1 cargo test --test integration golden::)",
         failures.join("\n")
     );
 }

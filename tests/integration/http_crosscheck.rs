@@ -19,11 +19,10 @@
 //! the reason; an exception that no longer differs fails the test so that it
 //! is removed. Skipped, with a notice, when tshark or the corpus is absent.
 
-use crate::common;
+use crate::common::{self, tshark};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use conntrace::pipeline::{replay_files, ReplayOptions};
 use conntrace::report::Report;
@@ -55,10 +54,6 @@ const EXCEPTIONS: &[Exception] = &[Exception {
                  complete head, then skips the hole inside the sized body",
 }];
 
-fn corpus_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/files")
-}
-
 fn captures() -> Vec<PathBuf> {
     let mut out = common::fixtures();
     if let Some(dir) = common::corpus_dir() {
@@ -72,7 +67,7 @@ fn captures() -> Vec<PathBuf> {
 }
 
 fn label(path: &Path) -> String {
-    let root = corpus_root();
+    let root = common::corpus_dir().unwrap_or_default();
     path.strip_prefix(&root)
         .or_else(|_| path.strip_prefix(env!("CARGO_MANIFEST_DIR")))
         .unwrap_or(path)
@@ -80,27 +75,16 @@ fn label(path: &Path) -> String {
         .to_string()
 }
 
-fn tshark_available() -> bool {
-    Command::new("tshark")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 /// tshark's packets as JSON (`-T json --no-duplicate-keys`: repeated keys
 /// become arrays).
-fn tshark_json(path: &Path, args: &[String]) -> Vec<Value> {
-    let out = Command::new("tshark")
-        .arg("-r")
-        .arg(path)
-        .args(args)
-        .args(["-T", "json", "--no-duplicate-keys"])
-        .output()
-        .expect("tshark runs");
-    if out.stdout.iter().all(u8::is_ascii_whitespace) {
+fn tshark_json(path: &Path, query: &str, args: &[String]) -> Vec<Value> {
+    let mut args = args.to_vec();
+    args.extend(["-T", "json", "--no-duplicate-keys"].map(String::from));
+    let out = tshark::run(path, query, &args).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    if out.stdout.bytes().all(|b| b.is_ascii_whitespace()) {
         return Vec::new();
     }
-    match serde_json::from_slice(&out.stdout) {
+    match serde_json::from_str(&out.stdout) {
         Ok(Value::Array(packets)) => packets,
         other => panic!("{}: tshark JSON did not parse: {other:?}", path.display()),
     }
@@ -150,7 +134,12 @@ fn tshark_requests(path: &Path, h2_ports: &[u16]) -> Streams {
         ]
         .map(String::from),
     );
-    for packet in tshark_json(path, &args) {
+    let query = if h2_ports.is_empty() {
+        "requests"
+    } else {
+        "requests-h2"
+    };
+    for packet in tshark_json(path, query, &args) {
         let Some(stream) = tcp_stream(&packet) else {
             continue;
         };
@@ -247,15 +236,11 @@ fn h2c_ports(report: &Report) -> Vec<u16> {
 
 #[test]
 fn requests_per_stream_match_tshark() {
-    if !tshark_available() {
-        eprintln!("skipped: tshark is not installed");
+    if !common::need("tshark", tshark::available()) {
         return;
     }
     let files = captures();
-    if files.is_empty() {
-        eprintln!("skipped: no captures under {}", corpus_root().display());
-        return;
-    }
+    assert!(!files.is_empty(), "no captures: the fixtures are missing");
     let mut failures = Vec::new();
     let mut table = Vec::new();
     for path in &files {
@@ -331,28 +316,25 @@ fn requests_per_stream_match_tshark() {
 /// The first ClientHello's server name and offered ALPN list per stream, as
 /// tshark decodes them.
 fn tshark_hellos(path: &Path) -> BTreeMap<u64, (Option<String>, Vec<String>)> {
-    let out = Command::new("tshark")
-        .arg("-r")
-        .arg(path)
-        .args([
-            "-Y",
-            "tls.handshake.type == 1",
-            "-T",
-            "fields",
-            "-E",
-            "aggregator=;",
-        ])
-        .args([
-            "-e",
-            "tcp.stream",
-            "-e",
-            "tls.handshake.extensions_server_name",
-        ])
-        .args(["-e", "tls.handshake.extensions_alpn_str"])
-        .output()
-        .expect("tshark runs");
+    let args = [
+        "-Y",
+        "tls.handshake.type == 1",
+        "-T",
+        "fields",
+        "-E",
+        "aggregator=;",
+        "-e",
+        "tcp.stream",
+        "-e",
+        "tls.handshake.extensions_server_name",
+        "-e",
+        "tls.handshake.extensions_alpn_str",
+    ]
+    .map(String::from);
+    let out =
+        tshark::run(path, "hellos", &args).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut hellos = BTreeMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
+    for line in out.stdout.lines() {
         let fields: Vec<&str> = line.split('\t').collect();
         let Some(stream) = fields.first().and_then(|s| s.parse::<u64>().ok()) else {
             continue;
@@ -373,8 +355,7 @@ fn tshark_hellos(path: &Path) -> BTreeMap<u64, (Option<String>, Vec<String>)> {
 
 #[test]
 fn tls_server_names_and_alpn_match_tshark() {
-    if !tshark_available() {
-        eprintln!("skipped: tshark is not installed");
+    if !common::need("tshark", tshark::available()) {
         return;
     }
     let mut failures = Vec::new();

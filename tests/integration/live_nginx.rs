@@ -19,8 +19,10 @@ fn connection_count_matches_tshark_against_nginx() {
     if !common::can_capture("connection_count_matches_tshark_against_nginx") {
         return;
     }
-    if !installed("nginx") || !installed("tshark") {
-        eprintln!("skipping: nginx or tshark is not installed");
+    if !common::need(
+        "nginx and tshark",
+        installed("nginx") && installed("tshark"),
+    ) {
         return;
     }
     let dir = std::env::temp_dir().join(format!("conntrace-nginx-{}", std::process::id()));

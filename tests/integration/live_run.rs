@@ -193,8 +193,7 @@ fn ctrl_c_reports_what_was_done_and_leaves_a_valid_capture() {
 
 #[test]
 fn an_unprivileged_run_says_how_to_get_privileges() {
-    if !common::is_root() {
-        eprintln!("skipping: setpriv needs root to drop to nobody");
+    if !common::need("root, for setpriv to drop to nobody", common::is_root()) {
         return;
     }
     let out = Command::new("setpriv")
@@ -272,8 +271,7 @@ fn keylog_lets_tshark_decrypt_a_saved_tls_capture() {
     if !common::can_capture("keylog_lets_tshark_decrypt_a_saved_tls_capture") {
         return;
     }
-    if Command::new("tshark").arg("--version").output().is_err() {
-        eprintln!("skipping: tshark is not installed");
+    if !common::need("tshark", common::tshark::available()) {
         return;
     }
     let server = server(ServerConfig {

@@ -5,12 +5,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::common;
+
 fn corpus() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
+    let p = common::corpus_dir()?.parent()?.to_path_buf();
     if p.join("expected/zeek").exists() {
         Some(p)
     } else {
-        eprintln!("skipped: ../shared/corpus is not here");
+        eprintln!("skipped: {} has no Zeek baselines", p.display());
         None
     }
 }

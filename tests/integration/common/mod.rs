@@ -18,10 +18,19 @@ pub fn fixtures() -> Vec<PathBuf> {
     captures_under(&root().join("fixtures"))
 }
 
-/// The shared corpus's capture folder, if it exists.
+/// The shared corpus's capture folder, if it exists: `CONNTRACE_CORPUS` (the
+/// corpus folder, holding `files/`), else `../shared/corpus` beside the
+/// repository, else `/work/shared/corpus` (where a clone elsewhere on the
+/// same machine finds it).
 pub fn corpus_dir() -> Option<PathBuf> {
-    let dir = root().join("../shared/corpus/files");
-    dir.is_dir().then_some(dir)
+    let candidates = std::env::var_os("CONNTRACE_CORPUS")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([
+            root().join("../shared/corpus"),
+            PathBuf::from("/work/shared/corpus"),
+        ]);
+    candidates.map(|c| c.join("files")).find(|d| d.is_dir())
 }
 
 /// Captures in the folder named by `CONNTRACE_EXTRA_CAPTURES`, if set.
@@ -153,11 +162,33 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// Returns false (after a notice) when live capture cannot run here.
-pub fn can_capture(test: &str) -> bool {
-    if is_root() {
+/// Whether CI runs these tests: it is root and installs tshark, nginx and the
+/// rest, so a test that would skip there fails instead.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Whether `what` a test needs is `available`. Without it the test says so
+/// and skips, except under CI (`CI=true`), where it fails: a suite must not
+/// pass by skipping where it should run.
+#[track_caller]
+pub fn need(what: &str, available: bool) -> bool {
+    if available {
         return true;
     }
-    eprintln!("skipping {test}: live capture needs root");
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("this test")
+        .to_owned();
+    assert!(
+        !under_ci(),
+        "{test}: needs {what}, which CI provides (CI=true); it must not be skipped here"
+    );
+    eprintln!("skipping {test}: needs {what}");
     false
+}
+
+/// Whether live capture can run here (root); see [`need`].
+pub fn can_capture(_test: &str) -> bool {
+    need("root, for live capture on loopback", is_root())
 }

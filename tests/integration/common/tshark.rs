@@ -21,11 +21,12 @@
 //! a new ISN on a 4-tuple whose connection has closed starts a new stream.
 //! tshark reads gzip-compressed captures itself.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, Mutex, OnceLock};
 
 const FIELDS: &[&str] = &[
     "frame.number",
@@ -143,6 +144,8 @@ pub enum Error {
     Failed { status: String, stderr: String },
     /// A line of tshark's output that does not have the expected shape.
     Parse { line: String, why: String },
+    /// A committed answer that is missing or stale, or an earlier failure.
+    Other(String),
 }
 
 impl fmt::Display for Error {
@@ -151,24 +154,153 @@ impl fmt::Display for Error {
             Error::Spawn(e) => write!(f, "cannot run tshark: {e}"),
             Error::Failed { status, stderr } => write!(f, "tshark failed ({status}): {stderr}"),
             Error::Parse { line, why } => write!(f, "unexpected tshark line ({why}): {line:?}"),
+            Error::Other(why) => f.write_str(why),
         }
     }
 }
 
 /// Whether a usable tshark is on the PATH.
 pub fn available() -> bool {
-    Command::new("tshark")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        Command::new("tshark")
+            .arg("--version")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    })
 }
 
-/// Runs tshark on `file` and folds its frames into streams.
-pub fn reference(file: &Path) -> Result<Reference, Error> {
-    let mut cmd = Command::new("tshark");
-    cmd.arg("-r").arg(file);
-    cmd.args([
+/// What one run of tshark printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    /// Whether tshark exited with status 0.
+    pub success: bool,
+    pub stdout: String,
+    /// Standard error without the "Running as user" notice and blank lines.
+    pub warnings: Vec<String>,
+}
+
+/// Where the committed answer of tshark to `args` on a fixture lives: one
+/// file per fixture and query, under `fixtures/tshark/`.
+pub fn committed_path(file: &Path, query: &str) -> Option<PathBuf> {
+    let dir = super::root().join("fixtures");
+    let name = file.strip_prefix(&dir).ok()?.to_str()?;
+    Some(dir.join("tshark").join(format!("{name}.{query}.txt")))
+}
+
+/// tshark's answer to `tshark -r FILE ARGS`, asked once per process.
+///
+/// For a fixture the answer is read from the file committed under
+/// `fixtures/tshark/` (see [`committed_path`]; `make fixtures` remakes them by
+/// running the tests with `CONNTRACE_TSHARK_REFRESH=1`, which asks tshark and
+/// writes the files). The file records the arguments, so a query changed in the
+/// tests and not remade fails with a message saying so. Every other capture
+/// (the corpus, extra captures) is given to tshark itself.
+pub fn run(file: &Path, query: &str, args: &[String]) -> Result<Output, Error> {
+    type Memo = Mutex<HashMap<(PathBuf, String), Arc<OnceLock<Result<Output, String>>>>>;
+    static MEMO: OnceLock<Memo> = OnceLock::new();
+    let cell = MEMO
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap()
+        .entry((file.to_path_buf(), query.to_owned()))
+        .or_default()
+        .clone();
+    cell.get_or_init(|| answer(file, query, args).map_err(|e| e.to_string()))
+        .clone()
+        .map_err(Error::Other)
+}
+
+fn answer(file: &Path, query: &str, args: &[String]) -> Result<Output, Error> {
+    let Some(committed) = committed_path(file, query) else {
+        return ask(file, args);
+    };
+    if std::env::var_os("CONNTRACE_TSHARK_REFRESH").is_some() {
+        let output = ask(file, args)?;
+        std::fs::create_dir_all(committed.parent().unwrap()).map_err(Error::Spawn)?;
+        std::fs::write(&committed, encode(args, &output)).map_err(Error::Spawn)?;
+        return Ok(output);
+    }
+    let text = std::fs::read_to_string(&committed).map_err(|e| {
+        Error::Other(format!(
+            "{}: {e}; `make fixtures` (or CONNTRACE_TSHARK_REFRESH=1 cargo test) writes it",
+            committed.display()
+        ))
+    })?;
+    let (recorded, output) = decode(&text).ok_or_else(|| {
+        Error::Other(format!("{}: not a tshark answer file", committed.display()))
+    })?;
+    if recorded != args {
+        return Err(Error::Other(format!(
+            "{} answers `tshark {}`, the test asks `tshark {}`: remake it with \
+             CONNTRACE_TSHARK_REFRESH=1 cargo test",
+            committed.display(),
+            recorded.join(" "),
+            args.join(" ")
+        )));
+    }
+    Ok(output)
+}
+
+/// Runs tshark now, whatever is committed.
+pub fn ask(file: &Path, args: &[String]) -> Result<Output, Error> {
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(file)
+        .args(args)
+        .output()
+        .map_err(Error::Spawn)?;
+    Ok(Output {
+        success: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        warnings: String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with("Running as user"))
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
+/// The committed form: a header of JSON lines (the arguments, the exit, the
+/// warnings), a `--` line, then standard output byte for byte.
+fn encode(args: &[String], output: &Output) -> String {
+    let header = serde_json::json!({
+        "args": args,
+        "success": output.success,
+        "warnings": output.warnings,
+    });
+    format!("{header}\n--\n{}", output.stdout)
+}
+
+/// The arguments and answer recorded in a committed answer file.
+pub fn recorded(committed: &Path) -> Option<(Vec<String>, Output)> {
+    decode(&std::fs::read_to_string(committed).ok()?)
+}
+
+fn decode(text: &str) -> Option<(Vec<String>, Output)> {
+    let (header, stdout) = text.split_once("\n--\n")?;
+    let header: serde_json::Value = serde_json::from_str(header).ok()?;
+    let strings = |key: &str| -> Option<Vec<String>> {
+        header[key]
+            .as_array()?
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned))
+            .collect()
+    };
+    Some((
+        strings("args")?,
+        Output {
+            success: header["success"].as_bool()?,
+            stdout: stdout.to_owned(),
+            warnings: strings("warnings")?,
+        },
+    ))
+}
+
+/// The arguments of the per-frame query [`reference`] folds.
+fn reference_args() -> Vec<String> {
+    let mut args: Vec<String> = [
         "-n",
         "-T",
         "fields",
@@ -176,29 +308,33 @@ pub fn reference(file: &Path) -> Result<Reference, Error> {
         "separator=/t",
         "-E",
         "occurrence=a",
-    ]);
-    cmd.args(["-E", "aggregator=,"]);
+        "-E",
+        "aggregator=,",
+    ]
+    .map(String::from)
+    .to_vec();
     for field in FIELDS {
-        cmd.args(["-e", field]);
+        args.push("-e".into());
+        args.push((*field).into());
     }
-    cmd.args(["-Y", "tcp"]);
-    let out = cmd.output().map_err(Error::Spawn)?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let warnings: Vec<String> = String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with("Running as user"))
-        .map(str::to_owned)
-        .collect();
+    args.push("-Y".into());
+    args.push("tcp".into());
+    args
+}
+
+/// tshark's frames of `file` folded into streams.
+pub fn reference(file: &Path) -> Result<Reference, Error> {
+    let out = run(file, "frames", &reference_args())?;
     // tshark exits non-zero on a capture cut short but still prints every
     // frame before the cut; only a run that printed nothing is a failure.
-    if !out.status.success() && stdout.trim().is_empty() {
+    if !out.success && out.stdout.trim().is_empty() {
         return Err(Error::Failed {
-            status: out.status.to_string(),
-            stderr: warnings.join(" / "),
+            status: "non-zero".into(),
+            stderr: out.warnings.join(" / "),
         });
     }
-    let mut reference = parse(&stdout)?;
-    reference.warnings = warnings;
+    let mut reference = parse(&out.stdout)?;
+    reference.warnings = out.warnings;
     Ok(reference)
 }
 
@@ -395,19 +531,40 @@ impl Stream {
     }
 }
 
-/// Runs `tshark -q -z conv,tcp` on `file`.
+/// tshark's conversation table (`tshark -n -q -z conv,tcp`) of `file`. For a
+/// corpus capture the table stored with the corpus (`tshark/SOURCE/FILE.conv_tcp.txt`,
+/// the same command without `-n`; the corpus has no names to resolve) is read
+/// instead of asking tshark again.
 pub fn conversations(file: &Path) -> Result<Vec<Conversation>, Error> {
-    let out = Command::new("tshark")
-        .arg("-r")
-        .arg(file)
-        .args(["-n", "-q", "-z", "conv,tcp"])
-        .output()
-        .map_err(Error::Spawn)?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = match stored(file, "conv_tcp") {
+        Some(text) => text,
+        None => {
+            run(
+                file,
+                "conv",
+                &["-n", "-q", "-z", "conv,tcp"].map(String::from),
+            )?
+            .stdout
+        }
+    };
     text.lines()
         .filter(|l| l.contains("<->"))
         .map(parse_conversation)
         .collect()
+}
+
+/// An answer of tshark's stored with the corpus for a corpus capture:
+/// `tshark/SOURCE/FILE.KIND.txt` (the commands are in the corpus's INDEX.md).
+pub fn stored(file: &Path, kind: &str) -> Option<String> {
+    let files = super::corpus_dir()?;
+    let relative = file.strip_prefix(&files).ok()?;
+    let mut stored = files
+        .parent()?
+        .join("tshark")
+        .join(relative)
+        .into_os_string();
+    stored.push(format!(".{kind}.txt"));
+    std::fs::read_to_string(stored).ok()
 }
 
 fn parse_conversation(line: &str) -> Result<Conversation, Error> {
