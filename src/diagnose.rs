@@ -259,7 +259,14 @@ impl ReuseJudge {
             let group = view.group;
             self.end_member(group, member, at);
         }
-        let view = self.views.get_mut(&stream).expect("looked up above");
+        // The sweep may have passed its end already and forgotten it.
+        let Some(view) = self.views.get_mut(&stream) else {
+            if let Some(verdict) = self.given.remove(&stream) {
+                attach(&mut finished, verdict);
+            }
+            self.released.push_back(finished);
+            return;
+        };
         if view.pending.is_some() {
             self.held.insert(stream, finished);
             return;
@@ -895,5 +902,41 @@ mod tests {
                 .collect();
             assert_eq!(verdicts, ["first", want], "{end:?}");
         }
+    }
+
+    /// A connection let go by the tracker (idle) after the sweep has passed
+    /// its last packet is retired and released at once, with its verdict.
+    #[test]
+    fn a_connection_let_go_behind_the_sweep_is_released_with_its_verdict() {
+        let mut judge = ReuseJudge::new();
+        judge.on_event(FlowEvent::Request {
+            stream: 0,
+            peers: peers(5000, 0.0),
+            depth: 1,
+            sent: secs(0.1),
+            answered: Some(secs(0.2)),
+        });
+        judge.on_event(FlowEvent::Request {
+            stream: 1,
+            peers: peers(5001, 10.4),
+            depth: 1,
+            sent: secs(10.5),
+            answered: Some(secs(10.6)),
+        });
+        judge.advance(secs(12.0));
+        // Stream 0's last packet was at 10.0, before the sweep (10.5).
+        judge.on_event(finished(0, 5000, 0.0, EndReason::Idle));
+        judge.on_event(finished(1, 5001, 10.4, EndReason::EndOfInput));
+        judge.finish();
+        let released: Vec<(u64, String)> = std::iter::from_fn(|| judge.pop_released())
+            .map(|f| {
+                let why = f.requests[0].why_new.as_ref().map(|w| w.reason.to_string());
+                (f.record.stream, why.unwrap_or_default())
+            })
+            .collect();
+        assert_eq!(
+            released,
+            [(0, "first".to_string()), (1, "idle_not_reused".to_string())]
+        );
     }
 }
