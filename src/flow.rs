@@ -368,9 +368,11 @@ impl Connection {
                 self.server_isn.get_or_insert(seg.seq);
             }
         }
-        if flags.is_syn_ack() && flags.ack() {
-            // A SYN+ACK acknowledges the peer's ISN: Wireshark takes the peer's
-            // base_seq from it when the peer's SYN was not seen.
+        if flags.ack() {
+            // An ACK tells the peer's sequence numbers: Wireshark takes the
+            // peer's base_seq from the first one (one before the byte it asks
+            // for) when nothing the peer sent came first. A SYN from the peer
+            // that does not fit it then starts a new stream.
             let peer = &mut self.ends[sender.other() as usize];
             peer.base_seq.get_or_insert(seg.ack + u32::MAX);
         }
@@ -1530,6 +1532,39 @@ mod tests {
         assert_eq!(recs.len(), 2);
         assert_eq!(recs[0].state, "SF");
         assert_eq!(recs[1].state, "S1");
+    }
+
+    /// Only the server's ACK of a connection was captured; the client's next
+    /// SYN on the 4-tuple does not fit the sequence numbers that ACK asked
+    /// for, so it starts a new stream, as tshark numbers it (seen when the
+    /// kernel dropped most of a busy capture).
+    #[test]
+    fn a_syn_that_does_not_fit_the_peers_ack_starts_a_new_stream() {
+        let mut t = Tracker::new(false);
+        let streams = feed(
+            &mut t,
+            46000,
+            80,
+            &[
+                (0, false, 9000, 1084, ACK, b""),
+                (10, true, 77_000, 0, SYN, b""),
+                (11, false, 5, 77_001, SYNACK, b""),
+                (12, true, 77_001, 6, ACK, b""),
+            ],
+        );
+        assert_eq!(streams, [0, 1, 1, 1]);
+        // A retransmitted SYN of the ISN the ACK implies stays in its stream.
+        let mut t = Tracker::new(false);
+        let streams = feed(
+            &mut t,
+            46001,
+            80,
+            &[
+                (0, false, 9000, 1001, ACK, b""),
+                (10, true, 1000, 0, SYN, b""),
+            ],
+        );
+        assert_eq!(streams, [0, 0]);
     }
 
     #[test]
