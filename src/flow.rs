@@ -16,7 +16,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::http::{AppProtocol, ConnectionAnalyzer, HttpExchange, HttpSignals};
+use crate::http::{h1, AppProtocol, ConnectionAnalyzer, HttpExchange, HttpSignals};
 use crate::report::{
     CloseKind, ConnState, ConnectionRecord, Orientation, RequestRecord, Role, SeenIn, TrackerStats,
 };
@@ -252,11 +252,20 @@ impl Endpoint {
 }
 
 impl Connection {
-    fn new(stream: u64, key: FlowKey, first: &Segment, sender: Side, http: bool) -> Connection {
+    fn new(
+        stream: u64,
+        key: FlowKey,
+        first: &Segment,
+        sender: Side,
+        payload: &[u8],
+        http: bool,
+    ) -> Connection {
         let (client, orientation) = if first.flags.is_syn_only() {
             (sender, Orientation::Syn)
         } else if first.flags.is_syn_ack() {
             (sender.other(), Orientation::SynAck)
+        } else if let Some(client) = Self::client_by_payload(first, sender, payload) {
+            (client, Orientation::Payload)
         } else {
             (Self::client_by_port(first, sender), Orientation::Port)
         };
@@ -289,6 +298,24 @@ impl Connection {
             } else {
                 AppState::Disabled
             },
+        }
+    }
+
+    /// With no handshake seen and ports that do not tell (both below 1024 or
+    /// both above, as a server on an ephemeral port has): a first segment
+    /// that starts with an HTTP/1 request line comes from the client, one
+    /// that starts with a status line from the server.
+    fn client_by_payload(first: &Segment, sender: Side, payload: &[u8]) -> Option<Side> {
+        if (first.src.port() < 1024) != (first.dst.port() < 1024) {
+            return None;
+        }
+        let line = &payload[..payload.iter().position(|&b| b == b'\n')?];
+        if h1::is_request_line(line) {
+            Some(sender)
+        } else if h1::is_status_line(line) {
+            Some(sender.other())
+        } else {
+            None
         }
     }
 
@@ -1125,7 +1152,9 @@ impl FlowTable {
     ) -> u64 {
         let stream = self.next_stream;
         self.next_stream += 1;
-        let mut conn = Box::new(Connection::new(stream, key, seg, sender, self.http));
+        let mut conn = Box::new(Connection::new(
+            stream, key, seg, sender, payload, self.http,
+        ));
         out.push(FlowEvent::Opened {
             stream,
             peers: conn.peers(),
@@ -1567,6 +1596,39 @@ mod tests {
         assert_eq!(streams, [0, 0]);
     }
 
+    /// No handshake captured and both ports ephemeral (a server on a high
+    /// port): the side whose first segment is a request line is the client.
+    #[test]
+    fn without_a_handshake_a_request_line_names_the_client() {
+        for (first_from_client, payload) in [
+            (true, &b"GET / HTTP/1.0\r\n\r\n"[..]),
+            (false, &b"HTTP/1.1 200 OK\r\n"[..]),
+        ] {
+            let mut t = Tracker::new(false);
+            // The client's port (40000) is below the server's (45141).
+            feed(
+                &mut t,
+                40000,
+                45141,
+                &[(0, first_from_client, 1, 1, DATA, payload)],
+            );
+            let recs = records(t);
+            assert_eq!(recs[0].client.port(), 40000, "{payload:?}");
+            assert_eq!(recs[0].orientation, "payload");
+        }
+        // Ports that tell keep deciding: a request to port 80 from a high port.
+        let mut t = Tracker::new(false);
+        feed(
+            &mut t,
+            40000,
+            80,
+            &[(0, false, 1, 1, DATA, b"GET / HTTP/1.0\r\n")],
+        );
+        let recs = records(t);
+        assert_eq!(recs[0].client.port(), 40000);
+        assert_eq!(recs[0].orientation, "port");
+    }
+
     #[test]
     fn retransmitted_syn_stays_in_its_stream_and_counts() {
         let mut t = Tracker::new(false);
@@ -1590,9 +1652,10 @@ mod tests {
     }
 
     #[test]
-    fn capture_starting_mid_connection_orients_by_port() {
+    fn capture_starting_mid_connection_orients_by_what_it_sees() {
         let mut t = Tracker::new(false);
-        // The first packet seen is the server's response.
+        // The first packet seen is the server's response (both ports are
+        // above 1024, so its status line decides; the lower port agrees).
         feed(
             &mut t,
             51000,
@@ -1604,7 +1667,7 @@ mod tests {
         );
         let r = &records(t)[0];
         assert_eq!(r.client.to_string(), "10.0.0.1:51000");
-        assert_eq!(r.orientation, "port");
+        assert_eq!(r.orientation, "payload");
         assert_eq!((r.syn, r.syn_ack), (0, 0));
         assert_eq!(r.handshake_rtt_ms, None);
         assert_eq!(r.closed_by, None);

@@ -101,6 +101,10 @@ spelled!(
         /// No handshake seen: the well-known (below 1024) or else lower port is
         /// the server; with equal ports, the first packet's destination.
         Port => "port",
+        /// No handshake seen and the ports do not tell (both below 1024 or
+        /// both above): the first segment began with an HTTP/1 request line
+        /// (its sender is the client) or a status line (the server).
+        Payload => "payload",
     }
 );
 

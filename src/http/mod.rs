@@ -16,7 +16,7 @@
 //! Everything it noticed is in [`HttpSignals`], documented field by field in
 //! `docs/http-signals.md`.
 
-mod h1;
+pub(crate) mod h1;
 mod h2;
 mod tls;
 

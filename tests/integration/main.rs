@@ -14,5 +14,6 @@ mod live_demo;
 mod live_nginx;
 mod live_run;
 mod live_server;
+mod lossy_capture;
 mod tshark_crosscheck;
 mod zeek_crosscheck;
