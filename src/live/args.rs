@@ -35,7 +35,7 @@ pub struct ServeArgs {
     pub close: bool,
     /// Response body size, e.g. 512, 64k, 1MiB.
     #[arg(long, value_name = "BYTES", default_value = "1024", value_parser = parse_size)]
-    pub body_size: usize,
+    pub body_size: u64,
     /// Wait this long before answering (simulated latency).
     #[arg(long, value_name = "D", value_parser = parse_duration)]
     pub delay: Option<Duration>,
@@ -232,21 +232,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 fn parse_capture_buffer(s: &str) -> Result<usize, String> {
     match parse_size(s)? {
         n if n < 1 << 20 => Err("the capture buffer needs at least 1MiB".into()),
-        n if n > i32::MAX as usize => Err("the capture buffer must be below 2GiB".into()),
-        n => Ok(n),
+        n if n > i32::MAX as u64 => Err("the capture buffer must be below 2GiB".into()),
+        n => Ok(n as usize),
     }
 }
 
 /// Byte counts: "512", "64k", "64KiB", "1M", "1MiB" (k and M are binary, as
 /// curl and nginx take them).
-pub fn parse_size(s: &str) -> Result<usize, String> {
+pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
-    let n: usize = digits
+    let n: u64 = digits
         .parse()
         .map_err(|_| format!("{s:?} is not a size (examples: 512, 64k, 1MiB)"))?;
-    let factor: usize = match unit.trim().to_ascii_lowercase().as_str() {
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,

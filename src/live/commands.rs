@@ -16,6 +16,16 @@ use crate::live::session::{run_session, SessionConfig, SessionError};
 /// `conntrace serve`: prints the bound address, serves until Ctrl-C.
 pub fn serve(args: ServeArgs) -> Result<()> {
     let config = args.config();
+    // The signal handler's runtime and descriptors come first: once the
+    // server listens, its connections may take every descriptor there is.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    #[cfg(unix)]
+    let mut interrupt = {
+        let _inside = runtime.enter();
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?
+    };
     let server = TestServer::start(args.listen, config.clone())?;
     let protocols = if config.tls {
         "HTTPS, ALPN h2 and http/1.1, self-signed certificate"
@@ -26,9 +36,9 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     writeln!(out, "listening on {} ({protocols})", server.url())?;
     out.flush()?;
     drop(out);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    #[cfg(unix)]
+    runtime.block_on(interrupt.recv());
+    #[cfg(not(unix))]
     runtime.block_on(tokio::signal::ctrl_c())?;
     drop(server);
     Ok(())

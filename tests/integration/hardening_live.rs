@@ -1,0 +1,212 @@
+//! The live commands where they used to break: a server that kept every
+//! finished connection, spun when out of file descriptors, or allocated its
+//! body whole.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use conntrace::live::server::{ServerConfig, TestServer};
+
+use crate::common;
+
+fn bin() -> Command {
+    Command::new(common::binary())
+}
+
+fn server(config: ServerConfig) -> TestServer {
+    TestServer::start("127.0.0.1:0".parse().unwrap(), config).unwrap()
+}
+
+/// A line of /proc/PID/status, in kB.
+fn status_kb(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// User plus system CPU time of a process, in clock ticks (1/100 s).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The command name is in parentheses and may hold spaces: count after it.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// A child process that is killed if the test ends before it does.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Reaped {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+/// A `conntrace serve` process and the address it printed.
+fn spawn_serve(prefix: &[&str], args: &[&str]) -> (Reaped, String, BufReader<ChildStdout>) {
+    let mut cmd = match prefix.split_first() {
+        None => bin(),
+        Some((program, pre)) => {
+            let mut c = Command::new(program);
+            c.args(pre).arg(common::binary());
+            c
+        }
+    };
+    let mut child = Reaped(
+        cmd.arg("serve")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let addr = line
+        .split("://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    (child, addr, stdout)
+}
+
+fn interrupt(child: &Child) {
+    let ok = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+/// Sends a GET and reads the response head.
+fn get_head(sock: &mut TcpStream) -> String {
+    sock.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = sock.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed before the response head");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8_lossy(&buf).to_lowercase()
+}
+
+// Row 10: the server lets finished connections go.
+
+#[test]
+fn serve_lets_finished_connections_go() {
+    let server = server(ServerConfig {
+        close: true,
+        body_size: 16,
+        ..ServerConfig::default()
+    });
+    let n = 1500;
+    for _ in 0..n {
+        let mut sock = TcpStream::connect(server.addr()).unwrap();
+        sock.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let mut rest = Vec::new();
+        sock.read_to_end(&mut rest).unwrap();
+        assert!(rest.starts_with(b"HTTP/1.1 200"));
+    }
+    assert_eq!(server.served(), n);
+    assert!(
+        server.wait_for_connections_held(0, Duration::from_secs(10)),
+        "{} of {n} finished connections still held",
+        server.connections_held()
+    );
+}
+
+// Row 11: out of file descriptors, the server waits instead of spinning.
+
+#[test]
+fn serve_backs_off_when_out_of_file_descriptors() {
+    let limit: usize = 32;
+    let (mut child, addr, _stdout) = spawn_serve(&["prlimit", &format!("--nofile={limit}")], &[]);
+    let pid = child.id();
+    // More connections than the server has descriptors: the kernel completes
+    // their handshakes, the server accepts until it has none left.
+    let held: Vec<TcpStream> = (0..limit + 8)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open_fds(pid) < limit && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let open = open_fds(pid);
+    assert!(
+        open >= limit,
+        "the server never ran out: {open} descriptors open"
+    );
+    let before = cpu_ticks(pid);
+    let wall = Duration::from_millis(1500);
+    std::thread::sleep(wall);
+    let spent = cpu_ticks(pid) - before;
+    // Spinning costs a core (150 ticks) even on a busy machine; waiting, a few.
+    assert!(
+        spent < 30,
+        "{spent} ticks of CPU in {wall:?} while out of descriptors"
+    );
+    drop(held);
+    let mut sock = TcpStream::connect(&addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert!(get_head(&mut sock).starts_with("http/1.1 200"));
+    interrupt(&child);
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    child.wait().unwrap();
+    assert_eq!(err.matches("cannot accept connections").count(), 1, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+// Row 14: a huge body size is streamed, not allocated.
+
+#[test]
+fn serve_streams_a_body_larger_than_memory() {
+    let (mut child, addr, _stdout) = spawn_serve(&[], &["--body-size", "100G"]);
+    let mut sock = TcpStream::connect(&addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let head = get_head(&mut sock);
+    assert!(head.contains("content-length: 107374182400"), "{head}");
+    let mut body = vec![0u8; 1 << 20];
+    for _ in 0..8 {
+        sock.read_exact(&mut body).unwrap();
+    }
+    assert!(body.iter().all(|&b| b == b'x'));
+    let rss = status_kb(child.id(), "VmRSS:").expect("serve still runs");
+    assert!(rss < 200 << 10, "serve holds {rss} kB");
+    drop(sock);
+    interrupt(&child);
+    assert!(child.wait().unwrap().success());
+}
