@@ -1,13 +1,16 @@
 //! The live commands where they used to break: a server that kept every
 //! finished connection, spun when out of file descriptors, or allocated its
-//! body whole.
+//! body whole; a run that buffered bodies whole, died on SIGTERM without a
+//! report, or ignored a second Ctrl-C while lingering.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use conntrace::live::server::{ServerConfig, TestServer};
+use conntrace::pipeline::{replay_files, ReplayOptions};
 
 use crate::common;
 
@@ -17,6 +20,16 @@ fn bin() -> Command {
 
 fn server(config: ServerConfig) -> TestServer {
     TestServer::start("127.0.0.1:0".parse().unwrap(), config).unwrap()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("conntrace-hardening-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// A line of /proc/PID/status, in kB.
@@ -209,4 +222,152 @@ fn serve_streams_a_body_larger_than_memory() {
     drop(sock);
     interrupt(&child);
     assert!(child.wait().unwrap().success());
+}
+
+// Row 12: `run` streams bodies.
+
+#[test]
+fn run_reads_a_large_body_in_bounded_memory() {
+    let size: u64 = 256 << 20;
+    let server = server(ServerConfig {
+        body_size: size,
+        ..ServerConfig::default()
+    });
+    let mut child = bin()
+        .args([
+            "run",
+            &server.url(),
+            "-n",
+            "1",
+            "--no-capture",
+            "-f",
+            "json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        stdout.read_to_string(&mut s).unwrap();
+        s
+    });
+    // The peak resident size, as last seen before the process ended.
+    let mut peak = 0;
+    while child.try_wait().unwrap().is_none() {
+        if let Some(hwm) = status_kb(pid, "VmHWM:") {
+            peak = peak.max(hwm);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let report: serde_json::Value = serde_json::from_str(&reader.join().unwrap()).unwrap();
+    let r = &report["client"]["requests"][0];
+    assert_eq!(r["error"], serde_json::Value::Null, "{r}");
+    assert!(
+        peak > 0 && peak < 96 << 10,
+        "peak resident {peak} kB for a {size}-byte body"
+    );
+    assert_eq!(r["body_bytes"], size, "{r}");
+}
+
+// Rows 13 and 17: SIGTERM and SIGHUP act as Ctrl-C; a second one ends the linger.
+
+fn run_until_served(server: &TestServer, pcap: &PathBuf, extra: &[&str]) -> Child {
+    let child = bin()
+        .args([
+            "run",
+            &server.url(),
+            "-n",
+            "1000000",
+            "--interval",
+            "5ms",
+            "-f",
+            "json",
+        ])
+        .args(extra)
+        .arg("-w")
+        .arg(pcap)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        server.wait_for_requests(server.served() + 5, Duration::from_secs(30)),
+        "the run never got going"
+    );
+    child
+}
+
+fn signal(child: &Child, name: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+#[test]
+fn sigterm_and_sighup_report_and_leave_a_valid_capture() {
+    if !common::can_capture("sigterm_and_sighup_report_and_leave_a_valid_capture") {
+        return;
+    }
+    let server = server(ServerConfig::default());
+    for name in ["TERM", "HUP"] {
+        let pcap = scratch(&format!("{name}.pcap"));
+        let child = run_until_served(&server, &pcap, &[]);
+        signal(&child, name);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr_of(&out));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["client"]["interrupted"], true, "{name}");
+        let replayed = replay_files(std::slice::from_ref(&pcap), &ReplayOptions::default())
+            .unwrap_or_else(|e| panic!("{name}: the capture does not replay: {e}"));
+        assert_eq!(replayed.anomalies, Vec::new(), "{name}");
+        assert_eq!(
+            replayed.connections.len(),
+            report["connections"].as_array().unwrap().len(),
+            "{name}"
+        );
+        let _ = std::fs::remove_file(pcap);
+    }
+}
+
+#[test]
+fn a_second_interrupt_stops_lingering_at_once() {
+    if !common::can_capture("a_second_interrupt_stops_lingering_at_once") {
+        return;
+    }
+    let server = server(ServerConfig::default());
+    let pcap = scratch("second.pcap");
+    let mut child = run_until_served(&server, &pcap, &["--linger", "60s"]);
+    // A connection of our own, open while the run lingers: its packets pass
+    // the run's capture filter, so the run waits the whole linger for it.
+    let mut open = TcpStream::connect(server.addr()).unwrap();
+    open.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert!(get_head(&mut open).starts_with("http/1.1 200"));
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    signal(&child, "INT");
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains("finishing the report"), "{line}");
+    signal(&child, "INT");
+    // Without the second signal's effect the run lingers 60 s; 20 s is ample.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let lingering = child.try_wait().unwrap().is_none();
+    if lingering {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!lingering, "a second Ctrl-C did not end the linger");
+    assert_eq!(out.status.code(), Some(0));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["client"]["interrupted"], true);
+    drop(open);
+    let _ = std::fs::remove_file(pcap);
 }
