@@ -134,11 +134,11 @@ impl ClientRequest {
 /// Why the client could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
-    #[error("cannot build the HTTP client: {0}")]
+    #[error("cannot build the HTTP client")]
     Client(#[from] reqwest::Error),
     #[error("cannot configure TLS: {0}")]
     Tls(String),
-    #[error("cannot open the TLS key log {path}: {source}")]
+    #[error("cannot open the TLS key log {path}")]
     Keylog {
         path: PathBuf,
         source: std::io::Error,

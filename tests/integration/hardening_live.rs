@@ -1,7 +1,8 @@
-//! The live commands where they used to break: a server that kept every
-//! finished connection, spun when out of file descriptors, or allocated its
-//! body whole; a run that buffered bodies whole, died on SIGTERM without a
-//! report, or ignored a second Ctrl-C while lingering.
+//! The live commands where they used to break: errors that named their cause
+//! twice; a server that kept every finished connection, spun when out of
+//! file descriptors, or allocated its body whole; a run that buffered bodies
+//! whole, died on SIGTERM without a report, or ignored a second Ctrl-C while
+//! lingering.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -26,6 +27,10 @@ fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("conntrace-hardening-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
+}
+
+fn fixture(name: &str) -> PathBuf {
+    common::root().join("fixtures").join(name)
 }
 
 fn stderr_of(out: &std::process::Output) -> String {
@@ -126,6 +131,48 @@ fn get_head(sock: &mut TcpStream) -> String {
         buf.extend_from_slice(&chunk[..n]);
     }
     String::from_utf8_lossy(&buf).to_lowercase()
+}
+
+// Row 7: the cause is printed once.
+
+#[test]
+fn errors_name_their_cause_once() {
+    let dir = scratch("a-directory");
+    std::fs::create_dir_all(&dir).unwrap();
+    let gz = scratch("truncated.pcap.gz");
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(&std::fs::read(fixture("h2c.pcap")).unwrap())
+        .unwrap();
+    let whole = enc.finish().unwrap();
+    std::fs::write(&gz, &whole[..whole.len() / 2]).unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["replay".into(), dir.display().to_string()],
+            "Is a directory",
+        ),
+        (
+            vec!["replay".into(), gz.display().to_string()],
+            "incomplete deflate stream",
+        ),
+        (
+            vec![
+                "run".into(),
+                "https://127.0.0.1:9/".into(),
+                "--no-capture".into(),
+                "-k".into(),
+                "--keylog".into(),
+                "/nonexistent/dir/keys.txt".into(),
+            ],
+            "No such file or directory",
+        ),
+    ];
+    for (args, cause) in cases {
+        let out = bin().args(&args).output().unwrap();
+        let err = stderr_of(&out);
+        assert!(!out.status.success(), "{args:?}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert_eq!(err.matches(cause).count(), 1, "{args:?}: {err}");
+    }
 }
 
 // Row 10: the server lets finished connections go.
