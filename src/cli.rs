@@ -45,6 +45,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run the reuse experiments against the built-in server, captured on
     /// loopback, each with a verdict from what was captured. Needs root.
+    #[command(after_help = crate::live::demo::Experiment::help())]
     Demo(DemoArgs),
 }
 
@@ -80,8 +81,8 @@ pub struct OutputArgs {
     pub output: Option<PathBuf>,
     /// Request rows in table and Markdown reports: `auto` lists up to 200
     /// requests, then one row per connection.
-    #[arg(long, value_enum, default_value_t = RequestRows::Auto)]
-    pub requests: RequestRows,
+    #[arg(long = "rows", alias = "requests", value_enum, default_value_t = RequestRows::Auto)]
+    pub rows: RequestRows,
 }
 
 #[derive(Debug, Args)]
@@ -101,7 +102,7 @@ pub struct ReplayArgs {
     pub no_http: bool,
     /// Which code reads the files: `native` also reads gzip-compressed
     /// captures and pcapng files mixing link types; `libpcap` is for comparison.
-    #[arg(long, value_enum, default_value_t = ReaderKind::Native)]
+    #[arg(long, value_enum, default_value_t = ReaderKind::Native, hide = true)]
     pub reader: ReaderKind,
     #[command(flatten)]
     pub output: OutputArgs,
@@ -210,7 +211,7 @@ fn replay(args: ReplayArgs) -> Result<()> {
 pub fn emit(report: &Report, output: &OutputArgs) -> Result<()> {
     let options = RenderOptions {
         format: output.format,
-        requests: output.requests,
+        requests: output.rows,
     };
     let mut w = open_output(&output.output)?;
     let written = write_report(report, &options, &mut w).and_then(|()| w.flush());

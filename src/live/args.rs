@@ -134,7 +134,7 @@ pub struct RunArgs {
     #[arg(short = 'o', long, value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Request rows in table and Markdown reports (`auto`: up to 200 requests,
-    /// then one row per connection). `replay` calls this option --requests.
+    /// then one row per connection).
     #[arg(long, value_enum, default_value_t = RequestRows::Auto)]
     pub rows: RequestRows,
 }
@@ -206,8 +206,9 @@ impl RunArgs {
 /// `conntrace demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Run only these experiments, by letter (e.g. `--only ad`).
-    #[arg(long, value_name = "LETTERS")]
+    /// Run only these experiments: letters (`--only ad`) or names and letters
+    /// separated by commas (`--only a,http2-concurrent`).
+    #[arg(long, value_name = "EXPERIMENTS")]
     pub only: Option<String>,
 }
 

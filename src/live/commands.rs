@@ -12,6 +12,7 @@ use crate::live::capture::CaptureError;
 use crate::live::demo::{self, DemoError, Experiment};
 use crate::live::server::TestServer;
 use crate::live::session::{run_session, SessionConfig, SessionError};
+use crate::render::count;
 
 /// `conntrace serve`: prints the bound address, serves until Ctrl-C.
 pub fn serve(args: ServeArgs) -> Result<()> {
@@ -65,9 +66,9 @@ pub fn run(args: RunArgs) -> Result<()> {
         if c.errors > 0 {
             let first = c.requests.iter().find_map(|r| r.error.as_deref());
             eprintln!(
-                "conntrace: {} of {} requests failed (first error: {})",
+                "conntrace: {} of {} failed (first error: {})",
                 c.errors,
-                c.requests.len(),
+                count(c.requests.len() as u64, "request"),
                 first.unwrap_or("?")
             );
         }
@@ -75,7 +76,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let output = OutputArgs {
         format: args.format,
         output: args.output.clone(),
-        requests: args.rows,
+        rows: args.rows,
     };
     emit(&outcome.report, &output)
 }
@@ -84,16 +85,10 @@ pub fn run(args: RunArgs) -> Result<()> {
 pub fn demo(args: DemoArgs) -> Result<()> {
     let chosen: Vec<Experiment> = match &args.only {
         None => Experiment::ALL.to_vec(),
-        Some(letters) => {
-            let chosen: Vec<Experiment> = Experiment::ALL
-                .into_iter()
-                .filter(|e| letters.contains(e.letter()))
-                .collect();
-            if chosen.is_empty() {
-                bail!("--only {letters:?}: the experiments are a to f");
-            }
-            chosen
-        }
+        Some(only) => match Experiment::select(only) {
+            Ok(chosen) => chosen,
+            Err(e) => bail!(e),
+        },
     };
     let started = Instant::now();
     let mut unexpected = 0;
@@ -114,8 +109,9 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     }
     writeln!(
         out,
-        "demo finished in {:.1}s; {unexpected} unexpected result(s)",
-        started.elapsed().as_secs_f64()
+        "demo finished in {:.1}s; {}",
+        started.elapsed().as_secs_f64(),
+        count(unexpected, "unexpected result")
     )?;
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! twice; a server that kept every finished connection, spun when out of
 //! file descriptors, or allocated its body whole; a run that buffered bodies
 //! whole, died on SIGTERM without a report, or ignored a second Ctrl-C while
-//! lingering.
+//! lingering; options named differently in each command.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -417,4 +417,96 @@ fn a_second_interrupt_stops_lingering_at_once() {
     assert_eq!(report["client"]["interrupted"], true);
     drop(open);
     let _ = std::fs::remove_file(pcap);
+}
+
+// Command-line habits.
+
+#[test]
+fn replay_takes_rows_and_still_takes_requests() {
+    let file = fixture("h2c.pcap");
+    let rows = |opt: &str| {
+        let out = bin()
+            .arg("replay")
+            .arg(&file)
+            .args([opt, "summary"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{opt}: {}", stderr_of(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(rows("--rows"), rows("--requests"));
+    let help = bin().args(["replay", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--rows"), "{help}");
+    assert!(!help.contains("--requests"), "{help}");
+    let run_help = bin().args(["run", "--help"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&run_help.stdout).contains("--rows"));
+}
+
+#[test]
+fn developer_knobs_are_hidden_but_accepted() {
+    let help = bin().args(["replay", "--help"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&help.stdout).contains("--reader"));
+    let out = bin()
+        .arg("replay")
+        .arg(fixture("h2c.pcap"))
+        .args(["--reader", "libpcap", "-f", "summary"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+}
+
+#[test]
+fn demo_help_lists_the_experiments_by_name() {
+    let out = bin().args(["demo", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for name in [
+        "sequential-drained",
+        "sequential-undrained",
+        "pool-idle-2",
+        "pool-idle-10",
+        "http2-concurrent",
+        "server-idle-timeout",
+        "server-max-requests",
+    ] {
+        let line = help.lines().find(|l| l.contains(name));
+        assert!(
+            line.is_some_and(|l| l.len() > name.len() + 10),
+            "{name}: {help}"
+        );
+    }
+}
+
+#[test]
+fn counts_of_one_are_singular() {
+    let out = bin()
+        .arg("replay")
+        .arg(fixture("h2c.pcap"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("1 connection, 3 requests"), "{text}");
+    assert!(!text.contains("1 connections"), "{text}");
+    let markdown = bin()
+        .arg("replay")
+        .arg(fixture("h2c.pcap"))
+        .args(["-f", "markdown"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&markdown.stdout);
+    assert!(!text.contains("1 connections"), "{text}");
+    let failed = bin()
+        .args(["run", "http://127.0.0.1:9/", "-n", "1", "--no-capture"])
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&failed.stdout),
+        stderr_of(&failed)
+    );
+    assert!(all.contains("1 request failed"), "{all}");
+    assert!(
+        !all.contains("request(s)") && !all.contains("1 requests"),
+        "{all}"
+    );
 }
