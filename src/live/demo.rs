@@ -108,6 +108,9 @@ impl Experiment {
         for e in Experiment::ALL {
             let _ = writeln!(out, "  {}  {:<21} {}", e.letter(), e.name(), e.summary());
         }
+        out.push_str(
+            "\nExits 5 when a verdict is UNEXPECTED (conntrace --help lists every exit code).",
+        );
         out
     }
 

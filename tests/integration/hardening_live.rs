@@ -1,8 +1,10 @@
 //! The live commands where they used to break: errors that named their cause
-//! twice; a server that kept every finished connection, spun when out of
-//! file descriptors, or allocated its body whole; a run that buffered bodies
-//! whole, died on SIGTERM without a report, or ignored a second Ctrl-C while
-//! lingering; options named differently in each command.
+//! twice, exit codes that said nothing, bodies buffered whole, signals that
+//! killed a run without a report, a server that kept every finished
+//! connection or spun when out of file descriptors, and options named
+//! differently in each command.
+
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -12,8 +14,6 @@ use std::time::{Duration, Instant};
 
 use conntrace::live::server::{ServerConfig, TestServer};
 use conntrace::pipeline::{replay_files, ReplayOptions};
-
-use crate::common;
 
 fn bin() -> Command {
     Command::new(common::binary())
@@ -172,6 +172,77 @@ fn errors_name_their_cause_once() {
         assert!(!out.status.success(), "{args:?}");
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
         assert_eq!(err.matches(cause).count(), 1, "{args:?}: {err}");
+    }
+}
+
+// Row 16 and the exit code table.
+
+#[test]
+fn exit_codes_say_how_a_command_ended() {
+    let code = |args: &[&str]| bin().args(args).output().unwrap().status.code();
+    assert_eq!(
+        code(&["replay", fixture("h2c.pcap").to_str().unwrap()]),
+        Some(0)
+    );
+    assert_eq!(code(&["replay", "--no-such-option", "x.pcap"]), Some(2));
+    assert_eq!(code(&["replay", "/nonexistent/x.pcap"]), Some(2));
+    assert_eq!(
+        code(&["replay", fixture("README.md").to_str().unwrap()]),
+        Some(2)
+    );
+    assert_eq!(code(&["run", "ftp://127.0.0.1/"]), Some(2));
+    assert_eq!(code(&["demo", "--only", "z"]), Some(2));
+    // Port 9 (discard) refuses: every request fails.
+    assert_eq!(
+        code(&["run", "http://127.0.0.1:9/", "-n", "2", "--no-capture"]),
+        Some(4)
+    );
+    let ok = server(ServerConfig::default());
+    assert_eq!(
+        code(&["run", &ok.url(), "-n", "2", "--no-capture"]),
+        Some(0)
+    );
+    let help = bin().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for line in [
+        "0  done",
+        "2  bad argument",
+        "3  no privilege",
+        "4  run:",
+        "5  demo:",
+    ] {
+        assert!(help.contains(line), "{line:?} not in --help: {help}");
+    }
+    if common::is_root() {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(common::binary())
+            .args(["run", "http://127.0.0.1:9/", "-n", "1"])
+            .output()
+            .expect("setpriv runs");
+        assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+    }
+}
+
+// Row 15: nonsense durations are refused at parsing.
+
+#[test]
+fn zero_and_absurd_durations_are_refused_at_parsing() {
+    for args in [
+        &["run", "http://127.0.0.1:9/", "--timeout", "0"][..],
+        &["run", "http://127.0.0.1:9/", "--timeout", "0ms"],
+        &["run", "http://127.0.0.1:9/", "--pool-idle-timeout", "0s"],
+        &["run", "http://127.0.0.1:9/", "--linger", "100000000y"],
+        &["serve", "--idle-timeout", "0"],
+        &["replay", "x.pcap", "--idle-timeout", "0s"],
+    ] {
+        let out = bin().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = stderr_of(&out);
+        let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 1, "{args:?}: {err}");
+        assert!(errors[0].contains(args[args.len() - 2]), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
     }
 }
 
