@@ -173,6 +173,8 @@ fn errors_name_their_cause_once() {
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
         assert_eq!(err.matches(cause).count(), 1, "{args:?}: {err}");
     }
+    let _ = std::fs::remove_dir(dir);
+    let _ = std::fs::remove_file(gz);
 }
 
 // Row 16 and the exit code table.
