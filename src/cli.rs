@@ -6,14 +6,15 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use std::time::Duration;
 
+use crate::exit::{Exit, Refused, EXIT_CODES};
 use crate::flow::Expiry;
 use crate::jsonl::JsonlSink;
-use crate::live::args::{parse_duration, DemoArgs, RunArgs, ServeArgs};
+use crate::live::args::{parse_duration, parse_timeout, DemoArgs, RunArgs, ServeArgs};
 use crate::pipeline::{
     check_filter, replay_into, Pipeline, PipelineOptions, ReaderKind, ReplayOptions,
 };
@@ -24,7 +25,7 @@ use crate::report::Report;
 /// Shows, packet by packet, which HTTP requests reused a TCP connection and why
 /// the others did not.
 #[derive(Debug, Parser)]
-#[command(name = "conntrace", version, about, long_about = None)]
+#[command(name = "conntrace", version, about, long_about = None, after_help = EXIT_CODES)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -45,6 +46,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run the reuse experiments against the built-in server, captured on
     /// loopback, each with a verdict from what was captured. Needs root.
+    #[command(after_help = crate::live::demo::Experiment::help())]
     Demo(DemoArgs),
 }
 
@@ -56,7 +58,10 @@ Examples:
   conntrace run http://127.0.0.1:8080/ --no-capture                (no privileges)
 
 Every request carries `x-conntrace-id: N`; over cleartext it is found in the
-packets and checked against the connection's local port.";
+packets and checked against the connection's local port. Ctrl-C, SIGTERM or
+SIGHUP stops issuing requests and still reports; a second one stops waiting for
+connections to close. Exits 4 when a request failed (conntrace --help lists
+every exit code).";
 
 const REPLAY_EXAMPLES: &str = "\
 Examples:
@@ -80,8 +85,8 @@ pub struct OutputArgs {
     pub output: Option<PathBuf>,
     /// Request rows in table and Markdown reports: `auto` lists up to 200
     /// requests, then one row per connection.
-    #[arg(long, value_enum, default_value_t = RequestRows::Auto)]
-    pub requests: RequestRows,
+    #[arg(long = "rows", alias = "requests", value_enum, default_value_t = RequestRows::Auto)]
+    pub rows: RequestRows,
 }
 
 #[derive(Debug, Args)]
@@ -101,7 +106,7 @@ pub struct ReplayArgs {
     pub no_http: bool,
     /// Which code reads the files: `native` also reads gzip-compressed
     /// captures and pcapng files mixing link types; `libpcap` is for comparison.
-    #[arg(long, value_enum, default_value_t = ReaderKind::Native)]
+    #[arg(long, value_enum, default_value_t = ReaderKind::Native, hide = true)]
     pub reader: ReaderKind,
     #[command(flatten)]
     pub output: OutputArgs,
@@ -116,7 +121,7 @@ pub struct ReplayArgs {
 pub struct ExpiryArgs {
     /// A connection with no packet for this long is finalised (Zeek's
     /// tcp_inactivity_timeout).
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_timeout)]
     pub idle_timeout: Duration,
     /// A connection closed by an RST, or by a FIN from each side, is finalised
     /// this long after its last packet, so a retransmitted FIN or a late ACK
@@ -126,7 +131,7 @@ pub struct ExpiryArgs {
     pub close_grace: Duration,
     /// A SYN nobody answered is finalised this long after it (conntrack's
     /// SYN_SENT timeout; covers Linux's SYN retries).
-    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = parse_timeout)]
     pub syn_timeout: Duration,
     /// At most this many unanswered SYNs are held; beyond, the oldest is
     /// finalised early (conntrack's early_drop), so a SYN flood cannot
@@ -148,10 +153,10 @@ impl ExpiryArgs {
     }
 }
 
-/// Parse the command line and run the command.
-pub fn run(cli: Cli) -> Result<()> {
+/// Run the parsed command; the [`Exit`] says how it ended when it ran to its end.
+pub fn run(cli: Cli) -> Result<Exit> {
     match cli.command {
-        Command::Replay(args) => replay(args),
+        Command::Replay(args) => replay(args).map(|()| Exit::Success),
         Command::Run(args) => crate::live::commands::run(args),
         Command::Serve(args) => crate::live::commands::serve(args),
         Command::Demo(args) => crate::live::commands::demo(args),
@@ -165,11 +170,11 @@ fn replay(args: ReplayArgs) -> Result<()> {
         (None, true) => None,
     };
     if let Some(f) = &filter {
-        check_filter(f).map_err(|e| anyhow::anyhow!("bad filter {f:?}: {e}"))?;
+        check_filter(f).map_err(|e| Refused::bad_input(format!("bad filter {f:?}: {e}")))?;
     }
     for f in &args.files {
         if !f.exists() {
-            bail!("{}: no such file", f.display());
+            return Err(Refused::bad_input(format!("{}: no such file", f.display())).into());
         }
     }
     let options = ReplayOptions {
@@ -210,7 +215,7 @@ fn replay(args: ReplayArgs) -> Result<()> {
 pub fn emit(report: &Report, output: &OutputArgs) -> Result<()> {
     let options = RenderOptions {
         format: output.format,
-        requests: output.requests,
+        requests: output.rows,
     };
     let mut w = open_output(&output.output)?;
     let written = write_report(report, &options, &mut w).and_then(|()| w.flush());

@@ -15,6 +15,7 @@
 pub mod cli;
 pub mod decode;
 pub mod diagnose;
+pub mod exit;
 pub mod flow;
 pub mod http;
 pub mod jsonl;

@@ -101,15 +101,15 @@ fn client_notes(report: &Report) -> Vec<String> {
     }
     if c.disagreements > 0 {
         notes.push(format!(
-            "WARNING: {} request(s) carried their tag on another connection than their local \
+            "WARNING: {} carried their tag on another connection than their local \
              port says (see client.requests[].disagreement in --format json).",
-            c.disagreements
+            count(c.disagreements, "request")
         ));
     }
     if c.errors > 0 {
         notes.push(format!(
-            "{} request(s) failed on the client side.",
-            c.errors
+            "{} failed on the client side.",
+            count(c.errors, "request")
         ));
     }
     if c.interrupted {
@@ -149,13 +149,13 @@ fn write_text(
         writeln!(out, "## conntrace report\n")?;
         writeln!(
             out,
-            "Source: {} `{}`{} — {} frames, {} TCP, link types {}\n",
+            "Source: {} `{}`{} — {}, {} TCP, link types {}\n",
             src.kind,
             src.names.join("`, `"),
             src.filter
                 .as_ref()
                 .map_or_else(String::new, |f| format!(" (filter `{f}`)")),
-            src.packets,
+            count(src.packets, "frame"),
             src.tcp_packets,
             src.link_types.join(", ")
         )?;
@@ -204,8 +204,8 @@ fn write_tables(
             writeln!(out, "{}", requests_per_connection(report, markdown))?;
             writeln!(
                 out,
-                "({} requests: one row per connection; --requests all prints every request)",
-                report.requests.len()
+                "({}: one row per connection; --rows all prints every request)",
+                count(report.requests.len() as u64, "request")
             )?;
         }
     }
@@ -223,8 +223,10 @@ fn write_totals(report: &Report, out: &mut dyn Write, markdown: bool) -> io::Res
     let bullet = if markdown { "- " } else { "" };
     writeln!(
         out,
-        "{bullet}{} connections, {} requests ({} reused a connection)",
-        s.connections, s.requests, s.reused_requests
+        "{bullet}{}, {} ({} reused a connection)",
+        count(s.connections, "connection"),
+        count(s.requests, "request"),
+        s.reused_requests
     )?;
     if src.kind == "client-only" {
         return writeln!(
@@ -262,11 +264,14 @@ fn write_totals(report: &Report, out: &mut dyn Write, markdown: bool) -> io::Res
     if let Some(t) = &report.tracker {
         writeln!(
             out,
-            "{bullet}let go before their end: {} idle past --idle-timeout, {} unanswered SYNs ({} early, past --max-unanswered); {} packets came after their connection was finalised{}",
+            "{bullet}let go before their end: {} idle past --idle-timeout, {} ({} early, past --max-unanswered); {} after their connection was finalised{}",
             t.expired_idle,
-            t.expired_unanswered,
+            count(t.expired_unanswered, "unanswered SYN"),
             t.early_dropped,
-            t.late_packets,
+            match t.late_packets {
+                1 => "1 packet came".to_string(),
+                n => format!("{n} packets came"),
+            },
             if t.late_packets > 0 {
                 " (counted in the frames, in no connection: raise --close-grace or --idle-timeout)"
             } else {
@@ -341,6 +346,11 @@ fn why_new_cell(report: &Report, r: &RequestRecord) -> String {
         }
         (other, _) => other.to_string(),
     }
+}
+
+/// "1 connection", "2 connections": a count and its noun, plural unless one.
+pub fn count(n: u64, noun: &str) -> String {
+    format!("{n} {noun}{}", plural(n))
 }
 
 fn plural(n: u64) -> &'static str {

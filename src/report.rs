@@ -441,6 +441,8 @@ pub struct ClientRequestRecord {
     pub http_version: Option<String>,
     /// The client's error, if the request failed.
     pub error: Option<String>,
+    /// Response body bytes the client read (none when it dropped the body unread).
+    pub body_bytes: u64,
     /// The connection's local and remote socket addresses (hyper-util `HttpInfo`).
     pub local: Option<String>,
     pub remote: Option<String>,

@@ -102,10 +102,12 @@ impl<'a> Frame<'a> {
     }
 }
 
-/// Why a capture file could not be read.
+/// Why a capture file could not be read. A message names what failed; the
+/// underlying error is its `source()`, which `{:#}` prints after it, so no
+/// message repeats it.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    #[error("{path}: {source}")]
+    #[error("cannot read {path}")]
     Open { path: PathBuf, source: io::Error },
     #[error("{path}: not a pcap or pcapng file (starts with {magic})")]
     UnknownFormat { path: PathBuf, magic: String },
@@ -115,7 +117,7 @@ pub enum ReadError {
         what: String,
         offset: u64,
     },
-    #[error("{path}: read error at byte {offset}: {source}")]
+    #[error("{path}: read error at byte {offset}")]
     Io {
         path: PathBuf,
         offset: u64,

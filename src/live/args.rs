@@ -24,7 +24,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub tls: bool,
     /// Close a connection idle for this long (nginx keepalive_timeout), e.g. 1s, 200ms.
-    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     pub idle_timeout: Option<Duration>,
     /// Answer the Nth request on a connection with `Connection: close` and close
     /// (nginx keepalive_requests; HTTP/2 gets a GOAWAY).
@@ -35,9 +35,9 @@ pub struct ServeArgs {
     pub close: bool,
     /// Response body size, e.g. 512, 64k, 1MiB.
     #[arg(long, value_name = "BYTES", default_value = "1024", value_parser = parse_size)]
-    pub body_size: usize,
+    pub body_size: u64,
     /// Wait this long before answering (simulated latency).
-    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub delay: Option<Duration>,
 }
 
@@ -77,7 +77,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub pool_max_idle_per_host: Option<usize>,
     /// How long the client keeps an idle connection (reqwest default: 90s).
-    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     pub pool_idle_timeout: Option<Duration>,
     /// HTTP/1.1 only (no ALPN h2).
     #[arg(long, conflicts_with = "http2")]
@@ -86,7 +86,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub http2: bool,
     /// Pause between a worker's requests.
-    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub interval: Option<Duration>,
     /// Request method.
     #[arg(short = 'X', long, value_name = "METHOD", default_value = "GET")]
@@ -95,7 +95,7 @@ pub struct RunArgs {
     #[arg(short = 'H', long = "header", value_name = "HEADER")]
     pub headers: Vec<String>,
     /// Give up on a request after this long.
-    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     pub timeout: Option<Duration>,
     /// Accept any TLS certificate (the built-in server's is self-signed).
     #[arg(short = 'k', long)]
@@ -116,7 +116,7 @@ pub struct RunArgs {
     pub savefile: Option<PathBuf>,
     /// After the last response, wait at most this long for connections to close
     /// (packets libpcap still holds are always collected, which takes about 0.1s).
-    #[arg(long, value_name = "D", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub linger: Duration,
     /// The kernel's capture buffer (at least 1MiB); a full buffer drops packets,
     /// which the report counts in source.dropped.
@@ -134,7 +134,7 @@ pub struct RunArgs {
     #[arg(short = 'o', long, value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Request rows in table and Markdown reports (`auto`: up to 200 requests,
-    /// then one row per connection). `replay` calls this option --requests.
+    /// then one row per connection).
     #[arg(long, value_enum, default_value_t = RequestRows::Auto)]
     pub rows: RequestRows,
 }
@@ -206,8 +206,9 @@ impl RunArgs {
 /// `conntrace demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Run only these experiments, by letter (e.g. `--only ad`).
-    #[arg(long, value_name = "LETTERS")]
+    /// Run only these experiments: letters (`--only ad`) or names and letters
+    /// separated by commas (`--only a,http2-concurrent`).
+    #[arg(long, value_name = "EXPERIMENTS")]
     pub only: Option<String>,
 }
 
@@ -224,29 +225,48 @@ fn parse_header(h: &str) -> Result<(HeaderName, HeaderValue), ArgsError> {
     Ok((name, value))
 }
 
-/// Durations as humantime writes them: "1.5s", "200ms", "2m".
+/// The longest duration any option takes: longer ones are typing mistakes,
+/// and would overflow a deadline computed from them.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Durations as humantime writes them: "1.5s", "200ms", "2m"; zero allowed,
+/// at most 30 days.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 1.5s, 200ms, 2m)"))
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{e} (examples: 1.5s, 200ms, 2m)"))?;
+    if d > MAX_DURATION {
+        return Err("must be at most 30 days".into());
+    }
+    Ok(d)
+}
+
+/// A timeout: a duration as [`parse_duration`] takes it, above zero (a zero
+/// timeout would expire everything at once).
+pub fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        Duration::ZERO => Err("must be longer than zero (examples: 1.5s, 200ms, 2m)".into()),
+        d => Ok(d),
+    }
 }
 
 fn parse_capture_buffer(s: &str) -> Result<usize, String> {
     match parse_size(s)? {
         n if n < 1 << 20 => Err("the capture buffer needs at least 1MiB".into()),
-        n if n > i32::MAX as usize => Err("the capture buffer must be below 2GiB".into()),
-        n => Ok(n),
+        n if n > i32::MAX as u64 => Err("the capture buffer must be below 2GiB".into()),
+        n => Ok(n as usize),
     }
 }
 
 /// Byte counts: "512", "64k", "64KiB", "1M", "1MiB" (k and M are binary, as
 /// curl and nginx take them).
-pub fn parse_size(s: &str) -> Result<usize, String> {
+pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
-    let n: usize = digits
+    let n: u64 = digits
         .parse()
         .map_err(|_| format!("{s:?} is not a size (examples: 512, 64k, 1MiB)"))?;
-    let factor: usize = match unit.trim().to_ascii_lowercase().as_str() {
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
@@ -276,6 +296,16 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("200ms"), Ok(Duration::from_millis(200)));
         assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert!(parse_duration("10000000000y").is_err());
+        assert!(parse_duration("31days").is_err());
+    }
+
+    #[test]
+    fn timeouts_are_above_zero() {
+        assert!(parse_timeout("0").is_err());
+        assert!(parse_timeout("0ms").is_err());
+        assert_eq!(parse_timeout("1ms"), Ok(Duration::from_millis(1)));
     }
 
     #[test]

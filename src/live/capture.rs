@@ -150,11 +150,27 @@ pub struct CaptureStats {
     pub link: Option<LinkType>,
 }
 
+/// Cuts a capture's linger short from another thread (a second Ctrl-C): its
+/// [`LiveCapture::finish`] stops waiting for connections to close.
+#[derive(Debug, Clone)]
+pub struct LingerCut {
+    cut: Arc<AtomicBool>,
+    wake: mpsc::Sender<()>,
+}
+
+impl LingerCut {
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        let _ = self.wake.send(());
+    }
+}
+
 /// A running capture.
 pub struct LiveCapture<S> {
     breaker: pcap::BreakLoop,
     finishing: Arc<AtomicBool>,
     quiet: Arc<AtomicBool>,
+    linger_cut: LingerCut,
     done: mpsc::Receiver<()>,
     thread: thread::JoinHandle<Result<(S, CaptureStats), CaptureError>>,
 }
@@ -169,6 +185,10 @@ impl<S: FrameSink> LiveCapture<S> {
         let quiet = Arc::new(AtomicBool::new(true));
         let (ready_tx, ready_rx) = mpsc::channel();
         let (done_tx, done) = mpsc::channel();
+        let linger_cut = LingerCut {
+            cut: Arc::new(AtomicBool::new(false)),
+            wake: done_tx.clone(),
+        };
         let savefile = match &config.savefile {
             None => None,
             Some(path) => {
@@ -200,24 +220,33 @@ impl<S: FrameSink> LiveCapture<S> {
             breaker,
             finishing,
             quiet,
+            linger_cut,
             done,
             thread,
         })
     }
 
+    /// A handle that cuts [`LiveCapture::finish`]'s wait short.
+    pub fn linger_cut(&self) -> LingerCut {
+        self.linger_cut.clone()
+    }
+
     /// Call after the last response: waits until every connection seen has
     /// closed or `linger` has passed (so closing FINs and RSTs are counted),
-    /// stops the capture and gives the sink back.
+    /// stops the capture and gives the sink back. A [`LingerCut`] ends the
+    /// wait at once.
     pub fn finish(self, linger: Duration) -> Result<(S, CaptureStats), CaptureError> {
-        let deadline = Instant::now() + linger;
+        let start = Instant::now();
+        let deadline = start.checked_add(linger).unwrap_or(start);
         self.finishing.store(true, Ordering::SeqCst);
         // Whatever was captured before now reaches the capture thread within
         // a read timeout; only then does "every connection closed" mean it.
         thread::sleep(DELIVERY);
         while self.done.try_recv().is_ok() {}
-        if !self.quiet.load(Ordering::SeqCst) {
+        let cut = || self.linger_cut.cut.load(Ordering::SeqCst);
+        if !self.quiet.load(Ordering::SeqCst) && !cut() {
             let left = deadline.saturating_duration_since(Instant::now());
-            if self.done.recv_timeout(left).is_ok() {
+            if self.done.recv_timeout(left).is_ok() && !cut() {
                 // The last close's ACKs travel in the same or the next block.
                 thread::sleep(DELIVERY);
             }

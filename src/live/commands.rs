@@ -4,18 +4,30 @@
 use std::io::Write;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::cli::{emit, OutputArgs};
+use crate::exit::{Exit, Refused};
 use crate::live::args::{DemoArgs, RunArgs, ServeArgs};
 use crate::live::capture::CaptureError;
 use crate::live::demo::{self, DemoError, Experiment};
 use crate::live::server::TestServer;
 use crate::live::session::{run_session, SessionConfig, SessionError};
+use crate::render::count;
 
 /// `conntrace serve`: prints the bound address, serves until Ctrl-C.
-pub fn serve(args: ServeArgs) -> Result<()> {
+pub fn serve(args: ServeArgs) -> Result<Exit> {
     let config = args.config();
+    // The signal handler's runtime and descriptors come first: once the
+    // server listens, its connections may take every descriptor there is.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    #[cfg(unix)]
+    let mut interrupt = {
+        let _inside = runtime.enter();
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?
+    };
     let server = TestServer::start(args.listen, config.clone())?;
     let protocols = if config.tls {
         "HTTPS, ALPN h2 and http/1.1, self-signed certificate"
@@ -26,16 +38,17 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     writeln!(out, "listening on {} ({protocols})", server.url())?;
     out.flush()?;
     drop(out);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    #[cfg(unix)]
+    runtime.block_on(interrupt.recv());
+    #[cfg(not(unix))]
     runtime.block_on(tokio::signal::ctrl_c())?;
     drop(server);
-    Ok(())
+    Ok(Exit::Success)
 }
 
-/// `conntrace run URL`.
-pub fn run(args: RunArgs) -> Result<()> {
+/// `conntrace run URL`: the report, and [`Exit::RequestsFailed`] when a
+/// request failed (not one cut short by Ctrl-C).
+pub fn run(args: RunArgs) -> Result<Exit> {
     let driver = args.driver()?;
     let session = SessionConfig {
         driver,
@@ -45,19 +58,22 @@ pub fn run(args: RunArgs) -> Result<()> {
     };
     let outcome = match run_session(session) {
         Ok(o) => o,
-        Err(SessionError::Capture(e @ CaptureError::Permission { .. })) => bail!(
-            "{e}\nor add --no-capture to attribute requests by the client's local ports \
-             only (nothing is captured, and the report says so)"
-        ),
+        Err(SessionError::Capture(e @ CaptureError::Permission { .. })) => {
+            return Err(Refused::no_privilege(format!(
+                "{e}\nor add --no-capture to attribute requests by the client's local ports \
+                 only (nothing is captured, and the report says so)"
+            ))
+            .into())
+        }
         Err(e) => return Err(e.into()),
     };
     if let Some(c) = &outcome.report.client {
         if c.errors > 0 {
             let first = c.requests.iter().find_map(|r| r.error.as_deref());
             eprintln!(
-                "conntrace: {} of {} requests failed (first error: {})",
+                "conntrace: {} of {} failed (first error: {})",
                 c.errors,
-                c.requests.len(),
+                count(c.requests.len() as u64, "request"),
                 first.unwrap_or("?")
             );
         }
@@ -65,25 +81,22 @@ pub fn run(args: RunArgs) -> Result<()> {
     let output = OutputArgs {
         format: args.format,
         output: args.output.clone(),
-        requests: args.rows,
+        rows: args.rows,
     };
-    emit(&outcome.report, &output)
+    emit(&outcome.report, &output)?;
+    Ok(if outcome.client.iter().any(|r| r.failed()) {
+        Exit::RequestsFailed
+    } else {
+        Exit::Success
+    })
 }
 
-/// `conntrace demo`.
-pub fn demo(args: DemoArgs) -> Result<()> {
+/// `conntrace demo`: every experiment's table and verdict, and
+/// [`Exit::Unexpected`] when a verdict was UNEXPECTED.
+pub fn demo(args: DemoArgs) -> Result<Exit> {
     let chosen: Vec<Experiment> = match &args.only {
         None => Experiment::ALL.to_vec(),
-        Some(letters) => {
-            let chosen: Vec<Experiment> = Experiment::ALL
-                .into_iter()
-                .filter(|e| letters.contains(e.letter()))
-                .collect();
-            if chosen.is_empty() {
-                bail!("--only {letters:?}: the experiments are a to f");
-            }
-            chosen
-        }
+        Some(only) => Experiment::select(only).map_err(Refused::bad_input)?,
     };
     let started = Instant::now();
     let mut unexpected = 0;
@@ -92,7 +105,10 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         let result = match demo::run_experiment(e) {
             Ok(r) => r,
             Err(DemoError::Session(SessionError::Capture(e @ CaptureError::Permission { .. }))) => {
-                bail!("the demo captures on loopback and needs capture privileges: {e}")
+                return Err(Refused::no_privilege(format!(
+                    "the demo captures on loopback and needs capture privileges: {e}"
+                ))
+                .into())
             }
             Err(err) => return Err(err).with_context(|| format!("experiment ({})", e.letter())),
         };
@@ -104,8 +120,14 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     }
     writeln!(
         out,
-        "demo finished in {:.1}s; {unexpected} unexpected result(s)",
-        started.elapsed().as_secs_f64()
+        "demo finished in {:.1}s; {}",
+        started.elapsed().as_secs_f64(),
+        count(unexpected, "unexpected result")
     )?;
-    Ok(())
+    out.flush()?;
+    Ok(if unexpected > 0 {
+        Exit::Unexpected
+    } else {
+        Exit::Success
+    })
 }

@@ -193,6 +193,7 @@ fn client_record(
         status: r.status,
         http_version: r.version.clone(),
         error: r.error.clone(),
+        body_bytes: r.body_bytes,
         local: r.local.map(|a| a.to_string()),
         remote: r.remote.map(|a| a.to_string()),
         stream,
@@ -269,6 +270,7 @@ mod tests {
             status: Some(200),
             version: Some("HTTP/1.1".into()),
             error: None,
+            body_bytes: 0,
             local: Some(local.parse().unwrap()),
             remote: Some("127.0.0.1:80".parse().unwrap()),
         }

@@ -14,6 +14,7 @@ use comfy_table::Table;
 use crate::live::driver::{DriverConfig, HttpVersion};
 use crate::live::server::{ServerConfig, ServerError, TestServer};
 use crate::live::session::{run_session, CaptureSettings, SessionConfig, SessionError};
+use crate::render::count;
 use crate::report::{Report, Role};
 
 /// The experiments, in the order the demo runs them.
@@ -55,6 +56,71 @@ impl Experiment {
             Experiment::Http2Concurrent => 'd',
             Experiment::ServerIdleTimeout => 'e',
             Experiment::ServerMaxRequests => 'f',
+        }
+    }
+
+    /// The experiment's name, which `--only` takes as well as its letter.
+    pub fn name(self) -> &'static str {
+        match self {
+            Experiment::SequentialDrained => "sequential-drained",
+            Experiment::SequentialUndrained => "sequential-undrained",
+            Experiment::PoolIdleLimit2 => "pool-idle-2",
+            Experiment::PoolIdleLimit10 => "pool-idle-10",
+            Experiment::Http2Concurrent => "http2-concurrent",
+            Experiment::ServerIdleTimeout => "server-idle-timeout",
+            Experiment::ServerMaxRequests => "server-max-requests",
+        }
+    }
+
+    /// The experiments `--only` names: letters run together (`ad`), or
+    /// names and letters separated by commas (`a,http2-concurrent`).
+    pub fn select(only: &str) -> Result<Vec<Experiment>, String> {
+        let mut wanted = Vec::new();
+        for word in only.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            if let Some(e) = Experiment::ALL.into_iter().find(|e| e.name() == word) {
+                wanted.push(e);
+            } else if word.chars().all(|c| ('a'..='f').contains(&c)) {
+                wanted.extend(
+                    Experiment::ALL
+                        .into_iter()
+                        .filter(|e| word.contains(e.letter())),
+                );
+            } else {
+                return Err(format!(
+                    "--only {only:?}: no experiment {word:?} (see conntrace demo --help)"
+                ));
+            }
+        }
+        if wanted.is_empty() {
+            return Err(format!(
+                "--only {only:?}: name an experiment (see conntrace demo --help)"
+            ));
+        }
+        Ok(Experiment::ALL
+            .into_iter()
+            .filter(|e| wanted.contains(e))
+            .collect())
+    }
+
+    /// One line per experiment, for `conntrace demo --help`.
+    pub fn help() -> String {
+        let mut out = String::from("Experiments (--only takes letters or names):\n");
+        for e in Experiment::ALL {
+            let _ = writeln!(out, "  {}  {:<21} {}", e.letter(), e.name(), e.summary());
+        }
+        out.push_str(
+            "\nExits 5 when a verdict is UNEXPECTED (conntrace --help lists every exit code).",
+        );
+        out
+    }
+
+    /// The title in a few words, for the list in `--help`.
+    pub fn summary(self) -> &'static str {
+        match self {
+            Experiment::PoolIdleLimit2 => "10 workers x 5 requests, 2 idle connections kept",
+            Experiment::PoolIdleLimit10 => "10 workers x 5 requests, 10 idle connections kept",
+            Experiment::ServerMaxRequests => "server allows 3 requests per connection",
+            e => e.title(),
         }
     }
 
@@ -225,9 +291,16 @@ pub fn judge(experiment: Experiment, report: &Report) -> Verdict {
         .count() as u64;
     let unused = match conns - carrying {
         0 => String::new(),
-        n => format!("; {n} connection(s) opened by the pool and never used"),
+        n => format!(
+            "; {} opened by the pool and never used",
+            count(n, "connection")
+        ),
     };
-    let head = format!("{reqs} requests, {conns} connection(s), {reused} reused");
+    let head = format!(
+        "{}, {}, {reused} reused",
+        count(reqs, "request"),
+        count(conns, "connection")
+    );
     let (expected, why) = match experiment {
         Experiment::SequentialDrained => (
             reqs == 10 && conns == 1,
@@ -280,12 +353,18 @@ pub fn judge(experiment: Experiment, report: &Report) -> Verdict {
             // first is handshaking; it carries nothing and is reported as such.
             (
                 reqs == 10 && carrying == 1 && streams == 10,
-                format!("{streams} HTTP/2 streams multiplexed on one connection, {seen}{unused}"),
+                format!(
+                    "{} multiplexed on one connection, {seen}{unused}",
+                    count(streams as u64, "HTTP/2 stream")
+                ),
             )
         }
         Experiment::ServerIdleTimeout => (
             reqs == 3 && conns == 3 && server_closed >= 2,
-            format!("the server closed {server_closed} idle connection(s) before the next request"),
+            format!(
+                "the server closed {} before the next request",
+                count(server_closed, "idle connection")
+            ),
         ),
         Experiment::ServerMaxRequests => {
             let per: Vec<usize> = report
@@ -377,7 +456,7 @@ pub fn render(result: &ExperimentResult) -> String {
             .count();
         t.add_row(vec![
             format!("{}-{}", rest[0].stream, rest[rest.len() - 1].stream),
-            format!("({} more connections)", rest.len()),
+            format!("({} more)", count(rest.len() as u64, "connection")),
             reqs.to_string(),
             String::new(),
             String::new(),

@@ -114,18 +114,31 @@ pub struct ClientRequest {
     pub status: Option<u16>,
     pub version: Option<String>,
     pub error: Option<String>,
+    /// Body bytes read: the body is read as it arrives, counted and let go,
+    /// so a body of any size costs no more memory than one chunk.
+    pub body_bytes: u64,
     pub local: Option<SocketAddr>,
     pub remote: Option<SocketAddr>,
+}
+
+/// The error of a request cut short by Ctrl-C (or SIGTERM, SIGHUP).
+pub const INTERRUPTED: &str = "interrupted";
+
+impl ClientRequest {
+    /// Whether the request failed on its own, not cut short by an interruption.
+    pub fn failed(&self) -> bool {
+        self.error.as_deref().is_some_and(|e| e != INTERRUPTED)
+    }
 }
 
 /// Why the client could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
-    #[error("cannot build the HTTP client: {0}")]
+    #[error("cannot build the HTTP client")]
     Client(#[from] reqwest::Error),
     #[error("cannot configure TLS: {0}")]
     Tls(String),
-    #[error("cannot open the TLS key log {path}: {source}")]
+    #[error("cannot open the TLS key log {path}")]
     Keylog {
         path: PathBuf,
         source: std::io::Error,
@@ -402,7 +415,8 @@ fn interrupted(config: &DriverConfig, id: u64, worker: usize) -> ClientRequest {
         end: t,
         status: None,
         version: None,
-        error: Some("interrupted".into()),
+        error: Some(INTERRUPTED.into()),
+        body_bytes: 0,
         local: None,
         remote: None,
     }
@@ -437,6 +451,7 @@ async fn one_request(
         status: None,
         version: None,
         error: None,
+        body_bytes: 0,
         local: None,
         remote: None,
     };
@@ -450,8 +465,16 @@ async fn one_request(
                 r.remote = Some(info.remote_addr());
             }
             if config.drain {
-                if let Err(e) = resp.bytes().await {
-                    r.error = Some(error_chain(&e));
+                let mut resp = resp;
+                loop {
+                    match resp.chunk().await {
+                        Ok(Some(chunk)) => r.body_bytes += chunk.len() as u64,
+                        Ok(None) => break,
+                        Err(e) => {
+                            r.error = Some(error_chain(&e));
+                            break;
+                        }
+                    }
                 }
             } else {
                 drop(resp);

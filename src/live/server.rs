@@ -4,7 +4,11 @@
 //! that makes clients open new connections is a knob of [`ServerConfig`]:
 //! an idle timeout (nginx `keepalive_timeout`), a request limit per connection
 //! (nginx `keepalive_requests`), closing after every response, a body size and a
-//! simulated latency.
+//! simulated latency. Bodies are sent from one shared chunk, so a body of any
+//! size costs no more memory than that chunk; a finished connection leaves
+//! the server's memory as it ends; and when the process runs out of file
+//! descriptors the server waits for connections to close instead of spinning
+//! on the failing accept.
 //!
 //! [`TestServer`] is the library handle: it binds, hands back its address, serves
 //! on its own thread and shuts down when dropped, so tests need no sleeps.
@@ -20,8 +24,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
 use hyper::{Request, Response, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -43,7 +46,7 @@ pub struct ServerConfig {
     /// Close the connection after every response.
     pub close: bool,
     /// Bytes in every response body.
-    pub body_size: usize,
+    pub body_size: u64,
     /// Simulated latency before answering.
     pub delay: Option<Duration>,
     /// Serve HTTPS with a self-signed certificate, offering h2 and http/1.1 by ALPN.
@@ -53,7 +56,7 @@ pub struct ServerConfig {
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind { addr: SocketAddr, source: io::Error },
     #[error("cannot make the self-signed certificate: {0}")]
     Certificate(String),
@@ -119,20 +122,25 @@ impl TestServer {
 
     /// Requests answered so far.
     pub fn served(&self) -> u64 {
-        self.served.count.lock().map_or(0, |n| *n)
+        self.served.counts.lock().map_or(0, |c| c.answered)
+    }
+
+    /// Connection tasks the server holds: the open connections, and finished
+    /// ones not yet let go.
+    pub fn connections_held(&self) -> usize {
+        self.served.counts.lock().map_or(0, |c| c.held)
     }
 
     /// Blocks until `n` requests have been answered or `timeout` passes;
     /// returns whether they were.
     pub fn wait_for_requests(&self, n: u64, timeout: Duration) -> bool {
-        let Ok(count) = self.served.count.lock() else {
-            return false;
-        };
-        self.served
-            .changed
-            .wait_timeout_while(count, timeout, |c| *c < n)
-            .map(|(c, _)| *c >= n)
-            .unwrap_or(false)
+        self.served.wait_until(timeout, |c| c.answered >= n)
+    }
+
+    /// Blocks until the server holds at most `n` connection tasks or
+    /// `timeout` passes; returns whether it does.
+    pub fn wait_for_connections_held(&self, n: usize, timeout: Duration) -> bool {
+        self.served.wait_until(timeout, |c| c.held <= n)
     }
 
     /// The base URL, `http://ADDR/` or `https://ADDR/`.
@@ -180,28 +188,100 @@ fn tls_acceptor() -> Result<TlsAcceptor, ServerError> {
 /// What every connection of one server shares.
 struct Shared {
     config: ServerConfig,
-    /// The response body, made once.
-    body: Bytes,
+    /// The chunk every response body is sent from, made once.
+    chunk: Bytes,
     served: Arc<Served>,
     /// Becomes true when the server shuts down.
     closing: watch::Receiver<bool>,
 }
 
-/// Requests answered so far, for callers that wait for the server's progress.
+/// The server's progress, for callers that wait for it.
 #[derive(Default)]
 struct Served {
-    count: Mutex<u64>,
+    counts: Mutex<Counts>,
     changed: Condvar,
 }
 
+#[derive(Default)]
+struct Counts {
+    /// Requests answered.
+    answered: u64,
+    /// Connection tasks held.
+    held: usize,
+}
+
 impl Served {
-    fn add_one(&self) {
-        if let Ok(mut n) = self.count.lock() {
-            *n += 1;
+    fn update(&self, f: impl FnOnce(&mut Counts)) {
+        if let Ok(mut c) = self.counts.lock() {
+            f(&mut c);
             self.changed.notify_all();
         }
     }
+
+    fn wait_until(&self, timeout: Duration, done: impl Fn(&Counts) -> bool) -> bool {
+        let Ok(counts) = self.counts.lock() else {
+            return false;
+        };
+        self.changed
+            .wait_timeout_while(counts, timeout, |c| !done(c))
+            .map(|(c, _)| done(&c))
+            .unwrap_or(false)
+    }
 }
+
+/// The body chunk: bodies larger than it are sent as slices of it, one after
+/// the other.
+const CHUNK: usize = 64 << 10;
+
+/// A response body of `left` bytes sent as slices of one shared chunk, with
+/// its exact length (hyper sends it as Content-Length).
+struct FilledBody {
+    chunk: Bytes,
+    left: u64,
+}
+
+impl hyper::body::Body for FilledBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        let n = self.left.min(self.chunk.len() as u64) as usize;
+        self.left -= n as u64;
+        Poll::Ready(Some(Ok(Frame::data(self.chunk.slice(..n)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.left)
+    }
+}
+
+/// Whether an accept error concerns only the connection it would have
+/// returned; others (no file descriptors left, no memory) last until
+/// something else changes.
+fn concerns_one_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted
+    )
+}
+
+/// How long the accept loop waits after an error that lasts (hyper 0.14's
+/// `AddrIncoming` slept on them too; tokio's listener would otherwise report
+/// the same error at once, forever).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 async fn serve(
     listener: TcpListener,
@@ -211,22 +291,45 @@ async fn serve(
     mut stop: oneshot::Receiver<()>,
 ) {
     let (closing_tx, closing) = watch::channel(false);
+    let chunk_len = config.body_size.min(CHUNK as u64) as usize;
     let shared = Arc::new(Shared {
-        body: Bytes::from(vec![b'x'; config.body_size]),
+        chunk: Bytes::from(vec![b'x'; chunk_len]),
         config,
-        served,
+        served: served.clone(),
         closing,
     });
     let mut connections = tokio::task::JoinSet::new();
+    let mut reported = false;
     loop {
         tokio::select! {
             _ = &mut stop => break,
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let _ = stream.set_nodelay(true);
-                connections.spawn(connection(stream, acceptor.clone(), shared.clone()));
+            // A connection's task leaves the set as it ends, so the set
+            // holds only the open connections.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    connections.spawn(connection(stream, acceptor.clone(), shared.clone()));
+                }
+                Err(e) if concerns_one_connection(&e) => {}
+                Err(e) => {
+                    if !reported {
+                        reported = true;
+                        eprintln!(
+                            "conntrace: serve: cannot accept connections ({e}); retrying every \
+                             {}ms until it can",
+                            ACCEPT_BACKOFF.as_millis()
+                        );
+                    }
+                    tokio::select! {
+                        _ = &mut stop => break,
+                        _ = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                    }
+                }
             }
         }
+        let held = connections.len();
+        served.update(|c| c.held = held);
     }
     drop(listener);
     let _ = closing_tx.send(true);
@@ -346,7 +449,7 @@ async fn answer(
     req: Request<Incoming>,
     shared: Arc<Shared>,
     state: Arc<ConnState>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<FilledBody>, Infallible> {
     let config = &shared.config;
     state.in_flight.fetch_add(1, Ordering::SeqCst);
     let n = state.requests.fetch_add(1, Ordering::SeqCst) + 1;
@@ -354,7 +457,10 @@ async fn answer(
         tokio::time::sleep(delay).await;
     }
     let last = config.close || config.max_requests.is_some_and(|max| n >= max);
-    let mut resp = Response::new(Full::new(shared.body.clone()));
+    let mut resp = Response::new(FilledBody {
+        chunk: shared.chunk.clone(),
+        left: config.body_size,
+    });
     resp.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
@@ -369,7 +475,7 @@ async fn answer(
         }
     }
     state.in_flight.fetch_sub(1, Ordering::SeqCst);
-    shared.served.add_one();
+    shared.served.update(|c| c.answered += 1);
     Ok(resp)
 }
 

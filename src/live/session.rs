@@ -1,17 +1,20 @@
 //! One live run from start to report: resolve the target, open the capture and
-//! wait for it to be ready, drive the requests (Ctrl-C stops issuing them),
-//! linger until the connections have closed, then attribute every request to
-//! its connection. `conntrace run` and each `demo` experiment are one session.
+//! wait for it to be ready, drive the requests (Ctrl-C, SIGTERM or SIGHUP
+//! stops issuing them; the next one, or one after the last response, stops
+//! waiting for connections to close), linger until the connections have
+//! closed, then attribute every request to its connection. `conntrace run`
+//! and each `demo` experiment are one session.
 
 use std::io::IsTerminal;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::live::capture::{CaptureConfig, CaptureError, LiveCapture};
+use crate::live::capture::{CaptureConfig, CaptureError, LingerCut, LiveCapture};
 use crate::live::correlate;
 use crate::live::driver::{self, ClientRequest, DriverConfig, DriverError, StopSignal};
 use crate::pipeline::{Pipeline, PipelineOptions};
@@ -47,7 +50,8 @@ pub struct SessionConfig {
     pub capture: Option<CaptureSettings>,
     /// Show a progress bar on stderr (only drawn when stderr is a terminal).
     pub progress: bool,
-    /// Stop issuing requests on Ctrl-C and still report.
+    /// Stop issuing requests on Ctrl-C (SIGINT), SIGTERM or SIGHUP and still
+    /// report; stop waiting for connections to close on the next one.
     pub handle_ctrl_c: bool,
 }
 
@@ -108,6 +112,20 @@ pub fn run_session(config: SessionConfig) -> Result<SessionOutcome, SessionError
     driver_config.resolve = Some(target);
     let settings = client_settings(&driver_config);
 
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(SessionError::Runtime)?;
+    // Installed before anything starts, so that from now on these signals
+    // end the run with a report instead of ending the process.
+    let interrupts = if config.handle_ctrl_c {
+        let _inside = runtime.enter();
+        Some(Interrupts::install().map_err(SessionError::Runtime)?)
+    } else {
+        None
+    };
+
     let capture = match &config.capture {
         None => None,
         Some(c) => {
@@ -124,20 +142,11 @@ pub fn run_session(config: SessionConfig) -> Result<SessionOutcome, SessionError
         }
     };
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(SessionError::Runtime)?;
     let stop = StopSignal::default();
-    if config.handle_ctrl_c {
-        let stop = stop.clone();
-        runtime.spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("conntrace: interrupted; finishing the report");
-                stop.stop();
-            }
-        });
+    let requests_done = Arc::new(AtomicBool::new(false));
+    if let Some(interrupts) = interrupts {
+        let cut = capture.as_ref().map(|(c, _, _)| c.linger_cut());
+        runtime.spawn(interrupts.watch(stop.clone(), requests_done.clone(), cut));
     }
     let bar = progress_bar(config.progress, driver_config.requests);
     let on_done = {
@@ -149,6 +158,7 @@ pub fn run_session(config: SessionConfig) -> Result<SessionOutcome, SessionError
         stop.clone(),
         on_done,
     ));
+    requests_done.store(true, Ordering::SeqCst);
     bar.finish_and_clear();
     let client = match driven {
         Ok(c) => c,
@@ -194,6 +204,77 @@ pub fn run_session(config: SessionConfig) -> Result<SessionOutcome, SessionError
         }
     }
     Ok(SessionOutcome { report, client })
+}
+
+/// Ctrl-C (SIGINT), SIGTERM and SIGHUP: the ways a run is asked to stop.
+struct Interrupts {
+    #[cfg(unix)]
+    signals: [tokio::signal::unix::Signal; 3],
+}
+
+impl Interrupts {
+    /// Takes over the signals; call inside the runtime.
+    fn install() -> std::io::Result<Interrupts> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Interrupts {
+                signals: [
+                    signal(SignalKind::interrupt())?,
+                    signal(SignalKind::terminate())?,
+                    signal(SignalKind::hangup())?,
+                ],
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Interrupts {})
+    }
+
+    /// The next signal's name.
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            let [int, term, hup] = &mut self.signals;
+            tokio::select! {
+                Some(()) = int.recv() => "interrupted",
+                Some(()) = term.recv() => "SIGTERM",
+                Some(()) = hup.recv() => "SIGHUP",
+                else => std::future::pending().await,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            match tokio::signal::ctrl_c().await {
+                Ok(()) => "interrupted",
+                Err(_) => std::future::pending().await,
+            }
+        }
+    }
+
+    /// The first signal while requests are issued stops issuing them; any
+    /// other ends the linger at once.
+    async fn watch(
+        mut self,
+        stop: StopSignal,
+        requests_done: Arc<AtomicBool>,
+        cut: Option<LingerCut>,
+    ) {
+        loop {
+            let what = self.next().await;
+            if !stop.is_stopped() && !requests_done.load(Ordering::SeqCst) {
+                let again = if cut.is_some() {
+                    " (again to stop waiting for connections to close)"
+                } else {
+                    ""
+                };
+                eprintln!("conntrace: {what}; finishing the report{again}");
+                stop.stop();
+            } else if let Some(cut) = &cut {
+                eprintln!("conntrace: {what}; reporting without waiting for connections to close");
+                cut.cut();
+            }
+        }
+    }
 }
 
 fn progress_bar(wanted: bool, total: u64) -> ProgressBar {

@@ -24,7 +24,7 @@ fn missing_file_is_a_one_line_error_naming_it() {
         .args(["replay", "/nonexistent/x.pcap"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err, "conntrace: /nonexistent/x.pcap: no such file\n");
 }
@@ -37,7 +37,7 @@ fn a_file_that_is_not_a_capture_is_refused_clearly() {
     std::fs::write(&path, "just text\n").unwrap();
     let out = bin().arg("replay").arg(&path).output().unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(
         err.contains("notes.txt: not a pcap or pcapng file"),
@@ -52,7 +52,7 @@ fn bad_filter_is_refused_before_reading() {
         .args(["replay", "whatever.pcap", "--", "tcp", "port", "banana"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad filter"));
 }
 
