@@ -45,7 +45,8 @@ impl Timestamp {
 
     /// Milliseconds from `earlier` to `self`.
     pub fn millis_since(self, earlier: Timestamp) -> f64 {
-        (self.0 - earlier.0) as f64 / 1000.0
+        // In i128: two timestamps at the ends of time are further apart than an i64.
+        (i128::from(self.0) - i128::from(earlier.0)) as f64 / 1000.0
     }
 }
 
@@ -212,6 +213,7 @@ mod tests {
         let t = Timestamp::from_parts(1_763_728_526, 346_441);
         assert_eq!(format!("{:.6}", t.as_secs_f64()), "1763728526.346441");
         assert_eq!(Timestamp(2_500).millis_since(Timestamp(1_000)), 1.5);
+        assert!(Timestamp(i64::MAX).millis_since(Timestamp(i64::MIN)) > 0.0);
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod common;
 mod cli;
 mod fixtures;
 mod golden;
+mod hostile;
 mod http_crosscheck;
 mod live_demo;
 mod live_nginx;
