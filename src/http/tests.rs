@@ -712,6 +712,49 @@ fn tls_client_hello_split_across_records() {
     assert_eq!(an.tls_sni(), Some("www.cloudflare.com"));
 }
 
+/// The hello's handshake message cut into TLS records of the given sizes
+/// (the last takes the rest).
+fn hello_in_records(sizes: &[usize]) -> Vec<u8> {
+    let mut body = &CLIENT_HELLO[5..];
+    let mut bytes = Vec::new();
+    for &size in sizes.iter().chain([&usize::MAX]) {
+        let (part, rest) = body.split_at(size.min(body.len()));
+        bytes.extend([0x16, 0x03, 0x01]);
+        bytes.extend((part.len() as u16).to_be_bytes());
+        bytes.extend(part);
+        body = rest;
+        if body.is_empty() {
+            break;
+        }
+    }
+    bytes
+}
+
+#[test]
+fn tls_client_hello_whose_first_record_is_shorter_than_the_handshake_header() {
+    for sizes in [&[1][..], &[2], &[3], &[1, 1, 1], &[2, 1, 5], &[3, 1]] {
+        let bytes = hello_in_records(sizes);
+        for per_segment in [bytes.len(), 1] {
+            let mut c = Conn::open();
+            for chunk in bytes.chunks(per_segment) {
+                c.client(chunk);
+            }
+            let an = c.done();
+            assert_eq!(an.tls_sni(), Some("www.cloudflare.com"), "{sizes:?}");
+            assert_eq!(an.alpn(), ["h2", "http/1.1"], "{sizes:?}");
+            assert_eq!(an.signals().framing_errors, 0, "{sizes:?}");
+        }
+    }
+}
+
+#[test]
+fn tls_client_hello_in_one_byte_records_is_read() {
+    let sizes = vec![1; CLIENT_HELLO.len()];
+    let mut c = Conn::open();
+    c.client(&hello_in_records(&sizes));
+    assert_eq!(c.done().tls_sni(), Some("www.cloudflare.com"));
+}
+
 #[test]
 fn non_http_protocol_stays_unknown() {
     let mut c = Conn::open();
