@@ -14,7 +14,7 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use flate2::read::MultiGzDecoder;
@@ -186,6 +186,8 @@ pub struct CaptureReader {
     link_types: Vec<LinkType>,
     /// Bytes of the file itself consumed so far (compressed bytes for gzip).
     file_position: Arc<AtomicU64>,
+    /// Set when a gzip stream ended before its trailer.
+    gzip_truncated: Arc<AtomicBool>,
     /// Lending (see [`CaptureReader::lend_buffers`]): whether it is on, the
     /// buffers to move to, whether a frame was returned from `buf` since the
     /// reader moved to it, the buffer it last moved off, and where in `buf`
@@ -211,6 +213,35 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
+/// A gzip stream that ends before its trailer (a `.pcap.gz` cut short, as
+/// a capture still being written or a download stopped) ends the input there
+/// instead of failing it: tshark reads the frames before the cut, and so does
+/// the same file unzipped.
+struct GzipToEnd<R> {
+    inner: R,
+    truncated: Arc<AtomicBool>,
+}
+
+impl<R: Read> Read for GzipToEnd<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.truncated.load(Ordering::Relaxed) {
+            return Ok(0);
+        }
+        match self.inner.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                self.truncated.store(true, Ordering::Relaxed);
+                Ok(0)
+            }
+            other => other,
+        }
+    }
+}
+
+/// `-` names standard input.
+pub fn is_stdin(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
 impl fmt::Debug for CaptureReader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CaptureReader")
@@ -221,28 +252,46 @@ impl fmt::Debug for CaptureReader {
 }
 
 impl CaptureReader {
-    /// Open a capture file; gzip-compressed files are recognised by their magic.
+    /// Open a capture file, or standard input for `-` (as tcpdump and tshark
+    /// read `-r -`); gzip-compressed input is recognised by its magic.
     pub fn open(path: &Path) -> Result<CaptureReader, ReadError> {
         let open_err = |source| ReadError::Open {
             path: path.to_path_buf(),
             source,
         };
         let file_position = Arc::new(AtomicU64::new(0));
+        let raw: Box<dyn Read + Send> = if is_stdin(path) {
+            Box::new(io::stdin())
+        } else {
+            Box::new(File::open(path).map_err(open_err)?)
+        };
         let mut file = Counting {
-            inner: File::open(path).map_err(open_err)?,
+            inner: raw,
             count: Arc::clone(&file_position),
         };
         let mut magic = [0u8; 2];
         let got = read_full(&mut file, &mut magic).map_err(open_err)?;
         let file = io::Cursor::new(magic[..got].to_vec()).chain(file);
+        let truncated = Arc::new(AtomicBool::new(false));
         let input: Box<dyn Read + Send> = if magic[..got] == [0x1f, 0x8b] {
-            Box::new(MultiGzDecoder::new(file))
+            Box::new(GzipToEnd {
+                inner: MultiGzDecoder::new(file),
+                truncated: Arc::clone(&truncated),
+            })
         } else {
             Box::new(file)
         };
         let mut reader = CaptureReader::from_reader(path, input)?;
         reader.file_position = file_position;
+        reader.gzip_truncated = truncated;
         Ok(reader)
+    }
+
+    /// The input was gzip-compressed and its compressed stream ended before
+    /// the gzip trailer: what was decompressed before is read, and the
+    /// capture ends there as a file cut short does.
+    pub fn gzip_truncated(&self) -> bool {
+        self.gzip_truncated.load(Ordering::Relaxed)
     }
 
     /// Bytes of the file read so far (of the compressed file, for gzip).
@@ -268,6 +317,7 @@ impl CaptureReader {
             base: 0,
             link_types: Vec::new(),
             file_position: Arc::new(AtomicU64::new(0)),
+            gzip_truncated: Arc::new(AtomicBool::new(false)),
             lending: false,
             spare: Vec::new(),
             lent: false,
@@ -1221,5 +1271,33 @@ mod tests {
         let got = frames(CaptureReader::open(&path).unwrap());
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(got, [(LinkType::RAW, 1_000_002, 2, b"ip".to_vec())]);
+    }
+
+    #[test]
+    fn truncated_gzip_reads_the_frames_before_the_cut() {
+        let records: Vec<(u32, u32, &[u8], u32)> = (0..200)
+            .map(|i| (i, 0, &b"some frame bytes"[..], 16))
+            .collect();
+        let plain = pcap_file(0xa1b2_c3d4, false, 101, &records);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
+        gz.write_all(&plain).unwrap();
+        let whole = gz.finish().unwrap();
+        let dir = std::env::temp_dir().join(format!("conntrace-gzcut-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.pcap.gz");
+        // Cut in the middle of the deflate data: the trailer is gone.
+        std::fs::write(&path, &whole[..whole.len() / 2]).unwrap();
+        let mut r = CaptureReader::open(&path).unwrap();
+        let mut frames = 0;
+        let end = loop {
+            match r.next_record().expect("a cut is not an error") {
+                Some(Record::Frame(..)) => frames += 1,
+                other => break other.is_some(),
+            }
+        };
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(r.gzip_truncated());
+        assert!(end, "cut in the middle of a record");
+        assert!((50..150).contains(&frames), "{frames}");
     }
 }

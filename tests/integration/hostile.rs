@@ -69,3 +69,34 @@ fn pcapng_timestamps_beyond_any_date_replay_in_a_debug_build() {
     let report = capture::report_of(&capture::replay_json(&[OsStr::new(f.path())]));
     assert_eq!(report["summary"]["connections"], 1);
 }
+
+#[test]
+fn truncated_gzip_gives_partial_report() {
+    use std::io::Write;
+    let plain = capture::pcap(&capture::http_connections(40000, 40));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&plain).unwrap();
+    let whole = gz.finish().unwrap();
+    let cut = TempFile::new("cut.pcap.gz", &whole[..whole.len() * 2 / 3]);
+    let out = capture::replay_json(&[cut.path().as_os_str()]);
+    let report = capture::report_of(&out);
+    let connections = report["summary"]["connections"].as_u64().unwrap();
+    assert!((5..40).contains(&connections), "{connections} connections");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("cut.pcap.gz") && stderr.contains("gzip stream is truncated"),
+        "{stderr}"
+    );
+    // The frames it read are those the same bytes unzipped hold.
+    let mut decoder = flate2::read::MultiGzDecoder::new(&whole[..whole.len() * 2 / 3]);
+    let mut unzipped = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut decoder, &mut unzipped);
+    let unzipped = TempFile::new("cut-unzipped.pcap", &unzipped);
+    let plain_report = capture::report_of(&capture::replay_json(&[unzipped.path().as_os_str()]));
+    assert_eq!(report["summary"], plain_report["summary"]);
+    assert_eq!(
+        report["source"]["packets"],
+        plain_report["source"]["packets"]
+    );
+}

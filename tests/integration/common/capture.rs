@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 pub const SYN: u8 = 0x02;
 pub const ACK: u8 = 0x10;
 pub const SYN_ACK: u8 = 0x12;
+pub const PSH_ACK: u8 = 0x18;
 
 /// An IPv4 packet (no options) carrying a TCP segment (no options).
 pub fn ipv4_tcp(
@@ -34,6 +35,48 @@ pub fn ipv4_tcp(
     p.extend_from_slice(&[0, 0, 0, 0]);
     p.extend_from_slice(payload);
     p
+}
+
+/// A classic little-endian microsecond pcap of raw IP frames:
+/// `(microseconds since the epoch, frame)`.
+pub fn pcap(frames: &[(u64, Vec<u8>)]) -> Vec<u8> {
+    let mut f = Vec::new();
+    for v in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 65535, 101] {
+        f.extend_from_slice(&v.to_le_bytes());
+    }
+    for (ts, data) in frames {
+        let len = data.len() as u32;
+        for v in [(ts / 1_000_000) as u32, (ts % 1_000_000) as u32, len, len] {
+            f.extend_from_slice(&v.to_le_bytes());
+        }
+        f.extend_from_slice(data);
+    }
+    f
+}
+
+/// `conns` HTTP/1.1 connections from 10.0.0.1 (ports `first_port` on) to
+/// 10.0.0.2:80, one request each, a millisecond apart, without a close.
+pub fn http_connections(first_port: u16, conns: u16) -> Vec<(u64, Vec<u8>)> {
+    let request: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let response: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    let (q, r) = (request.len() as u32, response.len() as u32);
+    let server = ([10, 0, 0, 2], 80);
+    let mut frames = Vec::new();
+    let mut ts = 1_700_000_000_000_000;
+    for n in 0..conns {
+        let client = ([10, 0, 0, 1], first_port + n);
+        for frame in [
+            ipv4_tcp(client, server, 100, 0, SYN, &[]),
+            ipv4_tcp(server, client, 500, 101, SYN_ACK, &[]),
+            ipv4_tcp(client, server, 101, 501, PSH_ACK, request),
+            ipv4_tcp(server, client, 501, 101 + q, PSH_ACK, response),
+            ipv4_tcp(client, server, 101 + q, 501 + r, ACK, &[]),
+        ] {
+            ts += 1000;
+            frames.push((ts, frame));
+        }
+    }
+    frames
 }
 
 /// One little-endian pcapng block, its body padded to 32 bits.
