@@ -96,6 +96,8 @@ pub struct Pipeline {
     summary: Summary,
     source: SourceInfo,
     link_types: Vec<LinkType>,
+    /// The same as a set: a pcapng file may declare thousands.
+    link_type_set: std::collections::HashSet<LinkType>,
     /// Reason → (count, first frame number).
     anomalies: BTreeMap<String, (u64, u64)>,
     /// The first error a streaming sink returned; later rows are dropped.
@@ -134,6 +136,7 @@ impl Pipeline {
             summary: Summary::default(),
             source: SourceInfo::default(),
             link_types: Vec::new(),
+            link_type_set: Default::default(),
             anomalies: BTreeMap::new(),
             sink_error: None,
         }
@@ -149,7 +152,7 @@ impl Pipeline {
     /// wherever its payload was copied to).
     pub fn push_decoded(&mut self, link: LinkType, decoded: &Decoded, data: &[u8]) {
         self.source.packets += 1;
-        if !self.link_types.contains(&link) {
+        if self.link_types.last() != Some(&link) && self.link_type_set.insert(link) {
             self.link_types.push(link);
         }
         match decoded {

@@ -35,6 +35,12 @@ impl Timestamp {
         )
     }
 
+    /// `secs` seconds later (earlier when negative), saturating at either
+    /// end of time.
+    pub fn after_secs(self, secs: i64) -> Timestamp {
+        Timestamp(self.0.saturating_add(secs.saturating_mul(1_000_000)))
+    }
+
     /// `d` earlier, saturating at the start of time.
     pub fn before(self, d: std::time::Duration) -> Timestamp {
         Timestamp(
