@@ -212,6 +212,8 @@ enum Flow {
 struct Tail {
     buf: Vec<u8>,
     marks: Vec<(usize, Timestamp)>,
+    /// `buf` holds a line feed (kept as bytes come, so asking costs nothing).
+    newline: bool,
 }
 
 impl Tail {
@@ -219,6 +221,7 @@ impl Tail {
         if self.marks.last().map(|m| m.1) != Some(ts) {
             self.marks.push((self.buf.len(), ts));
         }
+        self.newline = self.newline || data.contains(&b'\n');
         self.buf.extend_from_slice(data);
     }
 
@@ -244,6 +247,8 @@ impl Tail {
             return;
         }
         self.buf.drain(..n);
+        // What a parse just read past costs as much again to look at.
+        self.newline = self.newline && self.buf.contains(&b'\n');
         let keep = self.marks.partition_point(|m| m.0 <= n).saturating_sub(1);
         self.marks.drain(..keep);
         for mark in &mut self.marks {
@@ -254,6 +259,7 @@ impl Tail {
     fn clear(&mut self) {
         self.buf.clear();
         self.marks.clear();
+        self.newline = false;
     }
 }
 
@@ -293,6 +299,16 @@ pub struct ConnectionAnalyzer {
     /// When the header block being read on each side began.
     h2_block_ts: [Option<Timestamp>; 2],
     finished: bool,
+    /// Bytes handed to the parsers, counting every re-reading of held ones.
+    scanned: u64,
+}
+
+/// Empty lines (CR and LF bytes) at the start of `buf`: RFC 9112 §2.2 has
+/// them ignored before a request line; a response's are skipped alike.
+fn leading_blank(buf: &[u8]) -> usize {
+    buf.iter()
+        .take_while(|b| matches!(b, b'\r' | b'\n'))
+        .count()
 }
 
 fn side_of(dir: Direction) -> usize {
@@ -387,6 +403,14 @@ impl ConnectionAnalyzer {
         &self.signals
     }
 
+    /// Bytes the parsers have read, each time they read them: a measure of
+    /// the work done, linear in the bytes of the connection whatever the
+    /// segments' sizes (held bytes are re-read only when new ones can
+    /// complete what they began).
+    pub fn scanned_bytes(&self) -> u64 {
+        self.scanned
+    }
+
     /// Move the requests out, leaving none: for a caller done with the
     /// analyser after [`ConnectionAnalyzer::finish`] (no copy of every string).
     pub fn take_exchanges(&mut self) -> Vec<HttpExchange> {
@@ -423,7 +447,7 @@ impl ConnectionAnalyzer {
                 tail.push(&data[n..], ts);
             }
         } else {
-            let can_progress = self.can_progress(i, &tail.buf, data);
+            let can_progress = self.can_progress(i, &tail, data);
             tail.push(data, ts);
             if can_progress {
                 let n = self.parse(i, &tail.buf, &|p| tail.ts_at(p));
@@ -443,7 +467,8 @@ impl ConnectionAnalyzer {
     /// of direction `i` go on? A head needs its blank line, a chunk size or a
     /// start line its line end; without them re-parsing the held bytes would
     /// only cost time (quadratic in a head sent a byte per segment).
-    fn can_progress(&self, i: usize, held: &[u8], data: &[u8]) -> bool {
+    fn can_progress(&self, i: usize, tail: &Tail, data: &[u8]) -> bool {
+        let held = tail.buf.as_slice();
         // The bytes around the seam, for a pattern split between the two.
         let seam: Vec<u8> = held[held.len().saturating_sub(2)..]
             .iter()
@@ -456,19 +481,31 @@ impl ConnectionAnalyzer {
         };
         let newline = data.contains(&b'\n');
         let blank_line = || has(b"\n\n") || has(b"\n\r\n");
+        // The held bytes reach a limit with these: the parser decides once.
+        let reaches = |limit: usize| held.len() < limit && held.len() + data.len() >= limit;
         match &self.sides[i].mode {
             // The first line decides (a start line, an HTTP/0.9 request, the
-            // h2 preface); after it only the blank line can.
+            // h2 preface); after it only the blank line can, or the head
+            // growing past its limit.
             Mode::H1(H1State::Head) => {
-                (newline && !held.contains(&b'\n'))
+                (newline && !tail.newline)
                     || blank_line()
                     || held.len() < h2::PREFACE.len()
+                    || reaches(h1::MAX_HEAD_BYTES)
             }
             Mode::H1(H1State::Chunked(ChunkState::Trailers)) => blank_line(),
             Mode::H1(H1State::Chunked(ChunkState::Size) | H1State::Resync { .. }) => newline,
             Mode::H1(H1State::AwaitResponse) => false,
+            // A line end, or a control byte a request line cannot hold (tab
+            // and CR can: they do not decide), or the limits.
             Mode::Detect if i == CLIENT => {
-                held.len() < 64 || newline || data.iter().any(|b| b.is_ascii_control())
+                held.len() < 64
+                    || newline
+                    || data
+                        .iter()
+                        .any(|&b| b.is_ascii_control() && b != b'\r' && b != b'\t')
+                    || reaches(h1::MAX_HEAD_BYTES)
+                    || reaches(MAX_UNDECIDED_BYTES)
             }
             _ => true,
         }
@@ -503,6 +540,7 @@ impl ConnectionAnalyzer {
 
     /// Run a direction's parser over `data`; returns the bytes consumed.
     fn parse(&mut self, i: usize, data: &[u8], at: &dyn Fn(usize) -> Timestamp) -> usize {
+        self.scanned += data.len() as u64;
         let mut mode = std::mem::take(&mut self.sides[i].mode);
         let mut pos = 0;
         let mut idle = 0;
@@ -566,12 +604,13 @@ impl ConnectionAnalyzer {
             }
             Some(false) => {}
         }
-        // RFC 9112 §2.2: empty lines before a request line are ignored.
-        let blank = rest
-            .iter()
-            .take_while(|b| matches!(b, b'\r' | b'\n'))
-            .count();
-        let text = &rest[blank..];
+        // RFC 9112 §2.2: empty lines before a request line are ignored;
+        // consumed, so that they are not read again with the next bytes.
+        let blank = leading_blank(rest);
+        if blank > 0 {
+            return Flow::Consumed(blank);
+        }
+        let text = rest;
         match text.iter().position(|&b| b == b'\n') {
             Some(end)
                 if h1::is_request_line(text[..end].trim_ascii_end())
@@ -662,6 +701,10 @@ impl ConnectionAnalyzer {
                         self.sides[SERVER].mode = Mode::H2(Box::new(h2::FrameReader::at_frame()));
                     }
                     return Flow::Switch(0, Mode::H2(Box::new(h2::FrameReader::client())));
+                }
+                let blank = leading_blank(rest);
+                if blank > 0 {
+                    return Flow::Consumed(blank);
                 }
                 match h1::parse_request(rest) {
                     HeadParse::Partial if rest.len() < h1::MAX_HEAD_BYTES => Flow::NeedMore,
@@ -782,6 +825,10 @@ impl ConnectionAnalyzer {
     fn response_step(&mut self, state: &mut H1State, rest: &[u8], ts: Timestamp) -> Flow {
         if *state != H1State::Head {
             return self.body_step(state, rest, false);
+        }
+        let blank = leading_blank(rest);
+        if blank > 0 {
+            return Flow::Consumed(blank);
         }
         match h1::parse_response(rest) {
             HeadParse::Partial if rest.len() < h1::MAX_HEAD_BYTES => Flow::NeedMore,

@@ -755,6 +755,65 @@ fn tls_client_hello_in_one_byte_records_is_read() {
     assert_eq!(c.done().tls_sni(), Some("www.cloudflare.com"));
 }
 
+/// Bytes the analyser scanned for a client stream of `before`, then `n`
+/// bytes of `filler` one per segment, then `after`, the server answering
+/// each request; and the requests it found.
+fn scanned_one_byte_at_a_time(
+    before: &[u8],
+    filler: &[u8],
+    n: usize,
+    after: &[u8],
+) -> (u64, usize) {
+    let mut c = Conn::open();
+    if !before.is_empty() {
+        c.client(before);
+        c.server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    }
+    for k in 0..n {
+        c.client(&filler[k % filler.len()..][..1]);
+    }
+    c.client(after);
+    c.server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    let an = c.done();
+    (an.scanned_bytes(), an.exchanges().len())
+}
+
+#[test]
+fn whitespace_a_byte_per_segment_is_scanned_linearly() {
+    let request: &[u8] = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n";
+    type Case<'a> = (&'a [u8], &'a [u8], &'a [u8], usize);
+    let cases: [Case<'_>; 6] = [
+        // Before any request: while the protocol is still being detected.
+        (b"", b"\t", b"\n", 0),
+        (b"", b"\r", request, 1),
+        (b"", b"\r\n", request, 1),
+        // Between requests, and inside a head's header lines.
+        (request, b"\r\n", request, 2),
+        (request, b"\r", request, 2),
+        (b"", b"\n\t", b"\r\n\r\n", 0),
+    ];
+    for (before, filler, after, requests) in cases {
+        let n = 20_000;
+        let (once, found) = scanned_one_byte_at_a_time(before, filler, n, after);
+        let (twice, _) = scanned_one_byte_at_a_time(before, filler, 2 * n, after);
+        let what = format!(
+            "{:?} then {:?}",
+            String::from_utf8_lossy(before),
+            String::from_utf8_lossy(filler)
+        );
+        if filler != b"\n\t" {
+            assert_eq!(found, requests, "{what}");
+        }
+        // Linear: a few readings of each byte, and twice the bytes cost
+        // about twice the work (a rescan per byte would be n²/2).
+        assert!(
+            once <= 8 * n as u64 + 1000,
+            "{what}: {once} bytes scanned for {n}"
+        );
+        assert!(twice <= 2 * once + 1000, "{what}: {once} then {twice}");
+    }
+}
+
 #[test]
 fn non_http_protocol_stays_unknown() {
     let mut c = Conn::open();
