@@ -156,6 +156,16 @@ pub struct HttpSignals {
     pub framing_errors: u32,
     /// Messages still incomplete when the connection or capture ended.
     pub incomplete_messages: u32,
+    /// Heads longer than the analyser reads (`h1::MAX_HEAD_BYTES`): a
+    /// request is still listed (and a response still answers its request)
+    /// with what its start line says, and parsing resumes at the next start
+    /// line. Absent when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub oversized_heads: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Most bytes held unparsed per direction (a head, a frame, a hello, or
@@ -708,6 +718,7 @@ impl ConnectionAnalyzer {
                 }
                 match h1::parse_request(rest) {
                     HeadParse::Partial if rest.len() < h1::MAX_HEAD_BYTES => Flow::NeedMore,
+                    HeadParse::Partial => self.oversized_request(state, rest, ts),
                     HeadParse::Complete(head, len) => {
                         *state = self.request_head(head, ts);
                         Flow::Consumed(len)
@@ -729,6 +740,64 @@ impl ConnectionAnalyzer {
             H1State::AwaitResponse => Flow::Wait,
             _ => self.body_step(state, rest, true),
         }
+    }
+
+    /// A request head that does not end within [`h1::MAX_HEAD_BYTES`]: a
+    /// request with what its start line (and any `Host` field before the
+    /// limit) says, if the line reads as one; then on at the next start
+    /// line, as its body's length is not known.
+    fn oversized_request(&mut self, state: &mut H1State, rest: &[u8], ts: Timestamp) -> Flow {
+        let line_end = rest.iter().position(|&b| b == b'\n');
+        let line = &rest[..line_end.unwrap_or(rest.len()).min(h1::MAX_LINE_KEPT)];
+        let Some((method, target, _)) = h1::lenient_request_line(line) else {
+            return self.framing_error(state);
+        };
+        self.signals.oversized_heads += 1;
+        let head = h1::RequestHead {
+            method: method.to_owned(),
+            target: target.to_owned(),
+            minor_version: 1,
+            host: h1::host_field(&rest[line_end.map_or(rest.len(), |e| e + 1)..]),
+            tag: None,
+            connection: h1::ConnectionOptions::default(),
+            upgrade: None,
+            framing: h1::Framing::None,
+        };
+        self.request_head(head, ts);
+        self.signals.resyncs += 1;
+        *state = H1State::Resync { line_start: false };
+        Flow::Consumed(line_end.map_or(line.len(), |e| e + 1))
+    }
+
+    /// A response head that does not end within [`h1::MAX_HEAD_BYTES`]: it
+    /// answers the next request with its status, if its start line reads as
+    /// a status line; then on at the next status line.
+    fn oversized_response(&mut self, state: &mut H1State, rest: &[u8], ts: Timestamp) -> Flow {
+        let line_end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+        let line = rest[..line_end]
+            .strip_suffix(b"\r")
+            .unwrap_or(&rest[..line_end]);
+        if !h1::is_status_line(line) {
+            return self.framing_error(state);
+        }
+        self.signals.oversized_heads += 1;
+        let status = line[9..12]
+            .iter()
+            .fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+        if !(100..200).contains(&status) {
+            let idx = self.next_answer;
+            self.next_answer = (idx + 1).min(self.exchanges.len());
+            match self.exchanges.get_mut(idx) {
+                Some(exchange) => {
+                    exchange.status.get_or_insert(status);
+                    exchange.answered.get_or_insert(ts);
+                }
+                None => self.signals.unmatched_responses += 1,
+            }
+        }
+        self.signals.resyncs += 1;
+        *state = H1State::Resync { line_start: false };
+        Flow::Consumed((line_end + 1).min(rest.len()))
     }
 
     fn framing_error(&mut self, state: &mut H1State) -> Flow {
@@ -832,6 +901,7 @@ impl ConnectionAnalyzer {
         }
         match h1::parse_response(rest) {
             HeadParse::Partial if rest.len() < h1::MAX_HEAD_BYTES => Flow::NeedMore,
+            HeadParse::Partial => self.oversized_response(state, rest, ts),
             HeadParse::Complete(head, len) => self.response_head(state, head, len, ts),
             _ if self.http09.contains(&self.next_answer) => {
                 // RFC 1945 §4.1: a simple request gets a bare body, ended by

@@ -814,6 +814,75 @@ fn whitespace_a_byte_per_segment_is_scanned_linearly() {
     }
 }
 
+/// A request head of about `kib` KiB: its line, a Host field, then
+/// 1000-byte header lines, and its blank line.
+fn big_request_head(target: &str, kib: usize) -> Vec<u8> {
+    let mut head = format!("GET {target} HTTP/1.1\r\nHost: big.example\r\n").into_bytes();
+    let mut n = 0;
+    while head.len() < kib * 1024 {
+        let line = format!("X-Pad-{n}: {}\r\n", "a".repeat(990));
+        head.extend_from_slice(line.as_bytes());
+        n += 1;
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+#[test]
+fn requests_after_an_oversized_head_are_still_found() {
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    for kib in [300, 600] {
+        for segment in [1400, 64 * 1024] {
+            let mut c = Conn::open();
+            for chunk in big_request_head("/big", kib).chunks(segment) {
+                c.client(chunk);
+            }
+            c.server(b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\n\r\n");
+            c.client(b"GET /after HTTP/1.1\r\nHost: a\r\n\r\n");
+            c.server(OK);
+            c.client(b"GET /last HTTP/1.1\r\nHost: a\r\n\r\n");
+            c.server(OK);
+            let an = c.done();
+            let what = format!("{kib} KiB in segments of {segment}");
+            assert_eq!(
+                targets(&an),
+                vec![
+                    t("GET", "/big", Some(431)),
+                    t("GET", "/after", Some(200)),
+                    t("GET", "/last", Some(200)),
+                ],
+                "{what}"
+            );
+            assert_eq!(
+                an.exchanges()[0].host.as_deref(),
+                Some("big.example"),
+                "{what}"
+            );
+            assert_eq!(an.signals().oversized_heads, 1, "{what}");
+            assert_eq!(an.signals().unmatched_responses, 0, "{what}");
+        }
+    }
+}
+
+#[test]
+fn an_oversized_response_head_still_answers_its_request() {
+    let mut c = Conn::open();
+    c.client(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n");
+    let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
+    head.extend(big_request_head("/", 300).split_at(30).1);
+    for chunk in head.chunks(1400) {
+        c.server(chunk);
+    }
+    c.client(b"GET /b HTTP/1.1\r\nHost: a\r\n\r\n");
+    c.server(b"HTTP/1.1 204 No Content\r\n\r\n");
+    let an = c.done();
+    assert_eq!(
+        targets(&an),
+        vec![t("GET", "/a", Some(200)), t("GET", "/b", Some(204))]
+    );
+    assert_eq!(an.signals().oversized_heads, 1);
+}
+
 #[test]
 fn non_http_protocol_stays_unknown() {
     let mut c = Conn::open();

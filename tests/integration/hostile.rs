@@ -5,7 +5,7 @@
 
 use std::ffi::OsStr;
 
-use crate::common::capture::{self, ipv4_tcp, TempFile, ACK, SYN, SYN_ACK};
+use crate::common::capture::{self, ipv4_tcp, TempFile, ACK, PSH_ACK, SYN, SYN_ACK};
 
 const CLIENT: ([u8; 4], u16) = ([10, 0, 0, 1], 40000);
 const SERVER: ([u8; 4], u16) = ([10, 0, 0, 2], 80);
@@ -99,4 +99,45 @@ fn truncated_gzip_gives_partial_report() {
         report["source"]["packets"],
         plain_report["source"]["packets"]
     );
+}
+
+#[test]
+fn requests_after_a_head_over_512_kib_are_found() {
+    let mut big = b"GET /big HTTP/1.1\r\nHost: a\r\n".to_vec();
+    while big.len() < 600 * 1024 {
+        big.extend_from_slice(format!("X-Pad: {}\r\n", "a".repeat(1000)).as_bytes());
+    }
+    big.extend_from_slice(b"\r\n");
+    let client: Vec<&[u8]> = big
+        .chunks(1400)
+        .chain([&b"GET /after HTTP/1.1\r\nHost: a\r\n\r\n"[..]])
+        .collect();
+    let response: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    let mut frames: Vec<Vec<u8>> = handshake().into();
+    let (mut seq, mut ack) = (101u32, 501u32);
+    for (k, chunk) in client.iter().enumerate() {
+        frames.push(ipv4_tcp(CLIENT, SERVER, seq, ack, PSH_ACK, chunk));
+        seq += chunk.len() as u32;
+        if k == client.len() - 2 || k == client.len() - 1 {
+            frames.push(ipv4_tcp(SERVER, CLIENT, ack, seq, PSH_ACK, response));
+            ack += response.len() as u32;
+        }
+    }
+    let frames: Vec<(u64, Vec<u8>)> = frames
+        .into_iter()
+        .enumerate()
+        .map(|(k, f)| (1_700_000_000_000_000 + 100 * k as u64, f))
+        .collect();
+    let f = TempFile::new("big-head.pcap", &capture::pcap(&frames));
+    let report = capture::report_of(&capture::replay_json(&[f.path().as_os_str()]));
+    let targets: Vec<&str> = report["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(targets, ["/big", "/after"]);
+    let http = &report["connections"][0]["http"];
+    assert_eq!(http["unmatched_responses"], 0);
+    assert_eq!(http["oversized_heads"], 1);
 }
