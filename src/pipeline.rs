@@ -204,6 +204,22 @@ impl Pipeline {
                 connections,
                 requests: kept,
             } => {
+                // A document of every row cannot be streamed: when memory
+                // for one more runs out, say so (at the end of the input)
+                // rather than abort, and keep only the tallies from here.
+                if connections.try_reserve(1).is_err() || kept.try_reserve(requests.len()).is_err()
+                {
+                    self.sink_error = Some(io::Error::new(
+                        io::ErrorKind::OutOfMemory,
+                        format!(
+                            "out of memory holding the rows of {} connections and {} requests for the report; --format summary or jsonl hold no rows",
+                            connections.len(),
+                            kept.len()
+                        ),
+                    ));
+                    self.rows = Rows::Count;
+                    return;
+                }
                 connections.push(record);
                 kept.extend(requests);
             }
