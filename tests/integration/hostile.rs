@@ -1,7 +1,9 @@
-//! Captures a hostile tester would write: cut-short options, impossible
-//! timestamps, floods of tiny segments. Each run must end in a report or one
-//! clear line naming the file, never a panic, and work that grows with the
-//! input must grow linearly (asserted on counters, never on the clock).
+//! Captures a hostile tester would write, replayed by the built binary:
+//! cut-short options, impossible timestamps, a gzip stream cut short, a
+//! request head larger than any parser reads. Each run must end in a report
+//! or one clear line naming the file, never a panic. (The floods of tiny
+//! segments and connections are tested next to the code, on work counters:
+//! reassembly, http and diagnose.)
 
 use std::ffi::OsStr;
 
