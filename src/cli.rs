@@ -19,6 +19,7 @@ use crate::pipeline::{
     check_filter, replay_into, Pipeline, PipelineOptions, ReaderKind, ReplayOptions,
 };
 use crate::render::{write_report, Format, RenderOptions, RequestRows};
+use crate::source::is_stdin;
 
 use crate::report::Report;
 
@@ -67,6 +68,8 @@ const REPLAY_EXAMPLES: &str = "\
 Examples:
   conntrace replay capture.pcap
   conntrace replay a.pcap b.pcapng.gz --format json -o report.json
+  conntrace replay -r capture.pcap                        (as tcpdump and tshark take it)
+  tcpdump -i eth0 -w - | conntrace replay -                (standard input, also gzip)
   conntrace replay capture.pcap -- tcp port 8080          (tcpdump-style filter)
   conntrace replay capture.pcap --format markdown | pbcopy   (paste into a bug report)
   conntrace replay huge.pcap -f jsonl | jq -c 'select(.type == \"request\")'   (rows as they finish)
@@ -91,9 +94,14 @@ pub struct OutputArgs {
 
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
-    /// Capture files, read in order as one capture.
-    #[arg(required = true, value_name = "FILE")]
+    /// Capture files, read in order as one capture; `-` reads standard input
+    /// (`tcpdump -w - | conntrace replay -`).
+    #[arg(value_name = "FILE", required_unless_present = "read")]
     pub files: Vec<PathBuf>,
+    /// A capture file to read, as tcpdump and tshark take it (`-r -` for
+    /// standard input); may be repeated. Read before the FILEs.
+    #[arg(short = 'r', long = "read", value_name = "FILE")]
+    pub read: Vec<PathBuf>,
     /// Only frames matching this BPF filter (tcpdump syntax); the same as
     /// giving the expression after `--`.
     #[arg(long, value_name = "EXPR", conflicts_with = "filter_words")]
@@ -172,8 +180,12 @@ fn replay(args: ReplayArgs) -> Result<()> {
     if let Some(f) = &filter {
         check_filter(f).map_err(|e| Refused::bad_input(format!("bad filter {f:?}: {e}")))?;
     }
-    for f in &args.files {
-        if !f.exists() {
+    let files: Vec<PathBuf> = args.read.iter().chain(&args.files).cloned().collect();
+    if files.iter().filter(|f| is_stdin(f)).count() > 1 {
+        return Err(Refused::bad_input("-: standard input can be read only once").into());
+    }
+    for f in &files {
+        if !is_stdin(f) && !f.exists() {
             return Err(Refused::bad_input(format!("{}: no such file", f.display())).into());
         }
     }
@@ -192,16 +204,16 @@ fn replay(args: ReplayArgs) -> Result<()> {
             // Rows go out as connections finish; the summary line ends them.
             let out = open_output(&args.output.output)?;
             let pipeline = Pipeline::streaming(&options.pipeline, Box::new(JsonlSink::new(out)));
-            replay_into(&args.files, &options, pipeline)?;
+            replay_into(&files, &options, pipeline)?;
         }
         Format::Summary => {
             let pipeline = Pipeline::counting(&options.pipeline);
-            let report = replay_into(&args.files, &options, pipeline)?;
+            let report = replay_into(&files, &options, pipeline)?;
             emit(&report, &args.output)?;
         }
         _ => {
             let pipeline = Pipeline::new(&options.pipeline);
-            let report = replay_into(&args.files, &options, pipeline)?;
+            let report = replay_into(&files, &options, pipeline)?;
             emit(&report, &args.output)?;
             // The process ends next: freeing every record of a large report
             // one by one would only cost time.

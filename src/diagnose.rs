@@ -29,6 +29,15 @@ use crate::wire::Timestamp;
 /// is found when its last segment arrives, a little after its first byte).
 const HOLD: Duration = Duration::from_secs(1);
 
+/// Most open connections a verdict looks at, most recently opened first. A
+/// client that holds more open to one server at once (a flood, a leak) is
+/// judged on these: an idle one among them is named, else they were busy.
+pub const MAX_EXAMINED: usize = 64;
+
+/// Most groups (client host, server) kept with nothing open, only for their
+/// last close, which explains their next connection; the oldest goes first.
+pub const MAX_IDLE_GROUPS: usize = 65_536;
+
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Connections of one client host to one server are judged together.
@@ -118,6 +127,12 @@ pub struct ReuseJudge {
     /// but a reset of the group's last close.
     gone: FastMap<u64, GroupKey>,
     released: VecDeque<Box<Finished>>,
+    /// Groups with nothing open left, kept for their last close, in the
+    /// order they became so (a group may be listed again; the entry is
+    /// checked when it comes out).
+    idle_groups: VecDeque<GroupKey>,
+    /// Connections looked at to give verdicts: bounded per verdict.
+    examined: u64,
 }
 
 impl ReuseJudge {
@@ -259,8 +274,26 @@ impl ReuseJudge {
             let group = view.group;
             self.end_member(group, member, at);
         }
-        // The sweep may have passed its end already and forgotten it.
+        // Finalised before the end of the input, it ended seconds ago (the
+        // close grace, the idle timeout): no verdict still to come is about
+        // a time before its end unless one is pending now. With none, the
+        // group's sweep moves past it, so it is forgotten with its group's
+        // other finished members instead of waiting for a next verdict that
+        // may never come. (The sweep may have passed its end already and
+        // forgotten it.)
+        if let Some(view) = self.views.get(&stream) {
+            let group_key = view.group;
+            let ended = view
+                .closed
+                .as_ref()
+                .map_or(finished.record.last_seen, |c| c.at);
+            let idle_group = self.groups.get(&group_key).is_some_and(|g| g.pending == 0);
+            if finished.end != EndReason::EndOfInput && view.pending.is_none() && idle_group {
+                self.sweep(group_key, ended);
+            }
+        }
         let Some(view) = self.views.get_mut(&stream) else {
+            // Swept past and forgotten.
             if let Some(verdict) = self.given.remove(&stream) {
                 attach(&mut finished, verdict);
             }
@@ -303,6 +336,22 @@ impl ReuseJudge {
                 self.released.push_back(f);
             }
         }
+    }
+
+    /// Open connections looked at by the verdicts so far: at most
+    /// [`MAX_EXAMINED`] a verdict, so linear in the requests.
+    pub fn examined(&self) -> u64 {
+        self.examined
+    }
+
+    /// Groups (client host, server) held now, open or kept for a last close.
+    pub fn groups(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Connections the judge holds a view of now.
+    pub fn views(&self) -> usize {
+        self.views.len()
     }
 
     /// The next finalised connection whose verdict is in, with `why_new` set.
@@ -364,11 +413,20 @@ impl ReuseJudge {
         if !view.finished {
             self.gone.insert(stream, view.group);
         }
-        if let Some(g) = self.groups.get(&view.group) {
-            if g.waiting.is_empty() && g.open.is_empty() && g.pending == 0 && g.ending.is_empty() {
-                // Its last close still explains the next connection.
-                if g.last_closed.is_none() {
-                    self.groups.remove(&view.group);
+        if self.groups.get(&view.group).is_some_and(Group::is_idle) {
+            // Its last close still explains the next connection: kept, up
+            // to MAX_IDLE_GROUPS such groups.
+            if self.groups[&view.group].last_closed.is_none() {
+                self.groups.remove(&view.group);
+            } else {
+                self.idle_groups.push_back(view.group);
+                while self.idle_groups.len() > MAX_IDLE_GROUPS {
+                    let Some(oldest) = self.idle_groups.pop_front() else {
+                        break;
+                    };
+                    if self.groups.get(&oldest).is_some_and(Group::is_idle) {
+                        self.groups.remove(&oldest);
+                    }
                 }
             }
         }
@@ -384,7 +442,14 @@ impl ReuseJudge {
         let group_key = view.group;
         self.sweep(group_key, t);
         let group = self.groups.get(&group_key);
-        let verdict = explain(t, stream, group_key.1, group, &self.views);
+        let verdict = explain(
+            t,
+            stream,
+            group_key.1,
+            group,
+            &self.views,
+            &mut self.examined,
+        );
         let group = self.groups.get_mut(&group_key).expect("swept just above");
         group.pending -= 1;
         let view = self.views.get_mut(&stream).expect("looked up above");
@@ -401,6 +466,16 @@ impl ReuseJudge {
         if view.retired {
             self.forget(stream);
         }
+    }
+}
+
+impl Group {
+    /// Nothing open, waiting, ending or pending: only the last close is left.
+    fn is_idle(&self) -> bool {
+        self.waiting.is_empty()
+            && self.open.is_empty()
+            && self.pending == 0
+            && self.ending.is_empty()
     }
 }
 
@@ -472,22 +547,32 @@ fn secs(t: Timestamp) -> f64 {
     t.as_secs_f64()
 }
 
-/// The verdict for `own`'s first request, sent at `t`, with its group swept to `t`.
+/// The verdict for `own`'s first request, sent at `t`, with its group swept
+/// to `t`; the open connections it looks at are added to `examined_total`.
 fn explain(
     t: Timestamp,
     own: u64,
     server: SocketAddr,
     group: Option<&Group>,
     views: &FastMap<u64, View>,
+    examined_total: &mut u64,
 ) -> NewConnectionReason {
     let mut busy = 0;
     let mut latest_busy = None;
-    // The connections open at `t`, most recently opened first.
+    let mut examined = 0;
+    // The connections open at `t`, most recently opened first, as many as
+    // a verdict looks at.
+    let open_now = group.map_or(0, |g| g.open.len());
     let open = group.into_iter().flat_map(|g| g.open.iter().rev());
     for &(_, stream) in open {
         if stream == own {
             continue;
         }
+        if examined == MAX_EXAMINED {
+            break;
+        }
+        examined += 1;
+        *examined_total += 1;
         let Some(view) = views.get(&stream) else {
             continue;
         };
@@ -511,14 +596,24 @@ fn explain(
         }
     }
     if busy > 0 {
-        return NewConnectionReason {
-            reason: NewConnectionCode::AllBusy,
-            previous_stream: latest_busy,
-            detail: format!(
+        let own_member = views.get(&own).map(|v| (v.first_seen, own));
+        let own_open = group.is_some_and(|g| own_member.is_some_and(|m| g.open.contains(&m)));
+        let others = open_now - usize::from(own_open);
+        let detail = if others > examined {
+            format!(
+                "{busy} of the {examined} most recently opened of {others} open connections to the same server had a request in flight, none was idle"
+            )
+        } else {
+            format!(
                 "all {} open connection{} to the same server had a request in flight",
                 busy,
                 if busy == 1 { "" } else { "s" }
-            ),
+            )
+        };
+        return NewConnectionReason {
+            reason: NewConnectionCode::AllBusy,
+            previous_stream: latest_busy,
+            detail,
             cause: None,
         };
     }
@@ -937,6 +1032,110 @@ mod tests {
         assert_eq!(
             released,
             [(0, "first".to_string()), (1, "idle_not_reused".to_string())]
+        );
+    }
+
+    /// `n` connections from one client host to one server, each with a
+    /// request never answered, a millisecond apart: the judge's examined
+    /// count, and the last verdict's detail.
+    fn busy_connections(n: u16) -> (u64, String) {
+        let mut judge = ReuseJudge::new();
+        let mut last = String::new();
+        for k in 0..n {
+            let opened = f64::from(k) * 0.001;
+            judge.on_event(FlowEvent::Request {
+                stream: u64::from(k),
+                peers: peers(1024 + k, opened),
+                depth: 1,
+                sent: secs(opened),
+                answered: None,
+            });
+            judge.advance(secs(opened));
+        }
+        judge.finish();
+        for k in 0..n {
+            judge.on_event(finished(
+                u64::from(k),
+                1024 + k,
+                f64::from(k) * 0.001,
+                EndReason::EndOfInput,
+            ));
+        }
+        while let Some(f) = judge.pop_released() {
+            if let Some(why) = f.requests.iter().find_map(|r| r.why_new.as_ref()) {
+                last = why.detail.clone();
+            }
+        }
+        (judge.examined(), last)
+    }
+
+    #[test]
+    fn many_busy_connections_cost_bounded_work_per_verdict() {
+        let n = 3000;
+        let (once, _) = busy_connections(n);
+        let (twice, detail) = busy_connections(2 * n);
+        // At most MAX_EXAMINED a verdict, where walking every open one is n²/2.
+        assert!(once <= MAX_EXAMINED as u64 * u64::from(n), "{once} for {n}");
+        // (The first verdicts of each run look at fewer: the slack.)
+        let slack = (MAX_EXAMINED * MAX_EXAMINED) as u64;
+        assert!(twice <= 2 * once + slack, "{once} then {twice}");
+        assert!(
+            detail.contains("64 most recently opened of 5999 open connections"),
+            "{detail}"
+        );
+    }
+
+    #[test]
+    fn finalised_connections_and_their_groups_are_let_go() {
+        let mut judge = ReuseJudge::new();
+        let n = MAX_IDLE_GROUPS as u32 + 5000;
+        let mut most_views = 0;
+        for k in 0..n {
+            // One client host each: a group of its own, closed and finalised.
+            let t = f64::from(k) * 0.001;
+            let ip = std::net::Ipv4Addr::from(0x0a00_0000 + k);
+            let p = Peers {
+                client: SocketAddr::new(ip.into(), 5000),
+                server: "127.0.0.1:8080".parse().unwrap(),
+                opened: secs(t),
+            };
+            judge.on_event(FlowEvent::Request {
+                stream: u64::from(k),
+                peers: p,
+                depth: 1,
+                sent: secs(t + 0.0001),
+                answered: Some(secs(t + 0.0002)),
+            });
+            judge.on_event(FlowEvent::Closed {
+                stream: u64::from(k),
+                peers: p,
+                by_client: true,
+                rst: false,
+                at: secs(t + 0.0003),
+                requests: Some(1),
+                signals: CloseSignals::default(),
+            });
+            judge.advance(secs(t));
+            if k >= 2000 {
+                // Finalised after the grace period, as the tracker does.
+                let old = k - 2000;
+                let mut record = conn(u64::from(old), 5000, f64::from(old) * 0.001, None);
+                record.client =
+                    SocketAddr::new(std::net::Ipv4Addr::from(0x0a00_0000 + old).into(), 5000);
+                judge.on_event(FlowEvent::Finished(Box::new(Finished {
+                    record,
+                    requests: vec![req(u64::from(old), 1, f64::from(old) * 0.001, Some(0.0))],
+                    end: EndReason::Closed,
+                })));
+            }
+            while judge.pop_released().is_some() {}
+            most_views = most_views.max(judge.views());
+        }
+        assert!(most_views <= 2100, "{most_views} views held");
+        assert!(
+            judge.groups() <= MAX_IDLE_GROUPS + 2100,
+            "{} groups",
+            judge.groups()
         );
     }
 }

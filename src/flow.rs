@@ -1854,6 +1854,75 @@ mod tests {
         assert_eq!(recs.len(), 5);
     }
 
+    /// The most entries the table's maps and queues held while taking
+    /// `syns` unanswered SYNs 10 µs apart, from `port(k)` of host `host(k)`
+    /// with initial sequence number `k`.
+    fn retained_by_a_syn_flood(
+        syns: u32,
+        expiry: Expiry,
+        tuple: impl Fn(u32) -> ([u8; 4], u16),
+    ) -> [usize; 4] {
+        let mut table = FlowTable::with_expiry(false, expiry);
+        let mut events = Vec::new();
+        let mut most = [0; 4];
+        for k in 0..syns {
+            let (host, port) = tuple(k);
+            let data = ipv4(host, S, &tcp(port, 80, k.wrapping_mul(7919), 0, SYN, b""));
+            let Decoded::Tcp(seg) = decode(LinkType::RAW, &frame(i64::from(k) * 10, &data)) else {
+                panic!("test packet must decode")
+            };
+            table.on_segment(&seg, &[], &mut events);
+            events.clear();
+            let held = [
+                table.by_key.len(),
+                table.deadlines.len(),
+                table.unanswered.len(),
+                table.tombstones.len(),
+            ];
+            for (m, h) in most.iter_mut().zip(held) {
+                *m = (*m).max(h);
+            }
+        }
+        most
+    }
+
+    #[test]
+    fn a_syn_flood_holds_state_within_the_caps() {
+        let expiry = Expiry {
+            max_unanswered: 500,
+            max_tombstones: 1000,
+            ..Expiry::default()
+        };
+        let many_hosts = |k: u32| {
+            let [_, a, b, c] = k.to_be_bytes();
+            ([10, a, b, c], 1024 + (k % 50_000) as u16)
+        };
+        let one_tuple = |_| (C, 40000);
+        for (what, tuple) in [
+            ("many hosts", &many_hosts as &dyn Fn(u32) -> ([u8; 4], u16)),
+            ("one 4-tuple, a new ISN each", &one_tuple),
+        ] {
+            let small = retained_by_a_syn_flood(20_000, expiry, tuple);
+            let large = retained_by_a_syn_flood(60_000, expiry, tuple);
+            let [keys, deadlines, unanswered, tombstones] = large;
+            // Live SYNs and tombstones within their caps; the queues of
+            // entries to look at again within twice the live ones and a
+            // constant (they are compacted).
+            assert!(keys <= 500 + 1000 + 1, "{what}: {keys} keys");
+            assert!(tombstones <= 1000 + 1, "{what}: {tombstones} tombstones");
+            assert!(
+                deadlines <= 2 * 500 + 1024 + 1,
+                "{what}: {deadlines} deadlines"
+            );
+            assert!(
+                unanswered <= 2 * 500 + 1024 + 1,
+                "{what}: {unanswered} unanswered"
+            );
+            // Three times the SYNs, no more state.
+            assert_eq!(small, large, "{what}");
+        }
+    }
+
     #[test]
     fn events_tell_requests_answers_and_closes_as_they_happen() {
         let mut t = Tracker::new(true);

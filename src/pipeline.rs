@@ -96,6 +96,8 @@ pub struct Pipeline {
     summary: Summary,
     source: SourceInfo,
     link_types: Vec<LinkType>,
+    /// The same as a set: a pcapng file may declare thousands.
+    link_type_set: std::collections::HashSet<LinkType>,
     /// Reason → (count, first frame number).
     anomalies: BTreeMap<String, (u64, u64)>,
     /// The first error a streaming sink returned; later rows are dropped.
@@ -134,6 +136,7 @@ impl Pipeline {
             summary: Summary::default(),
             source: SourceInfo::default(),
             link_types: Vec::new(),
+            link_type_set: Default::default(),
             anomalies: BTreeMap::new(),
             sink_error: None,
         }
@@ -149,7 +152,7 @@ impl Pipeline {
     /// wherever its payload was copied to).
     pub fn push_decoded(&mut self, link: LinkType, decoded: &Decoded, data: &[u8]) {
         self.source.packets += 1;
-        if !self.link_types.contains(&link) {
+        if self.link_types.last() != Some(&link) && self.link_type_set.insert(link) {
             self.link_types.push(link);
         }
         match decoded {
@@ -201,6 +204,22 @@ impl Pipeline {
                 connections,
                 requests: kept,
             } => {
+                // A document of every row cannot be streamed: when memory
+                // for one more runs out, say so (at the end of the input)
+                // rather than abort, and keep only the tallies from here.
+                if connections.try_reserve(1).is_err() || kept.try_reserve(requests.len()).is_err()
+                {
+                    self.sink_error = Some(io::Error::new(
+                        io::ErrorKind::OutOfMemory,
+                        format!(
+                            "out of memory holding the rows of {} connections and {} requests for the report; --format summary or jsonl hold no rows",
+                            connections.len(),
+                            kept.len()
+                        ),
+                    ));
+                    self.rows = Rows::Count;
+                    return;
+                }
                 connections.push(record);
                 kept.extend(requests);
             }
@@ -390,8 +409,8 @@ fn replay(
             }
             _ => None,
         };
-        let cut_short = match threaded {
-            Some(cut_short) => cut_short?,
+        let end = match threaded {
+            Some(end) => end?,
             None => {
                 let mut feed = |link: LinkType, frame: &Frame<'_>| {
                     if keep(&mut filter, path, link, frame.data)? {
@@ -401,11 +420,22 @@ fn replay(
                 };
                 match options.reader {
                     ReaderKind::Native => read_native(path, options.progress, &mut feed)?,
-                    ReaderKind::Libpcap => read_libpcap(path, &mut feed)?,
+                    ReaderKind::Libpcap => FileEnd {
+                        cut_short: read_libpcap(path, &mut feed)?,
+                        gzip_truncated: false,
+                    },
                 }
             }
         };
-        if cut_short {
+        if end.gzip_truncated {
+            // The report is the partial one the same bytes unzipped give;
+            // this line says why it stops early.
+            eprintln!(
+                "conntrace: warning: {}: the gzip stream is truncated; the report covers the frames before the cut",
+                path.display()
+            );
+        }
+        if end.cut_short {
             pipeline.source_mut().packets += 1;
             pipeline.note_anomaly(format!(
                 "capture file cut short in the middle of a packet ({})",
@@ -418,6 +448,15 @@ fn replay(
     source.names = paths.iter().map(|p| p.display().to_string()).collect();
     source.filter = options.filter.clone();
     pipeline.finish().map_err(ReplayError::Write)
+}
+
+/// How reading one file ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct FileEnd {
+    /// The file ended in the middle of a frame.
+    cut_short: bool,
+    /// Its gzip stream ended before the gzip trailer.
+    gzip_truncated: bool,
 }
 
 /// Whether the filter (if any) keeps a frame of `path`.
@@ -465,7 +504,7 @@ fn replay_ahead(
     progress: bool,
     filter: &mut Option<FilterSet>,
     pipeline: &mut Pipeline,
-) -> Option<Result<bool, ReplayError>> {
+) -> Option<Result<FileEnd, ReplayError>> {
     let (full, decoded) = mpsc::sync_channel(BATCHES_AHEAD);
     let (used, empty) = mpsc::channel();
     thread::scope(|scope| {
@@ -501,7 +540,7 @@ fn read_ahead(
     filter: &mut Option<FilterSet>,
     full: &SyncSender<Batch>,
     empty: &Receiver<Batch>,
-) -> Result<bool, ReplayError> {
+) -> Result<FileEnd, ReplayError> {
     let mut reader = CaptureReader::open(path)?;
     reader.lend_buffers();
     let mut progress = Progress::new(path, progress);
@@ -550,6 +589,7 @@ fn read_ahead(
         }
         progress.frame(&reader);
     };
+    let gzip_truncated = reader.gzip_truncated();
     if !frames.is_empty() {
         let _ = full.send(Batch {
             frames,
@@ -559,13 +599,20 @@ fn read_ahead(
     if outcome.is_ok() {
         progress.finish();
     }
-    outcome
+    outcome.map(|cut_short| FileEnd {
+        cut_short,
+        gzip_truncated,
+    })
 }
 
 type FrameSink<'a> = dyn FnMut(LinkType, &Frame<'_>) -> Result<(), ReplayError> + 'a;
 
-/// Feed every frame of `path` to `feed`; true if the file was cut short.
-fn read_native(path: &Path, progress: bool, feed: &mut FrameSink<'_>) -> Result<bool, ReplayError> {
+/// Feed every frame of `path` to `feed`; how the file ended.
+fn read_native(
+    path: &Path,
+    progress: bool,
+    feed: &mut FrameSink<'_>,
+) -> Result<FileEnd, ReplayError> {
     let mut reader = CaptureReader::open(path)?;
     let mut progress = Progress::new(path, progress);
     let cut_short = loop {
@@ -579,7 +626,10 @@ fn read_native(path: &Path, progress: bool, feed: &mut FrameSink<'_>) -> Result<
         progress.frame(&reader);
     };
     progress.finish();
-    Ok(cut_short)
+    Ok(FileEnd {
+        cut_short,
+        gzip_truncated: reader.gzip_truncated(),
+    })
 }
 
 /// The progress bar of one file, if it has one, moved every 65,536 frames.

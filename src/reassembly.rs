@@ -4,7 +4,10 @@
 //!
 //! In-order payloads are handed back as slices of the caller's buffer (no
 //! copy); only segments that arrive ahead of a hole are copied, and those are
-//! held up to [`MAX_BUFFERED_BYTES`]. Bytes the capture never saw (a lost
+//! held up to [`MAX_BUFFERED_BYTES`] and [`MAX_BUFFERED_SEGMENTS`] (every
+//! segment counts, also one with no captured byte or a bare FIN). Held
+//! segments are kept in stream order, so each one costs a logarithmic step
+//! to hold and to take out, whatever the number held. Bytes the capture never saw (a lost
 //! segment, a payload cut by the snaplen) become an explicit gap so the parser
 //! above can resynchronise; the stream never silently skips.
 //!
@@ -13,11 +16,18 @@
 //! capture did not: Zeek's "ACK above hole"), when the buffer is full, or when
 //! the connection is flushed at its end.
 
+use std::collections::BTreeMap;
+
 use crate::wire::{Segment, SeqNumber, Timestamp};
 
 /// Most out-of-order payload bytes held per direction while waiting for a
 /// hole to fill. Past this the oldest hole is declared lost.
 pub const MAX_BUFFERED_BYTES: usize = 256 * 1024;
+
+/// Most out-of-order segments held per direction, whatever their size:
+/// segments of one byte, of no captured byte (cut by the snaplen) or bare
+/// FINs would otherwise pile up under the byte limit.
+pub const MAX_BUFFERED_SEGMENTS: usize = 4096;
 
 /// One piece of the reassembled stream, in stream order: first `gap_before`
 /// bytes the capture never saw, then `data`, then `gap_after` bytes sent but
@@ -51,6 +61,9 @@ pub struct ReassemblyStats {
     pub out_of_order_segments: u32,
     /// Times the buffer limit forced a hole to be declared lost.
     pub overflows: u32,
+    /// Held segments looked at to find the next piece of the stream: one
+    /// per segment taken out, so the work stays linear in the segments.
+    pub held_visits: u64,
     /// No SYN was seen: the stream starts at the first segment captured.
     pub started_midstream: bool,
 }
@@ -70,7 +83,12 @@ pub struct Reassembler {
     /// Next sequence number the stream expects; `None` until the first SYN or
     /// data segment fixes the origin.
     next: Option<SeqNumber>,
-    held: Vec<Held>,
+    /// `next` unwrapped into 64 bits, so held segments sort by stream
+    /// position across a sequence-number wrap.
+    abs_next: i64,
+    /// Held segments by (unwrapped start, arrival).
+    held: BTreeMap<(i64, u64), Held>,
+    arrivals: u64,
     held_bytes: usize,
     /// The peer acknowledged up to here.
     peer_ack: Option<SeqNumber>,
@@ -111,7 +129,7 @@ impl Reassembler {
         let next = match self.next {
             Some(next) => next,
             None if seg.flags.syn() => {
-                self.next = Some(seg.seq + 1);
+                self.start_at(seg.seq + 1);
                 if seg.payload_len == 0 && !seg.flags.fin() {
                     return out;
                 }
@@ -124,12 +142,12 @@ impl Reassembler {
                 // Wireshark flags as "TCP Keep-Alive"): the stream goes on
                 // after it.
                 self.stats.started_midstream = true;
-                self.next = Some(seg.seq + 1);
+                self.start_at(seg.seq + 1);
                 return out;
             }
             None if seg.payload_len > 0 || seg.flags.fin() => {
                 self.stats.started_midstream = true;
-                self.next = Some(seg.seq);
+                self.start_at(seg.seq);
                 seg.seq
             }
             None => return out,
@@ -162,7 +180,7 @@ impl Reassembler {
         let fresh = seg.payload_len as usize - skip;
         out.gap_after = (fresh - out.data.len()) as u64;
         self.note_gap(out.gap_after);
-        self.next = Some(start + seg.payload_len);
+        self.advance_to(start + seg.payload_len);
         if seg.flags.fin() && !self.fin_delivered {
             self.fin_delivered = true;
             out.fin = true;
@@ -188,11 +206,8 @@ impl Reassembler {
     pub fn pop(&mut self) -> Option<Delivery<Vec<u8>>> {
         loop {
             let next = self.next?;
-            let (idx, first) = self
-                .held
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, h)| h.seq - next)?;
+            let (&key, first) = self.held.first_key_value()?;
+            self.stats.held_visits += 1;
             let rel = first.seq - next;
             let mut gap_before = 0;
             if rel > 0 {
@@ -203,7 +218,7 @@ impl Reassembler {
                 gap_before = rel as u64;
                 self.note_gap(gap_before);
             }
-            let held = self.held.swap_remove(idx);
+            let held = self.held.remove(&key).expect("looked up above");
             self.held_bytes -= held.data.len();
             if self.held.is_empty() {
                 self.overflowing = false;
@@ -221,7 +236,7 @@ impl Reassembler {
             let gap_after = (fresh - data.len().min(fresh)) as u64;
             data.truncate(fresh);
             self.note_gap(gap_after);
-            self.next = Some(held.seq + held.wire_len);
+            self.advance_to(held.seq + held.wire_len);
             self.fin_delivered |= fin;
             let out = Delivery {
                 gap_before,
@@ -236,17 +251,44 @@ impl Reassembler {
         }
     }
 
+    /// Segments held ahead of a hole now.
+    pub fn held_segments(&self) -> usize {
+        self.held.len()
+    }
+
+    /// The stream's origin: it continues at `seq`.
+    fn start_at(&mut self, seq: SeqNumber) {
+        self.next = Some(seq);
+        self.abs_next = 0;
+    }
+
+    /// The stream has been delivered up to `seq` (at or after `next`).
+    fn advance_to(&mut self, seq: SeqNumber) {
+        if let Some(next) = self.next {
+            self.abs_next += i64::from(seq - next);
+        }
+        self.next = Some(seq);
+    }
+
     fn hold(&mut self, seq: SeqNumber, captured: &[u8], wire_len: u32, fin: bool, ts: Timestamp) {
         self.stats.out_of_order_segments += 1;
         self.held_bytes += captured.len();
-        self.held.push(Held {
-            seq,
-            data: captured.to_vec(),
-            wire_len,
-            fin,
-            ts,
-        });
-        if self.held_bytes > MAX_BUFFERED_BYTES {
+        let next = self
+            .next
+            .expect("a segment is held only once the origin is known");
+        let abs = self.abs_next + i64::from(seq - next);
+        self.arrivals += 1;
+        self.held.insert(
+            (abs, self.arrivals),
+            Held {
+                seq,
+                data: captured.to_vec(),
+                wire_len,
+                fin,
+                ts,
+            },
+        );
+        if self.held_bytes > MAX_BUFFERED_BYTES || self.held.len() > MAX_BUFFERED_SEGMENTS {
             self.stats.overflows += 1;
             self.overflowing = true;
         }
@@ -370,5 +412,58 @@ mod tests {
         }
         assert!(r.stats().overflows > 0);
         assert!(delivered > 0);
+    }
+
+    /// Holds `n` one-byte segments ahead of a one-byte hole, taking out what
+    /// it can after each as the analyser does, then fills the hole: the
+    /// held segments visited, and the bytes delivered.
+    fn one_byte_segments_behind_a_hole(n: u32) -> (u64, usize) {
+        let mut r = Reassembler::new();
+        r.segment(&seg(0, TcpFlags::SYN, 0), &[]);
+        let mut delivered = 0;
+        let mut take = |r: &mut Reassembler| {
+            while let Some(d) = r.pop() {
+                delivered += d.data.len();
+            }
+        };
+        for k in 0..n {
+            r.segment(&seg(2 + k, TcpFlags::ACK, 1), b"x");
+            take(&mut r);
+        }
+        assert_eq!(r.held_segments(), n as usize);
+        assert_eq!(r.segment(&seg(1, TcpFlags::ACK, 1), b"h").data, b"h");
+        take(&mut r);
+        (r.stats().held_visits, delivered)
+    }
+
+    #[test]
+    fn segments_held_ahead_of_a_hole_cost_linear_work() {
+        let n = 2000;
+        let (visits, delivered) = one_byte_segments_behind_a_hole(n);
+        let (visits_2n, delivered_2n) = one_byte_segments_behind_a_hole(2 * n);
+        assert_eq!((delivered, delivered_2n), (n as usize, 2 * n as usize));
+        // One look at the first held segment per arrival, one per segment
+        // taken out: about 2n, where a scan of all held ones is n²/2.
+        assert!(visits <= 2 * u64::from(n) + 2, "{visits} visits for {n}");
+        assert!(visits_2n <= 2 * visits + 2, "{visits} then {visits_2n}");
+    }
+
+    #[test]
+    fn every_held_segment_counts_against_the_cap() {
+        let mut r = Reassembler::new();
+        r.segment(&seg(0, TcpFlags::SYN, 0), &[]);
+        let mut most = 0;
+        for k in 0..20_000u32 {
+            // A segment whose 10 bytes the snaplen cut away, then a FIN-only one
+            // (retransmitted at the same place), both ahead of a hole.
+            let mut cut = seg(100 + k * 10, TcpFlags::ACK, 10);
+            cut.payload = 0..0;
+            r.segment(&cut, &[]);
+            r.segment(&seg(100 + k * 10, TcpFlags::FIN | TcpFlags::ACK, 0), &[]);
+            while r.pop().is_some() {}
+            most = most.max(r.held_segments());
+        }
+        assert!(most <= MAX_BUFFERED_SEGMENTS + 1, "{most} held");
+        assert!(r.stats().overflows > 0);
     }
 }

@@ -10,11 +10,12 @@
 //! and the reader's memory grows with the bytes it has read, never on a length
 //! field's word alone.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use flate2::read::MultiGzDecoder;
@@ -157,6 +158,10 @@ struct Interface {
     link: LinkType,
     /// Timestamp units per second.
     units_per_sec: u64,
+    /// Seconds to add to every timestamp (if_tsoffset).
+    offset_secs: i64,
+    /// Most bytes captured of a packet; 0: no limit.
+    snaplen: u32,
 }
 
 /// How much of the file the reader holds at first; it grows to
@@ -184,10 +189,14 @@ pub struct CaptureReader {
     end: usize,
     /// Offset in the stream of `buf[0]`.
     base: u64,
-    /// Link types seen so far (pcapng may declare several).
+    /// Link types seen so far (pcapng may declare several), and the same as
+    /// a set: a file may declare an interface per block.
     link_types: Vec<LinkType>,
+    link_type_set: HashSet<LinkType>,
     /// Bytes of the file itself consumed so far (compressed bytes for gzip).
     file_position: Arc<AtomicU64>,
+    /// Set when a gzip stream ended before its trailer.
+    gzip_truncated: Arc<AtomicBool>,
     /// Lending (see [`CaptureReader::lend_buffers`]): whether it is on, the
     /// buffers to move to, whether a frame was returned from `buf` since the
     /// reader moved to it, the buffer it last moved off, and where in `buf`
@@ -213,6 +222,35 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
+/// A gzip stream that ends before its trailer (a `.pcap.gz` cut short, as
+/// a capture still being written or a download stopped) ends the input there
+/// instead of failing it: tshark reads the frames before the cut, and so does
+/// the same file unzipped.
+struct GzipToEnd<R> {
+    inner: R,
+    truncated: Arc<AtomicBool>,
+}
+
+impl<R: Read> Read for GzipToEnd<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.truncated.load(Ordering::Relaxed) {
+            return Ok(0);
+        }
+        match self.inner.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                self.truncated.store(true, Ordering::Relaxed);
+                Ok(0)
+            }
+            other => other,
+        }
+    }
+}
+
+/// `-` names standard input.
+pub fn is_stdin(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
 impl fmt::Debug for CaptureReader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CaptureReader")
@@ -223,28 +261,46 @@ impl fmt::Debug for CaptureReader {
 }
 
 impl CaptureReader {
-    /// Open a capture file; gzip-compressed files are recognised by their magic.
+    /// Open a capture file, or standard input for `-` (as tcpdump and tshark
+    /// read `-r -`); gzip-compressed input is recognised by its magic.
     pub fn open(path: &Path) -> Result<CaptureReader, ReadError> {
         let open_err = |source| ReadError::Open {
             path: path.to_path_buf(),
             source,
         };
         let file_position = Arc::new(AtomicU64::new(0));
+        let raw: Box<dyn Read + Send> = if is_stdin(path) {
+            Box::new(io::stdin())
+        } else {
+            Box::new(File::open(path).map_err(open_err)?)
+        };
         let mut file = Counting {
-            inner: File::open(path).map_err(open_err)?,
+            inner: raw,
             count: Arc::clone(&file_position),
         };
         let mut magic = [0u8; 2];
         let got = read_full(&mut file, &mut magic).map_err(open_err)?;
         let file = io::Cursor::new(magic[..got].to_vec()).chain(file);
+        let truncated = Arc::new(AtomicBool::new(false));
         let input: Box<dyn Read + Send> = if magic[..got] == [0x1f, 0x8b] {
-            Box::new(MultiGzDecoder::new(file))
+            Box::new(GzipToEnd {
+                inner: MultiGzDecoder::new(file),
+                truncated: Arc::clone(&truncated),
+            })
         } else {
             Box::new(file)
         };
         let mut reader = CaptureReader::from_reader(path, input)?;
         reader.file_position = file_position;
+        reader.gzip_truncated = truncated;
         Ok(reader)
+    }
+
+    /// The input was gzip-compressed and its compressed stream ended before
+    /// the gzip trailer: what was decompressed before is read, and the
+    /// capture ends there as a file cut short does.
+    pub fn gzip_truncated(&self) -> bool {
+        self.gzip_truncated.load(Ordering::Relaxed)
     }
 
     /// Bytes of the file read so far (of the compressed file, for gzip).
@@ -269,7 +325,9 @@ impl CaptureReader {
             end: 0,
             base: 0,
             link_types: Vec::new(),
+            link_type_set: HashSet::new(),
             file_position: Arc::new(AtomicU64::new(0)),
+            gzip_truncated: Arc::new(AtomicBool::new(false)),
             lending: false,
             spare: Vec::new(),
             lent: false,
@@ -428,6 +486,12 @@ impl CaptureReader {
             let Some(b) = self.take(body_len + 4)? else {
                 return Ok(Some(Record::CutShort));
             };
+            let trailing = u32_at(&self.buf, b + body_len, swapped);
+            if trailing != total {
+                return Err(self.corrupt(&format!(
+                    "block length {total} at its start but {trailing} at its end"
+                )));
+            }
             let body = &self.buf[b..b + body_len];
             match block_type {
                 1 => {
@@ -436,14 +500,17 @@ impl CaptureReader {
                         return Err(self.corrupt("interface description block too short"));
                     }
                     let link = LinkType(i32::from(u16_at(body, 0, swapped)));
-                    let units_per_sec = if_tsresol(&body[8..], swapped);
-                    if !self.link_types.contains(&link) {
+                    let options = interface_options(&body[8..], swapped);
+                    let snaplen = u32_at(body, 4, swapped);
+                    if self.link_type_set.insert(link) {
                         self.link_types.push(link);
                     }
                     if let Format::Pcapng { interfaces, .. } = &mut self.format {
                         interfaces.push(Interface {
                             link,
-                            units_per_sec,
+                            units_per_sec: options.units_per_sec,
+                            offset_secs: options.offset_secs,
+                            snaplen,
                         });
                     }
                 }
@@ -483,10 +550,17 @@ impl CaptureReader {
                         return Err(self.corrupt("simple packet block too short"));
                     }
                     let wirelen = u32_at(body, 0, swapped);
-                    let caplen = wirelen.min(body.len() as u32 - 4);
                     let Some(interface) = self.interface(0) else {
                         return Err(self.corrupt("simple packet block before any interface"));
                     };
+                    // The block holds the packet cut to the snaplen, then
+                    // padding: the captured length is the smaller of the
+                    // three, never the padding (RFC draft pcapng §4.4).
+                    let snaplen = match interface.snaplen {
+                        0 => u32::MAX,
+                        n => n,
+                    };
+                    let caplen = wirelen.min(snaplen).min(body.len() as u32 - 4);
                     return Ok(Some(self.pcapng_frame(
                         interface,
                         0,
@@ -521,7 +595,10 @@ impl CaptureReader {
         Record::Frame(
             interface.link,
             Frame {
-                ts: units_to_timestamp(ts_raw, interface.units_per_sec),
+                // Before the epoch is no time a capture was taken: clamp.
+                ts: units_to_timestamp(ts_raw, interface.units_per_sec)
+                    .after_secs(interface.offset_secs)
+                    .max(Timestamp(0)),
                 caplen,
                 wirelen: wirelen.max(caplen),
                 data: &self.buf[data..data + caplen as usize],
@@ -550,8 +627,14 @@ impl CaptureReader {
         if !(28..=1 << 20).contains(&total) || !total.is_multiple_of(4) {
             return Err(self.corrupt(&format!("section header length {total} is impossible")));
         }
-        if self.take(total as usize - 12)?.is_none() {
+        let Some(rest) = self.take(total as usize - 12)? else {
             return Err(self.corrupt("section header cut short"));
+        };
+        let trailing = u32_at(&self.buf, rest + total as usize - 16, swapped);
+        if trailing != total {
+            return Err(self.corrupt(&format!(
+                "section header length {total} at its start but {trailing} at its end"
+            )));
         }
         // A new section starts a new list of interfaces.
         self.format = Format::Pcapng {
@@ -685,33 +768,57 @@ fn units_to_timestamp(raw: u64, units_per_sec: u64) -> Timestamp {
     Timestamp(i64::try_from(micros).unwrap_or(i64::MAX))
 }
 
-/// The if_tsresol option (code 9) of an Interface Description Block's options:
-/// 10^-n seconds, or 2^-n when the high bit is set. Default: microseconds.
+/// What an Interface Description Block's options say about its timestamps.
+struct InterfaceOptions {
+    /// if_tsresol (code 9): 10^-n seconds, or 2^-n when the high bit is set.
+    /// Default: microseconds.
+    units_per_sec: u64,
+    /// if_tsoffset (code 14): seconds to add to every timestamp. Default: 0.
+    offset_secs: i64,
+}
+
+/// Reads the options of an Interface Description Block.
 ///
 /// An option whose value runs past the end of the block ends the list there,
 /// as the end-of-options marker would: what came before it still counts.
-fn if_tsresol(mut options: &[u8], swapped: bool) -> u64 {
+fn interface_options(mut options: &[u8], swapped: bool) -> InterfaceOptions {
+    let mut out = InterfaceOptions {
+        units_per_sec: 1_000_000,
+        offset_secs: 0,
+    };
+    let (mut resol, mut offset) = (false, false);
     while options.len() >= 4 {
         let code = u16_at(options, 0, swapped);
         let len = usize::from(u16_at(options, 2, swapped));
         let Some(value) = options.get(4..4 + len) else {
             break;
         };
-        if code == 0 {
-            break;
-        }
-        if let (9, Some(&v)) = (code, value.first()) {
-            let exp = u32::from(v & 0x7f);
-            return if v & 0x80 != 0 {
-                1u64.checked_shl(exp).unwrap_or(1_000_000)
-            } else {
-                10u64.checked_pow(exp).unwrap_or(1_000_000)
-            };
+        match (code, value) {
+            (0, _) => break,
+            (9, [v, ..]) if !resol => {
+                resol = true;
+                let exp = u32::from(v & 0x7f);
+                out.units_per_sec = if v & 0x80 != 0 {
+                    1u64.checked_shl(exp).unwrap_or(1_000_000)
+                } else {
+                    10u64.checked_pow(exp).unwrap_or(1_000_000)
+                };
+            }
+            (14, [a, b, c, d, e, f, g, h, ..]) if !offset => {
+                offset = true;
+                let raw = [*a, *b, *c, *d, *e, *f, *g, *h];
+                out.offset_secs = if swapped {
+                    i64::from_be_bytes(raw)
+                } else {
+                    i64::from_le_bytes(raw)
+                };
+            }
+            _ => {}
         }
         let padded = 4 + ((len + 3) & !3);
         options = options.get(padded..).unwrap_or(&[]);
     }
-    1_000_000
+    out
 }
 
 #[cfg(test)]
@@ -1223,5 +1330,126 @@ mod tests {
         let got = frames(CaptureReader::open(&path).unwrap());
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(got, [(LinkType::RAW, 1_000_002, 2, b"ip".to_vec())]);
+    }
+
+    #[test]
+    fn truncated_gzip_reads_the_frames_before_the_cut() {
+        let records: Vec<(u32, u32, &[u8], u32)> = (0..200)
+            .map(|i| (i, 0, &b"some frame bytes"[..], 16))
+            .collect();
+        let plain = pcap_file(0xa1b2_c3d4, false, 101, &records);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
+        gz.write_all(&plain).unwrap();
+        let whole = gz.finish().unwrap();
+        let dir = std::env::temp_dir().join(format!("conntrace-gzcut-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.pcap.gz");
+        // Cut in the middle of the deflate data: the trailer is gone.
+        std::fs::write(&path, &whole[..whole.len() / 2]).unwrap();
+        let mut r = CaptureReader::open(&path).unwrap();
+        let mut frames = 0;
+        let end = loop {
+            match r.next_record().expect("a cut is not an error") {
+                Some(Record::Frame(..)) => frames += 1,
+                other => break other.is_some(),
+            }
+        };
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(r.gzip_truncated());
+        assert!(end, "cut in the middle of a record");
+        assert!((50..150).contains(&frames), "{frames}");
+    }
+
+    #[test]
+    fn pcapng_if_tsoffset_moves_every_timestamp() {
+        let mut options = LE.u16(14).to_vec();
+        options.extend_from_slice(&LE.u16(8));
+        options.extend_from_slice(&1_000i64.to_le_bytes());
+        let mut f = LE.shb();
+        f.extend(LE.idb_with_options(1, &options));
+        f.extend(LE.epb(0, 2_500_000, b"x"));
+        assert_eq!(frames(reader(f).unwrap())[0].1, 1_002_500_000);
+        // Before the epoch: clamped, as a timestamp never turns negative.
+        let mut options = BE.u16(14).to_vec();
+        options.extend_from_slice(&BE.u16(8));
+        options.extend_from_slice(&(-5i64).to_be_bytes());
+        let mut f = BE.shb();
+        f.extend(BE.idb_with_options(1, &options));
+        f.extend(BE.epb(0, 2_500_000, b"x"));
+        assert_eq!(frames(reader(f).unwrap())[0].1, 0);
+    }
+
+    #[test]
+    fn simple_packet_block_captured_length_excludes_padding() {
+        let spb = |wirelen: u32, data: &[u8]| {
+            let mut body = LE.u32(wirelen).to_vec();
+            body.extend_from_slice(data);
+            LE.block(3, &body)
+        };
+        // Snaplen 65535: a 5-byte packet is followed by 3 bytes of padding.
+        let mut f = LE.shb();
+        f.extend(LE.idb(1, None));
+        f.extend(spb(5, b"abcde"));
+        assert_eq!(frames(reader(f).unwrap())[0].3, b"abcde");
+        // Snaplen 6: a 100-byte packet cut to 6 bytes, padded to 8.
+        let mut idb = LE.u16(1).to_vec();
+        idb.extend_from_slice(&[0, 0]);
+        idb.extend_from_slice(&LE.u32(6));
+        let mut f = LE.shb();
+        f.extend(LE.block(1, &idb));
+        f.extend(spb(100, b"abcdef"));
+        let got = frames(reader(f).unwrap());
+        assert_eq!((got[0].2, got[0].3.as_slice()), (100, &b"abcdef"[..]));
+    }
+
+    #[test]
+    fn pcapng_block_whose_trailing_length_differs_is_corrupt_at_its_offset() {
+        let mut f = LE.shb();
+        f.extend(LE.idb(1, None));
+        let mut epb = LE.epb(0, 1, b"abcd");
+        let end = epb.len();
+        epb[end - 4..].copy_from_slice(&LE.u32(999));
+        f.extend(epb);
+        let err = frames_or_error(f);
+        assert_eq!(
+            err,
+            format!(
+                "mem.pcap: block length {} at its start but 999 at its end at byte {}",
+                end,
+                28 + 20 + end
+            )
+        );
+        let mut f = LE.shb();
+        let len = f.len();
+        f[len - 4..].copy_from_slice(&LE.u32(32));
+        assert!(frames_or_error(f).contains("section header length 28 at its start but 32"));
+    }
+
+    /// Reads to the end, which must be an error: its message.
+    fn frames_or_error(bytes: Vec<u8>) -> String {
+        let mut r = match reader(bytes) {
+            Ok(r) => r,
+            Err(e) => return e.to_string(),
+        };
+        loop {
+            match r.next_record() {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("read to a clean end"),
+                Err(e) => return e.to_string(),
+            }
+        }
+    }
+
+    #[test]
+    fn many_interface_blocks_keep_each_link_type_once() {
+        let mut f = LE.shb();
+        for k in 0..3000u32 {
+            f.extend(LE.idb((k % 1000) as u16, None));
+        }
+        f.extend(LE.epb(2999, 1, b"x"));
+        let mut r = reader(f).unwrap();
+        while r.next_record().unwrap().is_some() {}
+        assert_eq!(r.link_types().len(), 1000);
+        assert_eq!(r.link_types()[999], LinkType(999));
     }
 }

@@ -35,6 +35,12 @@ impl Timestamp {
         )
     }
 
+    /// `secs` seconds later (earlier when negative), saturating at either
+    /// end of time.
+    pub fn after_secs(self, secs: i64) -> Timestamp {
+        Timestamp(self.0.saturating_add(secs.saturating_mul(1_000_000)))
+    }
+
     /// `d` earlier, saturating at the start of time.
     pub fn before(self, d: std::time::Duration) -> Timestamp {
         Timestamp(
@@ -45,7 +51,8 @@ impl Timestamp {
 
     /// Milliseconds from `earlier` to `self`.
     pub fn millis_since(self, earlier: Timestamp) -> f64 {
-        (self.0 - earlier.0) as f64 / 1000.0
+        // In i128: two timestamps at the ends of time are further apart than an i64.
+        (i128::from(self.0) - i128::from(earlier.0)) as f64 / 1000.0
     }
 }
 
@@ -212,6 +219,7 @@ mod tests {
         let t = Timestamp::from_parts(1_763_728_526, 346_441);
         assert_eq!(format!("{:.6}", t.as_secs_f64()), "1763728526.346441");
         assert_eq!(Timestamp(2_500).millis_since(Timestamp(1_000)), 1.5);
+        assert!(Timestamp(i64::MAX).millis_since(Timestamp(i64::MIN)) > 0.0);
     }
 
     #[test]

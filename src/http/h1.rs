@@ -12,6 +12,27 @@
 /// error (servers refuse far smaller: nginx 8 KiB lines, hyper 400 KiB heads).
 pub const MAX_HEAD_BYTES: usize = 256 * 1024;
 
+/// Most bytes of an oversized head's start line kept (its target).
+pub const MAX_LINE_KEPT: usize = 8 * 1024;
+
+/// The `Host` field among the header lines at the start of `fields`, which
+/// may end anywhere (an oversized head cut at the limit).
+pub fn host_field(fields: &[u8]) -> Option<String> {
+    for line in fields.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            return None;
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        if line[..colon].eq_ignore_ascii_case(b"host") {
+            return Some(text(line[colon + 1..].trim_ascii()));
+        }
+    }
+    None
+}
+
 /// Longest line kept while scanning for a message start after a gap.
 const MAX_RESYNC_LINE: usize = 8 * 1024;
 

@@ -156,6 +156,16 @@ pub struct HttpSignals {
     pub framing_errors: u32,
     /// Messages still incomplete when the connection or capture ended.
     pub incomplete_messages: u32,
+    /// Heads longer than the analyser reads (`h1::MAX_HEAD_BYTES`): a
+    /// request is still listed (and a response still answers its request)
+    /// with what its start line says, and parsing resumes at the next start
+    /// line. Absent when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub oversized_heads: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Most bytes held unparsed per direction (a head, a frame, a hello, or
@@ -212,6 +222,8 @@ enum Flow {
 struct Tail {
     buf: Vec<u8>,
     marks: Vec<(usize, Timestamp)>,
+    /// `buf` holds a line feed (kept as bytes come, so asking costs nothing).
+    newline: bool,
 }
 
 impl Tail {
@@ -219,6 +231,7 @@ impl Tail {
         if self.marks.last().map(|m| m.1) != Some(ts) {
             self.marks.push((self.buf.len(), ts));
         }
+        self.newline = self.newline || data.contains(&b'\n');
         self.buf.extend_from_slice(data);
     }
 
@@ -244,6 +257,8 @@ impl Tail {
             return;
         }
         self.buf.drain(..n);
+        // What a parse just read past costs as much again to look at.
+        self.newline = self.newline && self.buf.contains(&b'\n');
         let keep = self.marks.partition_point(|m| m.0 <= n).saturating_sub(1);
         self.marks.drain(..keep);
         for mark in &mut self.marks {
@@ -254,6 +269,7 @@ impl Tail {
     fn clear(&mut self) {
         self.buf.clear();
         self.marks.clear();
+        self.newline = false;
     }
 }
 
@@ -293,6 +309,16 @@ pub struct ConnectionAnalyzer {
     /// When the header block being read on each side began.
     h2_block_ts: [Option<Timestamp>; 2],
     finished: bool,
+    /// Bytes handed to the parsers, counting every re-reading of held ones.
+    scanned: u64,
+}
+
+/// Empty lines (CR and LF bytes) at the start of `buf`: RFC 9112 §2.2 has
+/// them ignored before a request line; a response's are skipped alike.
+fn leading_blank(buf: &[u8]) -> usize {
+    buf.iter()
+        .take_while(|b| matches!(b, b'\r' | b'\n'))
+        .count()
 }
 
 fn side_of(dir: Direction) -> usize {
@@ -387,6 +413,14 @@ impl ConnectionAnalyzer {
         &self.signals
     }
 
+    /// Bytes the parsers have read, each time they read them: a measure of
+    /// the work done, linear in the bytes of the connection whatever the
+    /// segments' sizes (held bytes are re-read only when new ones can
+    /// complete what they began).
+    pub fn scanned_bytes(&self) -> u64 {
+        self.scanned
+    }
+
     /// Move the requests out, leaving none: for a caller done with the
     /// analyser after [`ConnectionAnalyzer::finish`] (no copy of every string).
     pub fn take_exchanges(&mut self) -> Vec<HttpExchange> {
@@ -423,7 +457,7 @@ impl ConnectionAnalyzer {
                 tail.push(&data[n..], ts);
             }
         } else {
-            let can_progress = self.can_progress(i, &tail.buf, data);
+            let can_progress = self.can_progress(i, &tail, data);
             tail.push(data, ts);
             if can_progress {
                 let n = self.parse(i, &tail.buf, &|p| tail.ts_at(p));
@@ -443,7 +477,8 @@ impl ConnectionAnalyzer {
     /// of direction `i` go on? A head needs its blank line, a chunk size or a
     /// start line its line end; without them re-parsing the held bytes would
     /// only cost time (quadratic in a head sent a byte per segment).
-    fn can_progress(&self, i: usize, held: &[u8], data: &[u8]) -> bool {
+    fn can_progress(&self, i: usize, tail: &Tail, data: &[u8]) -> bool {
+        let held = tail.buf.as_slice();
         // The bytes around the seam, for a pattern split between the two.
         let seam: Vec<u8> = held[held.len().saturating_sub(2)..]
             .iter()
@@ -456,19 +491,31 @@ impl ConnectionAnalyzer {
         };
         let newline = data.contains(&b'\n');
         let blank_line = || has(b"\n\n") || has(b"\n\r\n");
+        // The held bytes reach a limit with these: the parser decides once.
+        let reaches = |limit: usize| held.len() < limit && held.len() + data.len() >= limit;
         match &self.sides[i].mode {
             // The first line decides (a start line, an HTTP/0.9 request, the
-            // h2 preface); after it only the blank line can.
+            // h2 preface); after it only the blank line can, or the head
+            // growing past its limit.
             Mode::H1(H1State::Head) => {
-                (newline && !held.contains(&b'\n'))
+                (newline && !tail.newline)
                     || blank_line()
                     || held.len() < h2::PREFACE.len()
+                    || reaches(h1::MAX_HEAD_BYTES)
             }
             Mode::H1(H1State::Chunked(ChunkState::Trailers)) => blank_line(),
             Mode::H1(H1State::Chunked(ChunkState::Size) | H1State::Resync { .. }) => newline,
             Mode::H1(H1State::AwaitResponse) => false,
+            // A line end, or a control byte a request line cannot hold (tab
+            // and CR can: they do not decide), or the limits.
             Mode::Detect if i == CLIENT => {
-                held.len() < 64 || newline || data.iter().any(|b| b.is_ascii_control())
+                held.len() < 64
+                    || newline
+                    || data
+                        .iter()
+                        .any(|&b| b.is_ascii_control() && b != b'\r' && b != b'\t')
+                    || reaches(h1::MAX_HEAD_BYTES)
+                    || reaches(MAX_UNDECIDED_BYTES)
             }
             _ => true,
         }
@@ -503,6 +550,7 @@ impl ConnectionAnalyzer {
 
     /// Run a direction's parser over `data`; returns the bytes consumed.
     fn parse(&mut self, i: usize, data: &[u8], at: &dyn Fn(usize) -> Timestamp) -> usize {
+        self.scanned += data.len() as u64;
         let mut mode = std::mem::take(&mut self.sides[i].mode);
         let mut pos = 0;
         let mut idle = 0;
@@ -566,12 +614,13 @@ impl ConnectionAnalyzer {
             }
             Some(false) => {}
         }
-        // RFC 9112 §2.2: empty lines before a request line are ignored.
-        let blank = rest
-            .iter()
-            .take_while(|b| matches!(b, b'\r' | b'\n'))
-            .count();
-        let text = &rest[blank..];
+        // RFC 9112 §2.2: empty lines before a request line are ignored;
+        // consumed, so that they are not read again with the next bytes.
+        let blank = leading_blank(rest);
+        if blank > 0 {
+            return Flow::Consumed(blank);
+        }
+        let text = rest;
         match text.iter().position(|&b| b == b'\n') {
             Some(end)
                 if h1::is_request_line(text[..end].trim_ascii_end())
@@ -663,8 +712,13 @@ impl ConnectionAnalyzer {
                     }
                     return Flow::Switch(0, Mode::H2(Box::new(h2::FrameReader::client())));
                 }
+                let blank = leading_blank(rest);
+                if blank > 0 {
+                    return Flow::Consumed(blank);
+                }
                 match h1::parse_request(rest) {
                     HeadParse::Partial if rest.len() < h1::MAX_HEAD_BYTES => Flow::NeedMore,
+                    HeadParse::Partial => self.oversized_request(state, rest, ts),
                     HeadParse::Complete(head, len) => {
                         *state = self.request_head(head, ts);
                         Flow::Consumed(len)
@@ -686,6 +740,64 @@ impl ConnectionAnalyzer {
             H1State::AwaitResponse => Flow::Wait,
             _ => self.body_step(state, rest, true),
         }
+    }
+
+    /// A request head that does not end within [`h1::MAX_HEAD_BYTES`]: a
+    /// request with what its start line (and any `Host` field before the
+    /// limit) says, if the line reads as one; then on at the next start
+    /// line, as its body's length is not known.
+    fn oversized_request(&mut self, state: &mut H1State, rest: &[u8], ts: Timestamp) -> Flow {
+        let line_end = rest.iter().position(|&b| b == b'\n');
+        let line = &rest[..line_end.unwrap_or(rest.len()).min(h1::MAX_LINE_KEPT)];
+        let Some((method, target, _)) = h1::lenient_request_line(line) else {
+            return self.framing_error(state);
+        };
+        self.signals.oversized_heads += 1;
+        let head = h1::RequestHead {
+            method: method.to_owned(),
+            target: target.to_owned(),
+            minor_version: 1,
+            host: h1::host_field(&rest[line_end.map_or(rest.len(), |e| e + 1)..]),
+            tag: None,
+            connection: h1::ConnectionOptions::default(),
+            upgrade: None,
+            framing: h1::Framing::None,
+        };
+        self.request_head(head, ts);
+        self.signals.resyncs += 1;
+        *state = H1State::Resync { line_start: false };
+        Flow::Consumed(line_end.map_or(line.len(), |e| e + 1))
+    }
+
+    /// A response head that does not end within [`h1::MAX_HEAD_BYTES`]: it
+    /// answers the next request with its status, if its start line reads as
+    /// a status line; then on at the next status line.
+    fn oversized_response(&mut self, state: &mut H1State, rest: &[u8], ts: Timestamp) -> Flow {
+        let line_end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+        let line = rest[..line_end]
+            .strip_suffix(b"\r")
+            .unwrap_or(&rest[..line_end]);
+        if !h1::is_status_line(line) {
+            return self.framing_error(state);
+        }
+        self.signals.oversized_heads += 1;
+        let status = line[9..12]
+            .iter()
+            .fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+        if !(100..200).contains(&status) {
+            let idx = self.next_answer;
+            self.next_answer = (idx + 1).min(self.exchanges.len());
+            match self.exchanges.get_mut(idx) {
+                Some(exchange) => {
+                    exchange.status.get_or_insert(status);
+                    exchange.answered.get_or_insert(ts);
+                }
+                None => self.signals.unmatched_responses += 1,
+            }
+        }
+        self.signals.resyncs += 1;
+        *state = H1State::Resync { line_start: false };
+        Flow::Consumed((line_end + 1).min(rest.len()))
     }
 
     fn framing_error(&mut self, state: &mut H1State) -> Flow {
@@ -783,8 +895,13 @@ impl ConnectionAnalyzer {
         if *state != H1State::Head {
             return self.body_step(state, rest, false);
         }
+        let blank = leading_blank(rest);
+        if blank > 0 {
+            return Flow::Consumed(blank);
+        }
         match h1::parse_response(rest) {
             HeadParse::Partial if rest.len() < h1::MAX_HEAD_BYTES => Flow::NeedMore,
+            HeadParse::Partial => self.oversized_response(state, rest, ts),
             HeadParse::Complete(head, len) => self.response_head(state, head, len, ts),
             _ if self.http09.contains(&self.next_answer) => {
                 // RFC 1945 §4.1: a simple request gets a bare body, ended by

@@ -712,6 +712,177 @@ fn tls_client_hello_split_across_records() {
     assert_eq!(an.tls_sni(), Some("www.cloudflare.com"));
 }
 
+/// The hello's handshake message cut into TLS records of the given sizes
+/// (the last takes the rest).
+fn hello_in_records(sizes: &[usize]) -> Vec<u8> {
+    let mut body = &CLIENT_HELLO[5..];
+    let mut bytes = Vec::new();
+    for &size in sizes.iter().chain([&usize::MAX]) {
+        let (part, rest) = body.split_at(size.min(body.len()));
+        bytes.extend([0x16, 0x03, 0x01]);
+        bytes.extend((part.len() as u16).to_be_bytes());
+        bytes.extend(part);
+        body = rest;
+        if body.is_empty() {
+            break;
+        }
+    }
+    bytes
+}
+
+#[test]
+fn tls_client_hello_whose_first_record_is_shorter_than_the_handshake_header() {
+    for sizes in [&[1][..], &[2], &[3], &[1, 1, 1], &[2, 1, 5], &[3, 1]] {
+        let bytes = hello_in_records(sizes);
+        for per_segment in [bytes.len(), 1] {
+            let mut c = Conn::open();
+            for chunk in bytes.chunks(per_segment) {
+                c.client(chunk);
+            }
+            let an = c.done();
+            assert_eq!(an.tls_sni(), Some("www.cloudflare.com"), "{sizes:?}");
+            assert_eq!(an.alpn(), ["h2", "http/1.1"], "{sizes:?}");
+            assert_eq!(an.signals().framing_errors, 0, "{sizes:?}");
+        }
+    }
+}
+
+#[test]
+fn tls_client_hello_in_one_byte_records_is_read() {
+    let sizes = vec![1; CLIENT_HELLO.len()];
+    let mut c = Conn::open();
+    c.client(&hello_in_records(&sizes));
+    assert_eq!(c.done().tls_sni(), Some("www.cloudflare.com"));
+}
+
+/// Bytes the analyser scanned for a client stream of `before`, then `n`
+/// bytes of `filler` one per segment, then `after`, the server answering
+/// each request; and the requests it found.
+fn scanned_one_byte_at_a_time(
+    before: &[u8],
+    filler: &[u8],
+    n: usize,
+    after: &[u8],
+) -> (u64, usize) {
+    let mut c = Conn::open();
+    if !before.is_empty() {
+        c.client(before);
+        c.server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    }
+    for k in 0..n {
+        c.client(&filler[k % filler.len()..][..1]);
+    }
+    c.client(after);
+    c.server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    let an = c.done();
+    (an.scanned_bytes(), an.exchanges().len())
+}
+
+#[test]
+fn whitespace_a_byte_per_segment_is_scanned_linearly() {
+    let request: &[u8] = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n";
+    type Case<'a> = (&'a [u8], &'a [u8], &'a [u8], usize);
+    let cases: [Case<'_>; 6] = [
+        // Before any request: while the protocol is still being detected.
+        (b"", b"\t", b"\n", 0),
+        (b"", b"\r", request, 1),
+        (b"", b"\r\n", request, 1),
+        // Between requests, and inside a head's header lines.
+        (request, b"\r\n", request, 2),
+        (request, b"\r", request, 2),
+        (b"", b"\n\t", b"\r\n\r\n", 0),
+    ];
+    for (before, filler, after, requests) in cases {
+        let n = 20_000;
+        let (once, found) = scanned_one_byte_at_a_time(before, filler, n, after);
+        let (twice, _) = scanned_one_byte_at_a_time(before, filler, 2 * n, after);
+        let what = format!(
+            "{:?} then {:?}",
+            String::from_utf8_lossy(before),
+            String::from_utf8_lossy(filler)
+        );
+        if filler != b"\n\t" {
+            assert_eq!(found, requests, "{what}");
+        }
+        // Linear: a few readings of each byte, and twice the bytes cost
+        // about twice the work (a rescan per byte would be n²/2).
+        assert!(
+            once <= 8 * n as u64 + 1000,
+            "{what}: {once} bytes scanned for {n}"
+        );
+        assert!(twice <= 2 * once + 1000, "{what}: {once} then {twice}");
+    }
+}
+
+/// A request head of about `kib` KiB: its line, a Host field, then
+/// 1000-byte header lines, and its blank line.
+fn big_request_head(target: &str, kib: usize) -> Vec<u8> {
+    let mut head = format!("GET {target} HTTP/1.1\r\nHost: big.example\r\n").into_bytes();
+    let mut n = 0;
+    while head.len() < kib * 1024 {
+        let line = format!("X-Pad-{n}: {}\r\n", "a".repeat(990));
+        head.extend_from_slice(line.as_bytes());
+        n += 1;
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+#[test]
+fn requests_after_an_oversized_head_are_still_found() {
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    for kib in [300, 600] {
+        for segment in [1400, 64 * 1024] {
+            let mut c = Conn::open();
+            for chunk in big_request_head("/big", kib).chunks(segment) {
+                c.client(chunk);
+            }
+            c.server(b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\n\r\n");
+            c.client(b"GET /after HTTP/1.1\r\nHost: a\r\n\r\n");
+            c.server(OK);
+            c.client(b"GET /last HTTP/1.1\r\nHost: a\r\n\r\n");
+            c.server(OK);
+            let an = c.done();
+            let what = format!("{kib} KiB in segments of {segment}");
+            assert_eq!(
+                targets(&an),
+                vec![
+                    t("GET", "/big", Some(431)),
+                    t("GET", "/after", Some(200)),
+                    t("GET", "/last", Some(200)),
+                ],
+                "{what}"
+            );
+            assert_eq!(
+                an.exchanges()[0].host.as_deref(),
+                Some("big.example"),
+                "{what}"
+            );
+            assert_eq!(an.signals().oversized_heads, 1, "{what}");
+            assert_eq!(an.signals().unmatched_responses, 0, "{what}");
+        }
+    }
+}
+
+#[test]
+fn an_oversized_response_head_still_answers_its_request() {
+    let mut c = Conn::open();
+    c.client(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n");
+    let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
+    head.extend(big_request_head("/", 300).split_at(30).1);
+    for chunk in head.chunks(1400) {
+        c.server(chunk);
+    }
+    c.client(b"GET /b HTTP/1.1\r\nHost: a\r\n\r\n");
+    c.server(b"HTTP/1.1 204 No Content\r\n\r\n");
+    let an = c.done();
+    assert_eq!(
+        targets(&an),
+        vec![t("GET", "/a", Some(200)), t("GET", "/b", Some(204))]
+    );
+    assert_eq!(an.signals().oversized_heads, 1);
+}
+
 #[test]
 fn non_http_protocol_stays_unknown() {
     let mut c = Conn::open();

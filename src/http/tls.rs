@@ -42,36 +42,45 @@ pub fn looks_like_tls(buf: &[u8]) -> Option<bool> {
     }
 }
 
-/// Parse the ClientHello at the start of `buf`.
+/// Most TLS records a ClientHello is read across; a hello split further is
+/// given up on (RFC 8446 §5.1 allows a record of one byte, so a record count
+/// bounds the work, not only the bytes).
+pub const MAX_HELLO_RECORDS: usize = 1024;
+
+/// Parse the ClientHello at the start of `buf`. The handshake message may be
+/// fragmented over several handshake records, down to one byte each (RFC
+/// 8446 §5.1): their fragments are joined, at most [`MAX_HELLO_BYTES`] over
+/// at most [`MAX_HELLO_RECORDS`] records, before the message is parsed.
 pub fn client_hello(buf: &[u8]) -> HelloParse {
     // First pass: are all the records holding the hello here? (Cheap, so a
     // hello arriving a byte per segment costs no copying until it is whole.)
     let mut records = Vec::new();
     let mut pos = 0;
     let mut joined = 0;
-    let mut first_fragment: &[u8] = &[];
+    // The handshake header (type and 24-bit length), from however many
+    // records its four bytes span.
+    let mut header = Vec::with_capacity(4);
     loop {
-        let Some(header) = buf.get(pos..pos + RECORD_HEADER_LEN) else {
+        let Some(record) = buf.get(pos..pos + RECORD_HEADER_LEN) else {
             return HelloParse::NeedMore;
         };
-        if header[0] != CONTENT_HANDSHAKE || header[1] != 3 {
+        if record[0] != CONTENT_HANDSHAKE || record[1] != 3 {
             return HelloParse::Invalid;
         }
-        let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
+        let len = usize::from(u16::from_be_bytes([record[3], record[4]]));
         let start = pos + RECORD_HEADER_LEN;
         let Some(fragment) = buf.get(start..start + len) else {
             return HelloParse::NeedMore;
         };
-        if pos == 0 {
-            first_fragment = fragment;
-            if hello_len(fragment).is_some_and(|n| n <= fragment.len()) {
-                return from_record(&buf[..start + len]);
-            }
+        if pos == 0 && hello_len(fragment).is_some_and(|n| n <= fragment.len()) {
+            return from_record(&buf[..start + len]);
         }
+        let wanted = 4 - header.len();
+        header.extend_from_slice(&fragment[..fragment.len().min(wanted)]);
         records.push(start..start + len);
         joined += len;
         pos = start + len;
-        match hello_len(first_fragment) {
+        match hello_len(&header) {
             Some(n) if n > MAX_HELLO_BYTES => return HelloParse::Invalid,
             Some(n) if n <= joined => {
                 let mut handshake = Vec::with_capacity(joined);
@@ -80,7 +89,9 @@ pub fn client_hello(buf: &[u8]) -> HelloParse {
                 }
                 return from_handshake(&handshake[..n]);
             }
-            _ if pos > MAX_HELLO_BYTES => return HelloParse::Invalid,
+            _ if pos > MAX_HELLO_BYTES || records.len() >= MAX_HELLO_RECORDS => {
+                return HelloParse::Invalid
+            }
             _ => {}
         }
     }

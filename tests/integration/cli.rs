@@ -252,3 +252,84 @@ fn a_filter_works_on_raw_ip_captures() {
     assert_eq!(report["connections"][0]["server"], "10.0.0.2:80");
     assert_eq!(report["source"]["link_types"][0], "RAW");
 }
+
+/// `conntrace replay ARGS -f json` with `stdin` on standard input.
+fn replay_with_stdin(args: &[&std::ffi::OsStr], stdin: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = bin()
+        .arg("replay")
+        .args(args)
+        .args(["-f", "json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let bytes = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&bytes);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+#[test]
+fn dash_r_reads_files_as_tcpdump_and_tshark_take_them() {
+    use crate::common::capture::{http_connections, pcap, report_of, TempFile};
+    let a = TempFile::new("r-a.pcap", &pcap(&http_connections(40000, 2)));
+    let b = TempFile::new("r-b.pcap", &pcap(&http_connections(50000, 3)));
+    let one = report_of(&replay_with_stdin(
+        &["-r".as_ref(), a.path().as_os_str()],
+        b"",
+    ));
+    assert_eq!(one["summary"]["connections"], 2);
+    // Repeated, or beside positional files: read as one capture, -r first.
+    for args in [
+        vec![
+            "-r".as_ref(),
+            a.path().as_os_str(),
+            "-r".as_ref(),
+            b.path().as_os_str(),
+        ],
+        vec![b.path().as_os_str(), "-r".as_ref(), a.path().as_os_str()],
+        vec![
+            "--read".as_ref(),
+            a.path().as_os_str(),
+            b.path().as_os_str(),
+        ],
+    ] {
+        let both = report_of(&replay_with_stdin(&args, b""));
+        assert_eq!(both["summary"]["connections"], 5, "{args:?}");
+        assert_eq!(
+            both["source"]["names"][0],
+            a.path().display().to_string(),
+            "{args:?}"
+        );
+    }
+    let none = bin().arg("replay").output().unwrap();
+    assert_eq!(none.status.code(), Some(2), "no file: a usage error");
+}
+
+#[test]
+fn dash_reads_a_capture_from_standard_input_plain_or_gzip() {
+    use crate::common::capture::{http_connections, pcap, report_of};
+    use std::io::Write;
+    let plain = pcap(&http_connections(50000, 3));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&plain).unwrap();
+    let gzipped = gz.finish().unwrap();
+    for bytes in [&plain, &gzipped] {
+        for args in [vec!["-"], vec!["-r", "-"]] {
+            let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+            let report = report_of(&replay_with_stdin(&args, bytes));
+            assert_eq!(report["summary"]["connections"], 3, "{args:?}");
+            assert_eq!(report["summary"]["requests"], 3, "{args:?}");
+            assert_eq!(report["source"]["names"][0], "-");
+        }
+    }
+    let twice = replay_with_stdin(&["-".as_ref(), "-r".as_ref(), "-".as_ref()], &plain);
+    assert_eq!(twice.status.code(), Some(2), "a bad argument");
+    assert!(String::from_utf8_lossy(&twice.stderr).contains("standard input"));
+}

@@ -139,12 +139,17 @@ fn get_head(sock: &mut TcpStream) -> String {
 fn errors_name_their_cause_once() {
     let dir = scratch("a-directory");
     std::fs::create_dir_all(&dir).unwrap();
-    let gz = scratch("truncated.pcap.gz");
+    let gz = scratch("corrupt.pcap.gz");
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     enc.write_all(&std::fs::read(fixture("h2c.pcap")).unwrap())
         .unwrap();
-    let whole = enc.finish().unwrap();
-    std::fs::write(&gz, &whole[..whole.len() / 2]).unwrap();
+    // Garbled past the gzip header: the deflate stream is corrupt (a gzip
+    // stream merely cut short gives a partial report instead).
+    let mut whole = enc.finish().unwrap();
+    for b in &mut whole[30..60] {
+        *b ^= 0xff;
+    }
+    std::fs::write(&gz, &whole).unwrap();
     let cases: Vec<(Vec<String>, &str)> = vec![
         (
             vec!["replay".into(), dir.display().to_string()],
@@ -152,7 +157,7 @@ fn errors_name_their_cause_once() {
         ),
         (
             vec!["replay".into(), gz.display().to_string()],
-            "incomplete deflate stream",
+            "corrupt deflate stream",
         ),
         (
             vec![

@@ -87,18 +87,33 @@ fn d_http2_multiplexes_on_one_connection() {
     };
     let s = &r.report.summary;
     assert_eq!(s.requests, 10);
-    // Every request rides one connection; a second one that hyper's pool may
-    // open in a race carries nothing (the verdict names it).
-    assert_eq!(carrying(&r), 1, "{}", r.verdict.line);
-    let mut ids: Vec<u32> = r
+    // One connection multiplexes the requests; a second one that hyper's
+    // pool may race into being takes at most one (the verdict names it).
+    let busiest = r
+        .report
+        .connections
+        .iter()
+        .map(|c| {
+            r.report
+                .requests
+                .iter()
+                .filter(|q| q.stream == c.stream)
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(busiest >= 9, "{}", r.verdict.line);
+    assert!(carrying(&r) <= 2, "{}", r.verdict.line);
+    // The h2c frames were parsed from the packets: every request is an
+    // HTTP/2 stream on the wire, with distinct ids on each connection.
+    let mut ids: Vec<(u64, u32)> = r
         .report
         .requests
         .iter()
-        .filter_map(|q| q.h2_stream)
+        .filter_map(|q| Some((q.stream, q.h2_stream?)))
         .collect();
     ids.sort_unstable();
     ids.dedup();
-    // The h2c frames were parsed from the packets: ten streams on the wire.
     assert_eq!(
         ids.len(),
         10,

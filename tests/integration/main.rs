@@ -10,6 +10,7 @@ mod cli;
 mod fixtures;
 mod golden;
 mod hardening_live;
+mod hostile;
 mod http_crosscheck;
 mod live_demo;
 mod live_nginx;

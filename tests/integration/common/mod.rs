@@ -3,6 +3,7 @@
 //! `CONNTRACE_EXTRA_CAPTURES`), how to replay one with the built binary, and
 //! the tshark reference ([`tshark`]).
 
+pub mod capture;
 pub mod tshark;
 
 use std::path::{Path, PathBuf};
