@@ -16,6 +16,8 @@ pub mod cli;
 pub mod decode;
 pub mod diagnose;
 pub mod flow;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod jsonl;
 pub mod live;

@@ -16,9 +16,9 @@
 //! Everything it noticed is in [`HttpSignals`], documented field by field in
 //! `docs/http-signals.md`.
 
-mod h1;
-mod h2;
-mod tls;
+pub(crate) mod h1;
+pub(crate) mod h2;
+pub(crate) mod tls;
 
 use std::collections::{HashMap, HashSet};
 
