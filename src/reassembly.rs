@@ -4,7 +4,7 @@
 //!
 //! In-order payloads are handed back as slices of the caller's buffer (no
 //! copy); only segments that arrive ahead of a hole are copied, and those are
-//! held up to [`MAX_BUFFERED_BYTES`]. Bytes the capture never saw (a lost
+//! held up to [`MAX_BUFFERED_BYTES`] and [`MAX_BUFFERED_SEGMENTS`]. Bytes the capture never saw (a lost
 //! segment, a payload cut by the snaplen) become an explicit gap so the parser
 //! above can resynchronise; the stream never silently skips.
 //!
@@ -18,6 +18,13 @@ use crate::wire::{Segment, SeqNumber, Timestamp};
 /// Most out-of-order payload bytes held per direction while waiting for a
 /// hole to fill. Past this the oldest hole is declared lost.
 pub const MAX_BUFFERED_BYTES: usize = 256 * 1024;
+
+/// Most out-of-order segments held per direction, whatever their size: ones
+/// the snaplen cut to nothing (a headers-only capture) would otherwise pile
+/// up without bound behind a hole no ACK closes (a one-way capture), and
+/// each [`Reassembler::pop`] scans them all. Full-size segments reach
+/// [`MAX_BUFFERED_BYTES`] first.
+pub const MAX_BUFFERED_SEGMENTS: usize = 1024;
 
 /// One piece of the reassembled stream, in stream order: first `gap_before`
 /// bytes the capture never saw, then `data`, then `gap_after` bytes sent but
@@ -246,7 +253,7 @@ impl Reassembler {
             fin,
             ts,
         });
-        if self.held_bytes > MAX_BUFFERED_BYTES {
+        if self.held_bytes > MAX_BUFFERED_BYTES || self.held.len() > MAX_BUFFERED_SEGMENTS {
             self.stats.overflows += 1;
             self.overflowing = true;
         }
@@ -370,5 +377,23 @@ mod tests {
         }
         assert!(r.stats().overflows > 0);
         assert!(delivered > 0);
+    }
+
+    #[test]
+    fn segments_cut_to_nothing_are_bounded_too() {
+        // A one-way, headers-only capture with a hole: no byte is held, and
+        // no ACK ever declares the hole lost.
+        let mut r = Reassembler::new();
+        r.segment(&seg(0, TcpFlags::SYN, 0), &[]);
+        let mut most_held = 0;
+        for k in 0..3_000u32 {
+            let mut s = seg(1000 + k * 100, TcpFlags::ACK, 100);
+            s.payload = 0..0;
+            r.segment(&s, &[]);
+            while r.pop().is_some() {}
+            most_held = most_held.max(r.held.len());
+        }
+        assert!(most_held <= MAX_BUFFERED_SEGMENTS + 1);
+        assert!(r.stats().overflows > 0);
     }
 }
