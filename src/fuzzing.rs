@@ -22,6 +22,7 @@ use std::time::Duration;
 use arbitrary::{Arbitrary, Unstructured};
 
 use crate::decode::{decode, Decoded};
+use crate::diagnose::ReuseJudge;
 use crate::flow::{Expiry, FlowEvent, FlowTable};
 use crate::http::{h1, h2, tls, ConnectionAnalyzer};
 use crate::jsonl::JsonlSink;
@@ -318,9 +319,10 @@ const MAX_STEPS: usize = 512;
 /// The connection tracker fed a scripted sequence of segments (built with
 /// `arbitrary`: several 4-tuples, both directions, any flags, in order or out
 /// of order, with huge sequence jumps and wraparound, timestamps jumping
-/// forward and back). Streams are numbered densely from 0 in order of
-/// opening, each is finalised exactly once, and no connection counts more
-/// packets or payload than its 4-tuple carried.
+/// forward and back), its events passed on to the reuse judge as the
+/// pipeline does. Streams are numbered densely from 0 in order of opening,
+/// each is finalised exactly once and released by the judge exactly once,
+/// and no connection counts more packets or payload than its 4-tuple carried.
 pub fn tracker(data: &[u8]) {
     let Ok(script) = TrackerScript::arbitrary_take_rest(Unstructured::new(data)) else {
         return;
@@ -349,6 +351,7 @@ pub fn tracker(data: &[u8]) {
     let mut clock = 1_000_000_000i64;
     let mut events = Vec::new();
     let mut log = EventLog::default();
+    let mut judge = ReuseJudge::new();
     for step in script.steps.iter().take(MAX_STEPS) {
         let t = usize::from(step.tuple) % TUPLES.len();
         let side = usize::from(!step.forward);
@@ -396,10 +399,20 @@ pub fn tracker(data: &[u8]) {
             "segment given stream {stream}, only {} numbered",
             table.len()
         );
-        log.take(&mut events);
+        log.take(&mut events, &mut judge);
+        judge.advance(seg.ts);
+        log.release(&mut judge);
     }
     table.finish(&mut events);
-    log.take(&mut events);
+    log.take(&mut events, &mut judge);
+    judge.finish();
+    log.release(&mut judge);
+    assert!(
+        log.released == log.finished,
+        "the reuse judge released {} of {} connections",
+        log.released.len(),
+        log.finished.len()
+    );
     assert_eq!(
         log.opened.len(),
         table.len(),
@@ -435,51 +448,73 @@ struct EventLog {
     finished: BTreeSet<u64>,
     /// Per finalised connection: client, server, packets, payload bytes.
     records: Vec<(SocketAddr, SocketAddr, u64, u64)>,
+    /// Streams the reuse judge released with their verdicts.
+    released: BTreeSet<u64>,
 }
 
 impl EventLog {
-    fn take(&mut self, events: &mut Vec<FlowEvent>) {
+    /// Check the tracker's events, then hand them to the judge.
+    fn take(&mut self, events: &mut Vec<FlowEvent>, judge: &mut ReuseJudge) {
         for event in events.drain(..) {
-            match event {
-                FlowEvent::Opened { stream, .. } => {
-                    assert_eq!(
-                        stream,
-                        self.opened.len() as u64,
-                        "stream numbers are not dense"
-                    );
-                    self.opened.push(stream);
+            self.check(&event);
+            judge.on_event(event);
+        }
+    }
+
+    fn release(&mut self, judge: &mut ReuseJudge) {
+        while let Some(f) = judge.pop_released() {
+            let stream = f.record.stream;
+            assert!(
+                self.finished.contains(&stream),
+                "stream {stream} released unfinished"
+            );
+            assert!(
+                self.released.insert(stream),
+                "stream {stream} released twice"
+            );
+        }
+    }
+
+    fn check(&mut self, event: &FlowEvent) {
+        match event {
+            &FlowEvent::Opened { stream, .. } => {
+                assert_eq!(
+                    stream,
+                    self.opened.len() as u64,
+                    "stream numbers are not dense"
+                );
+                self.opened.push(stream);
+            }
+            FlowEvent::Finished(f) => {
+                let r = &f.record;
+                assert!(
+                    (r.stream as usize) < self.opened.len(),
+                    "stream {} finalised before it opened",
+                    r.stream
+                );
+                assert!(
+                    self.finished.insert(r.stream),
+                    "stream {} finalised twice",
+                    r.stream
+                );
+                for q in &f.requests {
+                    assert_eq!(q.stream, r.stream, "a request filed under another stream");
                 }
-                FlowEvent::Finished(f) => {
-                    let r = &f.record;
-                    assert!(
-                        (r.stream as usize) < self.opened.len(),
-                        "stream {} finalised before it opened",
-                        r.stream
-                    );
-                    assert!(
-                        self.finished.insert(r.stream),
-                        "stream {} finalised twice",
-                        r.stream
-                    );
-                    for q in &f.requests {
-                        assert_eq!(q.stream, r.stream, "a request filed under another stream");
-                    }
-                    self.records.push((
-                        r.client,
-                        r.server,
-                        r.packets_client + r.packets_server,
-                        r.payload_client + r.payload_server,
-                    ));
-                }
-                FlowEvent::Request { stream, .. }
-                | FlowEvent::Answered { stream, .. }
-                | FlowEvent::Closed { stream, .. }
-                | FlowEvent::ClientReset { stream } => {
-                    assert!(
-                        (stream as usize) < self.opened.len() && !self.finished.contains(&stream),
-                        "event for stream {stream}, which is not open"
-                    );
-                }
+                self.records.push((
+                    r.client,
+                    r.server,
+                    r.packets_client + r.packets_server,
+                    r.payload_client + r.payload_server,
+                ));
+            }
+            &FlowEvent::Request { stream, .. }
+            | &FlowEvent::Answered { stream, .. }
+            | &FlowEvent::Closed { stream, .. }
+            | &FlowEvent::ClientReset { stream } => {
+                assert!(
+                    (stream as usize) < self.opened.len() && !self.finished.contains(&stream),
+                    "event for stream {stream}, which is not open"
+                );
             }
         }
     }
