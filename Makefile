@@ -10,7 +10,7 @@ BIN := target/release/conntrace
 DEB_PACKAGES := libpcap-dev tshark tcpdump nginx-light nghttp2-client wrk apache2-utils
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build deps test demo lint bench fixtures clean
+.PHONY: all build deps test demo lint bench fixtures fuzz clean
 
 all: build
 
@@ -46,6 +46,11 @@ fixtures: build
 
 bench: deps
 	./scripts/bench-replay.sh
+
+# Each fuzz target for FUZZ_SECONDS (default 60) on nightly; see fuzz/README.md.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	FUZZ_SECONDS=$(FUZZ_SECONDS) CARGO=$(CARGO) ./scripts/fuzz.sh
 
 clean:
 	$(CARGO) clean

@@ -1138,4 +1138,29 @@ mod tests {
             judge.groups()
         );
     }
+
+    #[test]
+    fn a_connection_let_go_after_a_later_verdict_is_released() {
+        // Stream 0 goes quiet at 10 s; stream 1's verdict at 20.1 s sweeps
+        // past that before the tracker lets stream 0 go.
+        let mut judge = ReuseJudge::new();
+        for (stream, cport, at) in [(0, 5000, 0.0), (1, 5001, 20.0)] {
+            judge.on_event(FlowEvent::Request {
+                stream,
+                peers: peers(cport, at),
+                depth: 1,
+                sent: secs(at + 0.1),
+                answered: Some(secs(at + 0.2)),
+            });
+        }
+        judge.advance(secs(25.0));
+        let FlowEvent::Finished(mut quiet) = finished(0, 5000, 0.0, EndReason::Idle) else {
+            unreachable!()
+        };
+        quiet.record.last_seen = secs(10.0);
+        judge.on_event(FlowEvent::Finished(quiet));
+        let out = judge.pop_released().expect("released with its verdict");
+        assert_eq!(out.record.stream, 0);
+        assert_eq!(out.requests[0].why_new.as_ref().unwrap().reason, "first");
+    }
 }

@@ -17,6 +17,8 @@ pub mod decode;
 pub mod diagnose;
 pub mod exit;
 pub mod flow;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod jsonl;
 pub mod live;

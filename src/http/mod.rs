@@ -17,8 +17,8 @@
 //! `docs/http-signals.md`.
 
 pub(crate) mod h1;
-mod h2;
-mod tls;
+pub(crate) mod h2;
+pub(crate) mod tls;
 
 use std::collections::{HashMap, HashSet};
 

@@ -8,6 +8,7 @@ mod common;
 
 mod cli;
 mod fixtures;
+mod fuzz_seeds;
 mod golden;
 mod hardening_live;
 mod hostile;

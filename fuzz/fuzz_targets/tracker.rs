@@ -1,0 +1,5 @@
+//! The connection tracker, fed a scripted sequence of segments. The body, and what it asserts, is
+//! `conntrace::fuzzing::tracker`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| conntrace::fuzzing::tracker(data));
