@@ -941,6 +941,18 @@ mod tests {
         }
     }
 
+    /// A first request on a connection opened at `opened` from client port
+    /// `cport`: sent 100 ms after, answered 100 ms later.
+    fn answered_request(stream: u64, cport: u16, opened: f64) -> FlowEvent {
+        FlowEvent::Request {
+            stream,
+            peers: peers(cport, opened),
+            depth: 1,
+            sent: secs(opened + 0.1),
+            answered: Some(secs(opened + 0.2)),
+        }
+    }
+
     fn finished(stream: u64, cport: u16, first: f64, end: EndReason) -> FlowEvent {
         FlowEvent::Finished(Box::new(Finished {
             record: conn(stream, cport, first, None),
@@ -952,13 +964,7 @@ mod tests {
     #[test]
     fn a_verdict_waits_a_second_of_capture_time_then_comes_out_with_its_connection() {
         let mut judge = ReuseJudge::new();
-        judge.on_event(FlowEvent::Request {
-            stream: 0,
-            peers: peers(5000, 0.0),
-            depth: 1,
-            sent: secs(0.1),
-            answered: Some(secs(0.2)),
-        });
+        judge.on_event(answered_request(0, 5000, 0.0));
         judge.on_event(finished(0, 5000, 0.0, EndReason::Closed));
         judge.advance(secs(0.9));
         assert!(judge.pop_released().is_none(), "held until its verdict");
@@ -974,22 +980,10 @@ mod tests {
             (EndReason::EndOfInput, "idle_not_reused"),
         ] {
             let mut judge = ReuseJudge::new();
-            judge.on_event(FlowEvent::Request {
-                stream: 0,
-                peers: peers(5000, 0.0),
-                depth: 1,
-                sent: secs(0.1),
-                answered: Some(secs(0.2)),
-            });
+            judge.on_event(answered_request(0, 5000, 0.0));
             judge.advance(secs(5.0));
             judge.on_event(finished(0, 5000, 0.0, end));
-            judge.on_event(FlowEvent::Request {
-                stream: 1,
-                peers: peers(5001, 9.9),
-                depth: 1,
-                sent: secs(10.0),
-                answered: Some(secs(10.1)),
-            });
+            judge.on_event(answered_request(1, 5001, 9.9));
             judge.on_event(finished(1, 5001, 9.9, EndReason::EndOfInput));
             judge.finish();
             let verdicts: Vec<&str> = std::iter::from_fn(|| judge.pop_released())
@@ -1004,20 +998,8 @@ mod tests {
     #[test]
     fn a_connection_let_go_behind_the_sweep_is_released_with_its_verdict() {
         let mut judge = ReuseJudge::new();
-        judge.on_event(FlowEvent::Request {
-            stream: 0,
-            peers: peers(5000, 0.0),
-            depth: 1,
-            sent: secs(0.1),
-            answered: Some(secs(0.2)),
-        });
-        judge.on_event(FlowEvent::Request {
-            stream: 1,
-            peers: peers(5001, 10.4),
-            depth: 1,
-            sent: secs(10.5),
-            answered: Some(secs(10.6)),
-        });
+        judge.on_event(answered_request(0, 5000, 0.0));
+        judge.on_event(answered_request(1, 5001, 10.4));
         judge.advance(secs(12.0));
         // Stream 0's last packet was at 10.0, before the sweep (10.5).
         judge.on_event(finished(0, 5000, 0.0, EndReason::Idle));
@@ -1144,15 +1126,8 @@ mod tests {
         // Stream 0 goes quiet at 10 s; stream 1's verdict at 20.1 s sweeps
         // past that before the tracker lets stream 0 go.
         let mut judge = ReuseJudge::new();
-        for (stream, cport, at) in [(0, 5000, 0.0), (1, 5001, 20.0)] {
-            judge.on_event(FlowEvent::Request {
-                stream,
-                peers: peers(cport, at),
-                depth: 1,
-                sent: secs(at + 0.1),
-                answered: Some(secs(at + 0.2)),
-            });
-        }
+        judge.on_event(answered_request(0, 5000, 0.0));
+        judge.on_event(answered_request(1, 5001, 20.0));
         judge.advance(secs(25.0));
         let FlowEvent::Finished(mut quiet) = finished(0, 5000, 0.0, EndReason::Idle) else {
             unreachable!()

@@ -242,12 +242,7 @@ fn a_filter_works_on_raw_ip_captures() {
         .output()
         .unwrap();
     std::fs::remove_file(&path).unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = crate::common::report_of(&out);
     assert_eq!(report["summary"]["connections"], 1);
     assert_eq!(report["connections"][0]["server"], "10.0.0.2:80");
     assert_eq!(report["source"]["link_types"][0], "RAW");

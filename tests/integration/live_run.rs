@@ -173,12 +173,7 @@ fn ctrl_c_reports_what_was_done_and_leaves_a_valid_capture() {
         .unwrap();
     assert!(killed.success());
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = common::report_of(&out);
     assert_eq!(report["client"]["interrupted"], true);
     let done = report["client"]["requests"].as_array().unwrap().len();
     assert!((5..1_000_000).contains(&done), "{done}");
@@ -247,12 +242,7 @@ fn a_run_without_capture_is_labelled_client_only() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = common::report_of(&out);
     assert_eq!(report["source"]["kind"], "client-only");
     assert_eq!(report["client"]["attribution"], "client-only");
     assert_eq!(report["summary"]["connections"], 2);

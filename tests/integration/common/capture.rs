@@ -149,13 +149,4 @@ pub fn replay_json(args: &[&std::ffi::OsStr]) -> Output {
         .expect("the conntrace binary runs")
 }
 
-/// The JSON report of a run that must have succeeded.
-pub fn report_of(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("one JSON document")
-}
+pub use super::report_of;

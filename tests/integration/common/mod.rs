@@ -104,6 +104,23 @@ pub fn binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_conntrace")))
 }
 
+/// The standard output of a command that must have succeeded (else the
+/// test fails with its exit status and standard error).
+pub fn stdout_of(out: &std::process::Output) -> &[u8] {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    &out.stdout
+}
+
+/// The JSON report of a run that must have succeeded.
+pub fn report_of(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(stdout_of(out)).expect("one JSON document")
+}
+
 pub fn replay(file: &Path) -> Replay {
     let out = Command::new(binary())
         .args(["replay", "--format", "json"])
