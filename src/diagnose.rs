@@ -21,7 +21,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::flow::{CloseSignals, EndReason, Finished, FlowEvent, Peers};
-use crate::report::{NewConnectionCode, NewConnectionReason, Report, RequestRecord, Role, Summary};
+use crate::report::{
+    CauseCode, NewConnectionCode, NewConnectionReason, Report, RequestRecord, Role, Summary,
+};
 use crate::wire::Timestamp;
 
 /// How long after a request was sent its verdict waits for the rest of the
@@ -46,7 +48,8 @@ type GroupKey = (IpAddr, SocketAddr);
 /// Orders the connections of a group by when they opened.
 type Member = (Timestamp, u64);
 
-/// What a closed connection says about the next one: taken when it closed.
+/// What a closed connection says about the next one: taken when it closed,
+/// completed from its requests when the sweep passes its close.
 #[derive(Debug, Clone)]
 struct ClosedInfo {
     stream: u64,
@@ -57,8 +60,56 @@ struct ClosedInfo {
     signals: CloseSignals,
     /// The client also sent an RST (at the close or after it).
     client_reset: bool,
-    /// When its last response before the close began.
-    last_answer: Option<Timestamp>,
+    /// When its last response complete before the close ended.
+    last_complete: Option<Timestamp>,
+    /// A response had begun and was not complete at the close.
+    incomplete: Option<u32>,
+    /// A request was sent and not answered by the close.
+    in_flight: Option<u32>,
+    /// Closed by the server first: the first request sent after that close
+    /// (depth, when), and whether it was answered.
+    sent_after_close: Option<(u32, Timestamp, bool)>,
+}
+
+impl ClosedInfo {
+    /// Take what the connection's requests say about its end.
+    fn settle(&mut self, requests: &VecDeque<Req>) {
+        let at = self.at;
+        self.last_complete = requests
+            .iter()
+            .filter_map(|r| r.completed)
+            .filter(|&c| c <= at)
+            .max();
+        self.incomplete = requests
+            .iter()
+            .find(|r| r.sent <= at && r.answered.is_some_and(|a| a <= at) && !r.complete_by(at))
+            .map(|r| r.depth);
+        self.in_flight = requests
+            .iter()
+            .find(|r| r.sent <= at && r.answered.is_none_or(|a| a > at))
+            .map(|r| r.depth);
+        if !self.by_client {
+            self.sent_after_close = requests
+                .iter()
+                .find(|r| r.sent > at)
+                .map(|r| (r.depth, r.sent, r.answered.is_some()));
+        }
+    }
+}
+
+/// One request as the judge follows it.
+#[derive(Debug, Clone, Copy)]
+struct Req {
+    depth: u32,
+    sent: Timestamp,
+    answered: Option<Timestamp>,
+    completed: Option<Timestamp>,
+}
+
+impl Req {
+    fn complete_by(&self, t: Timestamp) -> bool {
+        self.completed.is_some_and(|c| c <= t)
+    }
 }
 
 /// The judge's view of one connection while it matters.
@@ -67,9 +118,11 @@ struct View {
     group: GroupKey,
     first_seen: Timestamp,
     closed: Option<ClosedInfo>,
-    /// `(depth, sent, answered)` in order sent: the recent ones, and every
-    /// one a verdict still to be given may ask about.
-    requests: VecDeque<(u32, Timestamp, Option<Timestamp>)>,
+    /// In order sent: the recent ones, and every one a verdict still to be
+    /// given may ask about.
+    requests: VecDeque<Req>,
+    /// HTTP/2: streams share the connection, busy only at its stream limit.
+    multiplexed: bool,
     /// Its own verdict: when its first request was sent, while pending.
     pending: Option<Timestamp>,
     finished: bool,
@@ -91,6 +144,12 @@ struct Group {
     ending: BinaryHeap<Reverse<(Timestamp, Timestamp, u64)>>,
     /// The member closed last before the sweep, by (close, open, stream).
     last_closed: Option<((Timestamp, Timestamp, u64), ClosedInfo)>,
+    /// The members closed most recently before the sweep, as they were
+    /// retired (at most [`RECENT_CLOSES`]).
+    recent: VecDeque<ClosedInfo>,
+    /// Requests carried by the members the server closed with
+    /// `Connection: close`, most recent last (at most [`RECENT_CLOSES`]).
+    server_closed_after: VecDeque<u32>,
     pending: usize,
 }
 
@@ -160,18 +219,29 @@ impl ReuseJudge {
                 depth,
                 sent,
                 answered,
+                completed,
+                multiplexed,
             } => {
                 let (view, group) = view_of(&mut self.views, &mut self.groups, stream, peers);
                 let at = view
                     .requests
                     .iter()
-                    .rposition(|r| r.1 <= sent)
+                    .rposition(|r| r.sent <= sent)
                     .map_or(0, |i| i + 1);
-                view.requests.insert(at, (depth, sent, answered));
+                view.requests.insert(
+                    at,
+                    Req {
+                        depth,
+                        sent,
+                        answered,
+                        completed,
+                    },
+                );
+                view.multiplexed |= multiplexed;
                 // Keep eight requests sent before the sweep (the most a
                 // verdict looks at) and every one after it.
                 if let Some(sweep) = group.sweep {
-                    while view.requests.len() > 8 && view.requests[8].1 < sweep {
+                    while view.requests.len() > 8 && view.requests[8].sent < sweep {
                         view.requests.pop_front();
                     }
                 }
@@ -183,8 +253,16 @@ impl ReuseJudge {
             }
             FlowEvent::Answered { stream, depth, at } => {
                 if let Some(view) = self.views.get_mut(&stream) {
-                    if let Some(r) = view.requests.iter_mut().rev().find(|r| r.0 == depth) {
-                        r.2 = Some(at);
+                    if let Some(r) = view.requests.iter_mut().rev().find(|r| r.depth == depth) {
+                        r.answered = Some(at);
+                    }
+                }
+            }
+            FlowEvent::Completed { stream, depth, at } => {
+                if let Some(view) = self.views.get_mut(&stream) {
+                    if let Some(r) = view.requests.iter_mut().rev().find(|r| r.depth == depth) {
+                        r.answered.get_or_insert(at);
+                        r.completed = Some(at);
                     }
                 }
             }
@@ -198,13 +276,7 @@ impl ReuseJudge {
                 signals,
             } => {
                 let (view, _) = view_of(&mut self.views, &mut self.groups, stream, peers);
-                let last_answer = view
-                    .requests
-                    .iter()
-                    .filter_map(|r| r.2)
-                    .filter(|&a| a <= at)
-                    .max();
-                view.closed = Some(ClosedInfo {
+                let mut closed = ClosedInfo {
                     stream,
                     by_client,
                     rst,
@@ -212,8 +284,13 @@ impl ReuseJudge {
                     requests,
                     signals,
                     client_reset: by_client && rst,
-                    last_answer,
-                });
+                    last_complete: None,
+                    incomplete: None,
+                    in_flight: None,
+                    sent_after_close: None,
+                };
+                closed.settle(&view.requests);
+                view.closed = Some(closed);
                 let (group, member) = (view.group, (view.first_seen, stream));
                 self.end_member(group, member, at);
             }
@@ -389,10 +466,22 @@ impl ReuseJudge {
                 continue;
             };
             view.retired = true;
-            if let Some(closed) = &view.closed {
+            if let Some(closed) = &mut view.closed {
+                closed.settle(&view.requests);
                 let key = (closed.at, opened, stream);
                 if group.last_closed.as_ref().is_none_or(|(k, _)| *k <= key) {
                     group.last_closed = Some((key, closed.clone()));
+                }
+                group.recent.push_back(closed.clone());
+                if group.recent.len() > RECENT_CLOSES {
+                    group.recent.pop_front();
+                }
+                let server_said = closed.signals.server_close_depth.is_some() && !closed.by_client;
+                if let (true, Some(n)) = (server_said, closed.requests) {
+                    group.server_closed_after.push_back(n);
+                    if group.server_closed_after.len() > RECENT_CLOSES {
+                        group.server_closed_after.pop_front();
+                    }
                 }
             }
             if view.pending.is_none() {
@@ -436,9 +525,11 @@ impl ReuseJudge {
         let Some(view) = self.views.get(&stream) else {
             return;
         };
-        let Some(t) = view.pending else {
+        if view.pending.is_none() {
             return;
-        };
+        }
+        // The client decided at its SYN.
+        let t = view.first_seen;
         let group_key = view.group;
         self.sweep(group_key, t);
         let group = self.groups.get(&group_key);
@@ -500,6 +591,7 @@ fn view_of<'a>(
             first_seen: peers.opened,
             closed: None,
             requests: VecDeque::new(),
+            multiplexed: false,
             pending: None,
             finished: false,
             retired: false,
@@ -517,28 +609,45 @@ fn attach(finished: &mut Finished, verdict: NewConnectionReason) {
 
 /// What one connection was doing at time `t`.
 enum Activity {
-    /// A request sent and not yet answered.
-    Busy,
-    /// Its requests so far were answered, the last one at this time.
+    /// An exchange not complete: a request sent and its response not read
+    /// to its end (`receiving` once the response began).
+    Busy { receiving: bool },
+    /// Its exchanges so far were complete, the last one at this time.
     Idle(Timestamp),
-    /// Opened, but no request answered on it yet (reserved by another caller,
+    /// Opened, but no request sent on it yet (reserved by another caller,
     /// or still in its handshake).
     Unused,
 }
 
 fn activity(view: &View, t: Timestamp) -> Activity {
-    let sent = view.requests.partition_point(|r| r.1 <= t);
+    let sent = view.requests.partition_point(|r| r.sent <= t);
     // A few most recent requests decide (HTTP/2 may have several in flight).
     let recent = view.requests.range(sent.saturating_sub(8)..sent);
-    let mut last_answer: Option<Timestamp> = None;
-    for r in recent {
-        match r.2 {
-            Some(a) if a <= t => last_answer = Some(last_answer.map_or(a, |l| l.max(a))),
-            _ => return Activity::Busy,
+    if view.multiplexed {
+        let in_flight = view
+            .requests
+            .range(..sent)
+            .filter(|r| !r.complete_by(t))
+            .count();
+        if in_flight >= H2_STREAM_LIMIT {
+            return Activity::Busy { receiving: false };
         }
+        return match sent {
+            0 => Activity::Unused,
+            _ => Activity::Idle(recent.filter_map(|r| r.completed).max().unwrap_or(t)),
+        };
     }
-    match last_answer {
-        Some(a) => Activity::Idle(a),
+    let mut last_complete: Option<Timestamp> = None;
+    for r in recent {
+        if !r.complete_by(t) {
+            return Activity::Busy {
+                receiving: r.answered.is_some_and(|a| a <= t),
+            };
+        }
+        last_complete = last_complete.max(r.completed);
+    }
+    match last_complete {
+        Some(c) => Activity::Idle(c),
         None => Activity::Unused,
     }
 }
@@ -547,8 +656,107 @@ fn secs(t: Timestamp) -> f64 {
     t.as_secs_f64()
 }
 
-/// The verdict for `own`'s first request, sent at `t`, with its group swept
-/// to `t`; the open connections it looks at are added to `examined_total`.
+/// Milliseconds from `a` to `b`.
+fn ms(a: Timestamp, b: Timestamp) -> f64 {
+    (secs(b) - secs(a)) * 1000.0
+}
+
+fn plural(n: u32, one: &str) -> String {
+    format!("{n} {one}{}", if n == 1 { "" } else { "s" })
+}
+
+/// How long after the SYN the evidence a cause needs may still arrive: a
+/// client's close of the connection it gives up reaches the wire just after
+/// it dials the next (Go's RST of an unread connection, ~0.2 ms).
+const LOOK_AHEAD: Duration = Duration::from_millis(20);
+
+/// How far before the SYN a close still speaks for it.
+const RECENT: Duration = Duration::from_secs(1);
+
+/// A client that closes a connection this soon after its last complete
+/// response does not keep it idle: it throws it away.
+const QUICK_CLOSE: Duration = Duration::from_millis(50);
+
+/// Streams in flight at which an HTTP/2 connection counts as busy
+/// (SETTINGS_MAX_CONCURRENT_STREAMS is not read yet: 100 is the value
+/// RFC 9113 §6.5.2 recommends as the least, and common servers use 100-128).
+const H2_STREAM_LIMIT: usize = 100;
+
+/// Most closes a group keeps for the verdicts that follow.
+const RECENT_CLOSES: usize = 16;
+
+/// What the closes around a SYN say, strongest first.
+fn close_evidence(c: &ClosedInfo, t: Timestamp) -> Option<(CauseCode, String)> {
+    let who = if c.by_client { "client" } else { "server" };
+    let how = if c.rst { "RST" } else { "FIN" };
+    let when = if c.at <= t {
+        format!("{:.1} ms before this SYN", ms(c.at, t))
+    } else {
+        format!("{:.1} ms after this SYN", ms(t, c.at))
+    };
+    if let Some((depth, sent, answered)) = c.sent_after_close {
+        if !answered {
+            return Some((
+                CauseCode::StaleConnection,
+                format!(
+                    "stream {}: server {how} at {when}; request {depth} sent {:.1} ms after that close, never answered",
+                    c.stream,
+                    ms(c.at, sent)
+                ),
+            ));
+        }
+    }
+    if c.rst {
+        if let (Some(depth), false) = (c.in_flight, c.by_client && c.incomplete.is_some()) {
+            return Some((
+                CauseCode::Reset,
+                format!(
+                    "stream {}: {who} RST {when} while request {depth} waited for its response",
+                    c.stream
+                ),
+            ));
+        }
+    }
+    if c.by_client {
+        if let Some(depth) = c.incomplete {
+            return Some((
+                CauseCode::UnreadBody,
+                format!(
+                    "stream {}: client {how} {when}, response {depth} not read to its end",
+                    c.stream
+                ),
+            ));
+        }
+        if c.client_reset && c.in_flight.is_none() {
+            return Some((
+                CauseCode::UnreadBody,
+                format!(
+                    "stream {}: client RST {when} after its responses (data the client never read)",
+                    c.stream
+                ),
+            ));
+        }
+    }
+    None
+}
+
+/// A close by the client of a connection idle since a complete response,
+/// within [`QUICK_CLOSE`], with nothing announced: the client threw it away.
+fn quick_client_close(c: &ClosedInfo) -> Option<f64> {
+    let announced = c.signals.client_close_depth.is_some()
+        || c.signals.server_close_depth.is_some()
+        || c.signals.http10
+        || c.signals.goaway_by.is_some();
+    if !c.by_client || c.rst || announced || c.incomplete.is_some() || c.in_flight.is_some() {
+        return None;
+    }
+    let idle = ms(c.last_complete?, c.at);
+    (idle <= QUICK_CLOSE.as_secs_f64() * 1000.0).then_some(idle)
+}
+
+/// The verdict for `own`'s first request, judged at `t`, its SYN, with its
+/// group swept to `t`; the open connections it looks at are added to
+/// `examined_total`.
 fn explain(
     t: Timestamp,
     own: u64,
@@ -558,8 +766,14 @@ fn explain(
     examined_total: &mut u64,
 ) -> NewConnectionReason {
     let mut busy = 0;
+    let mut receiving = 0;
+    let mut connecting = 0;
     let mut latest_busy = None;
+    let mut idle: Option<(u64, Timestamp)> = None;
     let mut examined = 0;
+    // Closes of the open connections just after the SYN.
+    let mut closing: Vec<ClosedInfo> = Vec::new();
+    let horizon = t.after(LOOK_AHEAD);
     // The connections open at `t`, most recently opened first, as many as
     // a verdict looks at.
     let open_now = group.map_or(0, |g| g.open.len());
@@ -576,112 +790,262 @@ fn explain(
         let Some(view) = views.get(&stream) else {
             continue;
         };
+        let soon = view.closed.as_ref().filter(|c| c.at <= horizon);
+        if let Some(c) = soon {
+            let mut c = c.clone();
+            c.settle(&view.requests);
+            closing.push(c);
+        }
         match activity(view, t) {
-            Activity::Idle(answered) => {
-                return NewConnectionReason {
-                    reason: NewConnectionCode::IdleNotReused,
-                    previous_stream: Some(stream),
-                    detail: format!(
-                        "stream {stream} to the same server was open, idle for {:.1} ms, but the client did not reuse it",
-                        (secs(t) - secs(answered)) * 1000.0
-                    ),
-                    cause: None,
-                };
+            Activity::Idle(done) if soon.is_none() => {
+                idle.get_or_insert((stream, done));
             }
-            Activity::Busy => {
+            Activity::Idle(_) => {}
+            Activity::Busy { receiving: r } => {
                 busy += 1;
+                receiving += u32::from(r);
                 latest_busy.get_or_insert(stream);
             }
-            Activity::Unused => {}
+            // Still in its handshake, or reserved: not there to be reused.
+            Activity::Unused => {
+                busy += 1;
+                connecting += 1;
+                latest_busy.get_or_insert(stream);
+            }
         }
+    }
+    let last = group.and_then(|g| g.last_closed.as_ref()).map(|(_, c)| c);
+    let recent: Vec<&ClosedInfo> = group
+        .into_iter()
+        .flat_map(|g| g.recent.iter().rev())
+        .filter(|c| c.at <= t && ms(c.at, t) <= RECENT.as_secs_f64() * 1000.0)
+        .chain(closing.iter())
+        .collect();
+    let mut evidence = Vec::new();
+    let state = if idle.is_some() {
+        NewConnectionCode::IdleNotReused
+    } else if busy > 0 {
+        NewConnectionCode::AllBusy
+    } else if last.is_some() {
+        NewConnectionCode::PreviousClosed
+    } else {
+        NewConnectionCode::First
+    };
+    let previous = idle
+        .map(|(s, _)| s)
+        .or(latest_busy)
+        .or(last.map(|c| c.stream));
+    let verdict = |code: CauseCode, detail: String, evidence: Vec<String>| NewConnectionReason {
+        code,
+        reason: state,
+        previous_stream: previous,
+        detail,
+        cause: None,
+        evidence,
+        uncertain: None,
+    };
+    if state == NewConnectionCode::First {
+        return verdict(
+            CauseCode::First,
+            format!("first connection from this client to {server}"),
+            vec![format!(
+                "no earlier connection from this client host to {server}"
+            )],
+        );
+    }
+    if busy > 0 || idle.is_some() {
+        let others = open_now
+            - usize::from(
+                views
+                    .get(&own)
+                    .is_some_and(|v| group.is_some_and(|g| g.open.contains(&(v.first_seen, own)))),
+            );
+        let sample = if others > examined {
+            format!(" (the {examined} most recently opened of {others} open connections)")
+        } else {
+            String::new()
+        };
+        evidence.push(format!(
+            "at this SYN: {busy} open connection{} busy ({receiving} receiving a response, {connecting} with no request yet), {} idle{sample}",
+            if busy == 1 { "" } else { "s" },
+            u32::from(idle.is_some())
+        ));
+    }
+    // A close around the SYN that says why the connection was given up.
+    if let Some((code, fact)) = recent.iter().find_map(|c| close_evidence(c, t)) {
+        evidence.push(fact);
+        let detail = match code {
+            CauseCode::StaleConnection => "a request was sent on a connection the server had already closed, went unanswered, and was sent again on this new one",
+            CauseCode::Reset => "the previous connection was reset in the middle of an exchange",
+            _ => "the previous connection was given up with a response the client had not read to the end",
+        };
+        return verdict(code, detail.to_string(), evidence);
+    }
+    if let Some((stream, done)) = idle {
+        let idle_ms = ms(done, t);
+        evidence.push(format!(
+            "stream {stream}: idle {idle_ms:.1} ms at this SYN, its responses complete"
+        ));
+        return verdict(
+            CauseCode::IdleAvailable,
+            format!(
+                "stream {stream} to the same server was open, idle for {idle_ms:.1} ms, but the client did not reuse it"
+            ),
+            evidence,
+        );
     }
     if busy > 0 {
-        let own_member = views.get(&own).map(|v| (v.first_seen, own));
-        let own_open = group.is_some_and(|g| own_member.is_some_and(|m| g.open.contains(&m)));
-        let others = open_now - usize::from(own_open);
-        let detail = if others > examined {
-            format!(
-                "{busy} of the {examined} most recently opened of {others} open connections to the same server had a request in flight, none was idle"
-            )
+        let thrown: Vec<String> = recent
+            .iter()
+            .filter_map(|c| {
+                quick_client_close(c).map(|idle| {
+                    format!(
+                        "stream {}: client FIN {idle:.1} ms after its last complete response, {} this SYN",
+                        c.stream,
+                        if c.at <= t { "before" } else { "just after" }
+                    )
+                })
+            })
+            .collect();
+        if !thrown.is_empty() {
+            evidence.extend(thrown);
+            return verdict(
+                CauseCode::PoolLimit,
+                "the client closed idle connections right after their responses while it needed more: its pool keeps fewer idle connections than it uses".to_string(),
+                evidence,
+            );
+        }
+        let detail = if busy == 1 {
+            "the one open connection to the same server was busy with an exchange".to_string()
         } else {
-            format!(
-                "all {} open connection{} to the same server had a request in flight",
-                busy,
-                if busy == 1 { "" } else { "s" }
-            )
+            format!("all {busy} open connections to the same server were busy with an exchange")
         };
-        return NewConnectionReason {
-            reason: NewConnectionCode::AllBusy,
-            previous_stream: latest_busy,
-            detail,
-            cause: None,
-        };
+        return verdict(CauseCode::Concurrency, detail, evidence);
     }
-    let Some((_, last)) = group.and_then(|g| g.last_closed.as_ref()) else {
-        return NewConnectionReason {
-            reason: NewConnectionCode::First,
-            previous_stream: None,
-            detail: format!("first connection from this client to {server}"),
-            cause: None,
-        };
-    };
+    let last = last.expect("not first: something was closed");
+    let (code, cause) = closed_cause(last, group);
     let by = if last.by_client { "client" } else { "server" };
     let how = if last.rst { "RST" } else { "FIN" };
-    let ago = format!(" {:.1} ms before", (secs(t) - secs(last.at)) * 1000.0);
-    let after = last.requests.map_or_else(String::new, |n| {
-        format!(" after {n} request{}", if n == 1 { "" } else { "s" })
-    });
-    let cause = close_cause(last);
-    NewConnectionReason {
-        reason: NewConnectionCode::PreviousClosed,
-        previous_stream: Some(last.stream),
-        detail: format!(
-            "stream {} to the same server was closed by the {by} ({how}){after}{ago}{}",
+    let after = last
+        .requests
+        .map_or_else(String::new, |n| format!(" after {}", plural(n, "request")));
+    evidence.push(format!(
+        "stream {}: closed by the {by} ({how}){after} {:.1} ms before this SYN{}",
+        last.stream,
+        ms(last.at, t),
+        last.last_complete.map_or_else(String::new, |c| format!(
+            ", {:.1} ms after its last complete response",
+            ms(c, last.at)
+        ))
+    ));
+    let mut v =
+        verdict(
+            code,
+            format!(
+            "stream {} to the same server was closed by the {by} ({how}){after} {:.1} ms before{}",
             last.stream,
-            cause
-                .as_ref()
-                .map_or_else(String::new, |c| format!(": {c}"))
+            ms(last.at, t),
+            cause.as_ref().map_or_else(String::new, |c| format!(": {c}"))
         ),
-        cause,
-    }
+            evidence,
+        );
+    v.cause = cause;
+    v
 }
 
-/// Why a connection ended, as far as its bytes and timing tell: an announced
-/// close (`Connection: close`, HTTP/1.0, GOAWAY), or a server that closed a
-/// connection idle since its last response (a keep-alive timeout, like
-/// nginx's `keepalive_timeout`).
-fn close_cause(c: &ClosedInfo) -> Option<String> {
+/// Why a connection ended, when nothing else was open: an announced close
+/// (`Connection: close`, HTTP/1.0, GOAWAY), a server that closed it idle (a
+/// keep-alive timeout, like nginx's `keepalive_timeout`) or after a constant
+/// number of requests, or a client that closes after every response or
+/// after its own idle timeout.
+fn closed_cause(c: &ClosedInfo, group: Option<&Group>) -> (CauseCode, Option<String>) {
     let s = &c.signals;
+    if s.http10 {
+        return (
+            CauseCode::Http10,
+            Some("HTTP/1.0 without keep-alive".to_string()),
+        );
+    }
     // A client that asked to close is answered in kind: the ask comes first.
     match (s.client_close_depth, s.server_close_depth) {
-        (Some(c), s) if s.is_none_or(|s| c <= s) => {
-            return Some(format!(
-                "the client sent Connection: close with request {c}"
-            ));
+        (Some(d), s) if s.is_none_or(|s| d <= s) => {
+            return (
+                CauseCode::ClientClose,
+                Some(format!(
+                    "the client sent Connection: close with request {d}"
+                )),
+            );
         }
-        (_, Some(s)) => {
-            return Some(format!(
-                "the server sent Connection: close with response {s}"
-            ));
+        (_, Some(d)) => {
+            let counts = group.map(|g| &g.server_closed_after);
+            let constant = counts.is_some_and(|n| {
+                n.back()
+                    .is_some_and(|&last| last >= 2 && n.iter().all(|&k| k == last))
+            });
+            let seen = counts.map_or(0, VecDeque::len);
+            return if constant {
+                (
+                    CauseCode::ServerRequestLimit,
+                    Some(if seen == 1 {
+                        format!(
+                            "the server sent Connection: close with response {d} (a request limit of {d}, judged from the one connection it closed so far)"
+                        )
+                    } else {
+                        format!(
+                            "the server sent Connection: close with response {d}, after {} on each of the {seen} connections it closed so far (a request limit)",
+                            plural(d, "request")
+                        )
+                    }),
+                )
+            } else {
+                (
+                    CauseCode::ServerClose,
+                    Some(format!(
+                        "the server sent Connection: close with response {d}"
+                    )),
+                )
+            };
         }
         _ => {}
     }
-    if s.http10 {
-        return Some("HTTP/1.0 without keep-alive".to_string());
-    }
     if let Some(sender) = s.goaway_by {
-        return Some(format!("the {sender} sent GOAWAY"));
+        return (CauseCode::Goaway, Some(format!("the {sender} sent GOAWAY")));
     }
-    let idle_ms = (secs(c.at) - secs(c.last_answer?)) * 1000.0;
-    Some(if !c.by_client {
-        format!("the server closed it {idle_ms:.0} ms after its last response (an idle timeout)")
-    } else if c.client_reset {
-        format!(
-            "the client reset it {idle_ms:.0} ms after its last response (a response not read to the end?)"
-        )
-    } else {
-        format!("the client closed it {idle_ms:.0} ms after its last response")
-    })
+    let Some(done) = c.last_complete else {
+        return (CauseCode::Unknown, None);
+    };
+    let idle_ms = ms(done, c.at);
+    if !c.by_client {
+        return (
+            CauseCode::ServerIdleTimeout,
+            Some(format!(
+                "the server closed it {idle_ms:.0} ms after its last response (an idle timeout)"
+            )),
+        );
+    }
+    if quick_client_close(c).is_some() {
+        return if c.requests == Some(1) {
+            (
+                CauseCode::NoPool,
+                Some(format!(
+                    "the client closed it {idle_ms:.1} ms after its only response: it keeps no connection for the next request"
+                )),
+            )
+        } else {
+            (
+                CauseCode::Unknown,
+                Some(format!(
+                    "the client closed it {idle_ms:.1} ms after its last response"
+                )),
+            )
+        };
+    }
+    (
+        CauseCode::ClientIdleTimeout,
+        Some(format!(
+            "the client closed it {idle_ms:.0} ms after its last response (its idle timeout)"
+        )),
+    )
 }
 
 /// Fill `why_new` on every request that opened its connection, and the tally
@@ -720,6 +1084,8 @@ pub fn explain_new_connections(report: &mut Report) {
                 depth: if r.reused { r.depth.max(2) } else { 1 },
                 sent: r.sent,
                 answered: r.answered,
+                completed: r.completed,
+                multiplexed: r.h2_stream.is_some(),
             });
         }
         if let Some(at) = c.closed_at {
@@ -766,8 +1132,9 @@ pub fn explain_new_connections(report: &mut Report) {
             r.why_new = Some(why);
         }
     }
-    report.summary.new_connection_reasons =
-        Summary::tally(&[], &report.requests).new_connection_reasons;
+    let tally = Summary::tally(&[], &report.requests);
+    report.summary.new_connection_reasons = tally.new_connection_reasons;
+    report.summary.new_connection_causes = tally.new_connection_causes;
 }
 
 #[cfg(test)]
@@ -803,6 +1170,7 @@ mod tests {
             status: answered.map(|_| 200),
             sent: secs(sent),
             answered: answered.map(secs),
+            completed: answered.map(secs),
             h2_stream: None,
             tag: None,
             seen_in: crate::report::SeenIn::Capture,
@@ -860,8 +1228,12 @@ mod tests {
         );
         let detail = &r.requests[1].why_new.as_ref().unwrap().detail;
         assert!(
-            detail.contains("closed by the server (FIN) after 1 request 1100.0 ms before"),
+            detail.contains("closed by the server (FIN) after 1 request 1000.0 ms before"),
             "{detail}"
+        );
+        assert_eq!(
+            r.requests[1].why_new.as_ref().unwrap().code,
+            "server_idle_timeout"
         );
         assert_eq!(r.summary.new_connection_reasons["previous_closed"], 1);
     }
@@ -910,7 +1282,11 @@ mod tests {
         );
         assert_eq!(reasons(&r)[1], Some(("idle_not_reused", Some(0))));
         let detail = &r.requests[1].why_new.as_ref().unwrap().detail;
-        assert!(detail.contains("idle for 400.0 ms"), "{detail}");
+        assert!(detail.contains("idle for 300.0 ms"), "{detail}");
+        assert_eq!(
+            r.requests[1].why_new.as_ref().unwrap().code,
+            "idle_available"
+        );
     }
 
     #[test]
@@ -920,6 +1296,7 @@ mod tests {
             vec![req(0, 1, 0.1, Some(0.5)), req(1, 1, 0.2, Some(0.6))],
         );
         assert_eq!(reasons(&r)[1], Some(("all_busy", Some(0))));
+        assert_eq!(r.requests[1].why_new.as_ref().unwrap().code, "concurrency");
     }
 
     #[test]
@@ -950,6 +1327,8 @@ mod tests {
             depth: 1,
             sent: secs(opened + 0.1),
             answered: Some(secs(opened + 0.2)),
+            completed: Some(secs(opened + 0.2)),
+            multiplexed: false,
         }
     }
 
@@ -1031,6 +1410,8 @@ mod tests {
                 depth: 1,
                 sent: secs(opened),
                 answered: None,
+                completed: None,
+                multiplexed: false,
             });
             judge.advance(secs(opened));
         }
@@ -1045,7 +1426,7 @@ mod tests {
         }
         while let Some(f) = judge.pop_released() {
             if let Some(why) = f.requests.iter().find_map(|r| r.why_new.as_ref()) {
-                last = why.detail.clone();
+                last = why.evidence.join("; ");
             }
         }
         (judge.examined(), last)
@@ -1087,6 +1468,8 @@ mod tests {
                 depth: 1,
                 sent: secs(t + 0.0001),
                 answered: Some(secs(t + 0.0002)),
+                completed: Some(secs(t + 0.0002)),
+                multiplexed: false,
             });
             judge.on_event(FlowEvent::Closed {
                 stream: u64::from(k),

@@ -155,9 +155,10 @@ pub struct Connection {
     /// The first FIN or RST was handed out as a [`FlowEvent::Closed`].
     close_reported: bool,
     /// Requests handed out as [`FlowEvent::Request`] so far, and the ones
-    /// among them whose answer has not been handed out yet.
+    /// among them whose response is not complete yet (with whether its
+    /// first byte was handed out as [`FlowEvent::Answered`]).
     requests_reported: usize,
-    awaiting_answer: VecDeque<usize>,
+    awaiting_answer: VecDeque<(usize, bool)>,
     /// When the table's one live deadline entry for this connection is due.
     scheduled: Timestamp,
     /// Closed for good: an RST, or a FIN from both sides, and no SYN since
@@ -686,9 +687,18 @@ impl Connection {
         const LOOK_AHEAD: usize = 64;
         let mut i = 0;
         while i < self.awaiting_answer.len().min(LOOK_AHEAD) {
-            let x = &exchanges[self.awaiting_answer[i]];
-            if let Some(at) = x.answered {
+            let (k, answer_told) = self.awaiting_answer[i];
+            let x = &exchanges[k];
+            if let (Some(at), false) = (x.answered, answer_told) {
                 out.push(FlowEvent::Answered {
+                    stream,
+                    depth: x.depth,
+                    at,
+                });
+                self.awaiting_answer[i].1 = true;
+            }
+            if let Some(at) = x.completed {
+                out.push(FlowEvent::Completed {
                     stream,
                     depth: x.depth,
                     at,
@@ -705,9 +715,11 @@ impl Connection {
                 depth: x.depth,
                 sent: x.sent,
                 answered: x.answered,
+                completed: x.completed,
+                multiplexed: x.h2_stream.is_some(),
             });
-            if x.answered.is_none() {
-                self.awaiting_answer.push_back(i);
+            if x.completed.is_none() {
+                self.awaiting_answer.push_back((i, x.answered.is_some()));
             }
         }
         self.requests_reported = exchanges.len();
@@ -837,6 +849,7 @@ impl Connection {
                 status: x.status,
                 sent: x.sent,
                 answered: x.answered,
+                completed: x.completed,
                 h2_stream: x.h2_stream,
                 tag: x.tag,
                 seen_in: SeenIn::Capture,
@@ -981,9 +994,19 @@ pub enum FlowEvent {
         depth: u32,
         sent: Timestamp,
         answered: Option<Timestamp>,
+        /// When the response's last byte came, if it had by then.
+        completed: Option<Timestamp>,
+        /// HTTP/2: one of several streams the connection may carry at once.
+        multiplexed: bool,
     },
     /// The first byte of the response to request `depth` came at `at`.
     Answered {
+        stream: u64,
+        depth: u32,
+        at: Timestamp,
+    },
+    /// The last byte of the response to request `depth` came at `at`.
+    Completed {
         stream: u64,
         depth: u32,
         at: Timestamp,
@@ -1960,6 +1983,7 @@ mod tests {
                 FlowEvent::Opened { stream, .. } => format!("open {stream}"),
                 FlowEvent::Request { depth, sent, .. } => format!("request {depth} at {}", sent.0),
                 FlowEvent::Answered { depth, at, .. } => format!("answer {depth} at {}", at.0),
+                FlowEvent::Completed { depth, at, .. } => format!("complete {depth} at {}", at.0),
                 FlowEvent::Closed { by_client, rst, .. } => format!("close {by_client} {rst}"),
                 FlowEvent::ClientReset { .. } => "client reset".to_string(),
                 FlowEvent::Finished(f) => format!("finished {}", f.record.stream),
@@ -1971,6 +1995,7 @@ mod tests {
                 "open 0",
                 "request 1 at 3000",
                 "answer 1 at 5000",
+                "complete 1 at 5000",
                 "close true false"
             ]
         );
@@ -1992,6 +2017,7 @@ mod tests {
             status: None,
             sent: crate::testkit::secs(sent),
             answered: None,
+            completed: None,
             h2_stream: None,
             tag: None,
             seen_in: SeenIn::Capture,

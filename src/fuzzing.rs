@@ -509,6 +509,7 @@ impl EventLog {
             }
             &FlowEvent::Request { stream, .. }
             | &FlowEvent::Answered { stream, .. }
+            | &FlowEvent::Completed { stream, .. }
             | &FlowEvent::Closed { stream, .. }
             | &FlowEvent::ClientReset { stream } => {
                 assert!(

@@ -151,9 +151,56 @@ spelled!(
     }
 );
 
+spelled!(
+    /// The cause of a new connection (`why_new.code`), judged at its SYN; see
+    /// docs/causes.md for each one's evidence, precedence and advice.
+    CauseCode {
+        /// No earlier connection from this client host to this server.
+        First => "first",
+        /// Every open connection was busy (HTTP/1.x: an exchange not yet
+        /// complete; HTTP/2: at its stream limit).
+        Concurrency => "concurrency",
+        /// The client closed idle connections right after complete
+        /// responses while it needed new ones: its idle pool is capped.
+        PoolLimit => "pool_limit",
+        /// The client closes every connection after its first response.
+        NoPool => "no_pool",
+        /// The previous connection held a response the client did not read
+        /// to the end (closed with the response incomplete, or reset).
+        UnreadBody => "unread_body",
+        /// The client closed an idle connection after its own idle timeout.
+        ClientIdleTimeout => "client_idle_timeout",
+        /// The server closed an idle connection (its keep-alive timeout).
+        ServerIdleTimeout => "server_idle_timeout",
+        /// The server ends connections after a constant number of requests.
+        ServerRequestLimit => "server_request_limit",
+        /// The server sent `Connection: close`.
+        ServerClose => "server_close",
+        /// The client sent `Connection: close`.
+        ClientClose => "client_close",
+        /// HTTP/1.0 without keep-alive.
+        Http10 => "http10",
+        /// The previous connection ended with an HTTP/2 GOAWAY.
+        Goaway => "goaway",
+        /// A request was sent on a connection the server had already closed,
+        /// went unanswered, and was sent again on a new connection.
+        StaleConnection => "stale_connection",
+        /// The previous connection was reset in the middle of an exchange.
+        Reset => "reset",
+        /// An idle connection was open at the SYN and the client did not use it.
+        IdleAvailable => "idle_available",
+        /// The capture does not tell.
+        Unknown => "unknown",
+    }
+);
+
 /// Why one request was sent on a new connection (see `diagnose`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NewConnectionReason {
+    /// The cause, machine-readable. An addition.
+    pub code: CauseCode,
+    /// The state of the other connections at the SYN: `first`,
+    /// `idle_not_reused`, `all_busy` or `previous_closed` (the contract).
     pub reason: NewConnectionCode,
     /// The earlier connection the reason is about (the idle one, or the most
     /// recently closed one), if any.
@@ -163,6 +210,12 @@ pub struct NewConnectionReason {
     /// For `previous_closed`: why that connection ended, when the bytes or
     /// the timing tell (`Connection: close`, HTTP/1.0, GOAWAY, an idle close).
     pub cause: Option<String>,
+    /// The facts that decided `code`, with stream numbers and milliseconds.
+    /// An addition.
+    pub evidence: Vec<String>,
+    /// Set when the capture lost what the cause depends on (kernel drops,
+    /// gaps, a close never seen): why the code may be wrong. An addition.
+    pub uncertain: Option<String>,
 }
 
 /// The whole report of one `run`, `audit` or `replay`.
@@ -309,6 +362,10 @@ pub struct RequestRecord {
     pub sent: Timestamp,
     #[serde(serialize_with = "opt_secs")]
     pub answered: Option<Timestamp>,
+    /// When the response's last byte was seen (see `HttpExchange::completed`).
+    /// An addition.
+    #[serde(serialize_with = "opt_secs")]
+    pub completed: Option<Timestamp>,
     pub h2_stream: Option<u32>,
     pub tag: Option<String>,
     pub seen_in: SeenIn,
@@ -337,6 +394,8 @@ pub struct Summary {
     pub not_closed: u64,
     /// Requests that opened a new connection, by `why_new.reason`. An addition.
     pub new_connection_reasons: std::collections::BTreeMap<String, u64>,
+    /// Requests that opened a new connection, by `why_new.code`. An addition.
+    pub new_connection_causes: std::collections::BTreeMap<String, u64>,
 }
 
 impl Summary {
@@ -375,13 +434,17 @@ impl Summary {
         self.requests += 1;
         self.reused_requests += u64::from(r.reused);
         if let Some(why) = &r.why_new {
-            match self.new_connection_reasons.get_mut(why.reason.as_str()) {
-                Some(n) => *n += 1,
-                None => {
-                    self.new_connection_reasons
-                        .insert(why.reason.as_str().to_string(), 1);
-                }
-            }
+            count_in(&mut self.new_connection_reasons, why.reason.as_str());
+            count_in(&mut self.new_connection_causes, why.code.as_str());
+        }
+    }
+}
+
+fn count_in(tally: &mut std::collections::BTreeMap<String, u64>, key: &str) {
+    match tally.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            tally.insert(key.to_string(), 1);
         }
     }
 }

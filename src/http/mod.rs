@@ -78,6 +78,11 @@ pub struct HttpExchange {
     pub sent: Timestamp,
     /// Timestamp of the segment carrying the response's first byte.
     pub answered: Option<Timestamp>,
+    /// Timestamp of the segment carrying the response's last byte (HTTP/1:
+    /// the end of its body by its length, its last chunk, or the server's
+    /// FIN for a close-delimited one; HTTP/2: its HEADERS, as streams do
+    /// not hold the connection). None while the response is incomplete.
+    pub completed: Option<Timestamp>,
     pub h2_stream: Option<u32>,
     /// Value of the `x-conntrace-id` request header.
     pub tag: Option<String>,
@@ -308,6 +313,8 @@ pub struct ConnectionAnalyzer {
     h2_pushed: HashSet<u32>,
     /// When the header block being read on each side began.
     h2_block_ts: [Option<Timestamp>; 2],
+    /// Index in `exchanges` of the HTTP/1 response whose body is being read.
+    responding: Option<usize>,
     finished: bool,
     /// Bytes handed to the parsers, counting every re-reading of held ones.
     scanned: u64,
@@ -445,7 +452,7 @@ impl ConnectionAnalyzer {
             self.lost(i, d.gap_after);
         }
         if d.fin {
-            self.ended(i);
+            self.ended(i, d.ts);
         }
     }
 
@@ -885,6 +892,7 @@ impl ConnectionAnalyzer {
             status: None,
             sent: ts,
             answered: None,
+            completed: None,
             h2_stream: None,
             tag: head.tag,
         });
@@ -893,7 +901,12 @@ impl ConnectionAnalyzer {
 
     fn response_step(&mut self, state: &mut H1State, rest: &[u8], ts: Timestamp) -> Flow {
         if *state != H1State::Head {
-            return self.body_step(state, rest, false);
+            let in_body = matches!(state, H1State::Body(_) | H1State::Chunked(_));
+            let flow = self.body_step(state, rest, false);
+            if in_body && *state == H1State::Head {
+                self.response_complete(ts);
+            }
+            return flow;
         }
         let blank = leading_blank(rest);
         if blank > 0 {
@@ -985,8 +998,12 @@ impl ConnectionAnalyzer {
             self.sides[CLIENT].mode = Mode::Tunnel;
             return Flow::Switch(len, Mode::Opaque);
         }
+        self.responding = self.exchanges.get(idx).map(|_| idx);
         *state = match h1::response_framing(method, &head) {
-            Framing::None => H1State::Head,
+            Framing::None | Framing::Length(0) => {
+                self.response_complete(ts);
+                H1State::Head
+            }
             Framing::Length(n) => H1State::Body(n),
             Framing::Chunked => H1State::Chunked(ChunkState::Size),
             Framing::UntilClose => {
@@ -1120,6 +1137,7 @@ impl ConnectionAnalyzer {
             status: None,
             sent: ts,
             answered: None,
+            completed: None,
             h2_stream: Some(stream),
             tag: facts.tag,
         });
@@ -1139,6 +1157,7 @@ impl ConnectionAnalyzer {
                 if exchange.status.is_none() {
                     exchange.status = Some(status);
                     exchange.answered = Some(ts);
+                    exchange.completed = Some(ts);
                 }
             }
             // A pushed stream's response answers the server's own promise.
@@ -1205,10 +1224,25 @@ impl ConnectionAnalyzer {
         };
     }
 
-    /// Direction `i` sent its FIN: a close-delimited body ends here.
-    fn ended(&mut self, i: usize) {
+    /// The HTTP/1 response being read ended with the segment of `ts`.
+    fn response_complete(&mut self, ts: Timestamp) {
+        if let Some(exchange) = self
+            .responding
+            .take()
+            .and_then(|i| self.exchanges.get_mut(i))
+        {
+            exchange.completed.get_or_insert(ts);
+        }
+    }
+
+    /// Direction `i` sent its FIN (in the segment of `ts`): a close-delimited
+    /// body ends here.
+    fn ended(&mut self, i: usize, ts: Timestamp) {
         if let Mode::H1(state @ H1State::UntilClose) = &mut self.sides[i].mode {
             *state = H1State::Head;
+            if i == SERVER {
+                self.response_complete(ts);
+            }
         }
     }
 }
