@@ -652,13 +652,9 @@ fn activity(view: &View, t: Timestamp) -> Activity {
     }
 }
 
-fn secs(t: Timestamp) -> f64 {
-    t.as_secs_f64()
-}
-
-/// Milliseconds from `a` to `b`.
+/// Milliseconds from `a` to `b`, to the microsecond (exact in JSON).
 fn ms(a: Timestamp, b: Timestamp) -> f64 {
-    (secs(b) - secs(a)) * 1000.0
+    b.0.saturating_sub(a.0) as f64 / 1000.0
 }
 
 fn plural(n: u32, one: &str) -> String {
@@ -843,6 +839,7 @@ fn explain(
         cause: None,
         evidence,
         uncertain: None,
+        idle_ms: None,
     };
     if state == NewConnectionCode::First {
         return verdict(
@@ -886,13 +883,15 @@ fn explain(
         evidence.push(format!(
             "stream {stream}: idle {idle_ms:.1} ms at this SYN, its responses complete"
         ));
-        return verdict(
+        let mut v = verdict(
             CauseCode::IdleAvailable,
             format!(
                 "stream {stream} to the same server was open, idle for {idle_ms:.1} ms, but the client did not reuse it"
             ),
             evidence,
         );
+        v.idle_ms = Some(idle_ms);
+        return v;
     }
     if busy > 0 {
         let thrown: Vec<String> = recent
@@ -950,6 +949,12 @@ fn explain(
             evidence,
         );
     v.cause = cause;
+    if matches!(
+        code,
+        CauseCode::ServerIdleTimeout | CauseCode::ClientIdleTimeout
+    ) {
+        v.idle_ms = last.last_complete.map(|c| ms(c, last.at));
+    }
     v
 }
 
@@ -1189,6 +1194,7 @@ mod tests {
             anomalies: Vec::new(),
             client: None,
             tracker: None,
+            diagnosis: Vec::new(),
         };
         explain_new_connections(&mut r);
         r

@@ -961,12 +961,13 @@ pub fn pipeline(data: &[u8]) {
             "connection" => "connections",
             "request" => "requests",
             "summary" => "summary",
+            "diagnosis" => "diagnosis",
             other => panic!("a JSON line of type {other}"),
         };
         rows.entry(kind).or_default().push(value);
     }
     assert_eq!(rows.get("summary").map(Vec::len), Some(1));
-    for kind in ["connections", "requests"] {
+    for kind in ["connections", "requests", "diagnosis"] {
         let mut streamed = rows.remove(kind).unwrap_or_default();
         let key = |v: &serde_json::Value| v.to_string();
         streamed.sort_by_key(key);

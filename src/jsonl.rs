@@ -77,6 +77,9 @@ pub fn write_summary(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     for r in &report.requests {
         line(out, "request", r)?;
     }
+    for d in &report.diagnosis {
+        line(out, "diagnosis", d)?;
+    }
     serde_json::to_writer(
         &mut *out,
         &SummaryLine {

@@ -12,6 +12,7 @@
 //! connections open at once.
 #![forbid(unsafe_code)]
 
+pub mod advice;
 pub mod cli;
 pub mod decode;
 pub mod diagnose;

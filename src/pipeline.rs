@@ -7,6 +7,7 @@
 //! them in file order: what the report says (counts, anomalies and their
 //! frame numbers, errors) is what one thread doing it all would say.
 
+use crate::advice::Diagnoser;
 use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::io;
@@ -94,6 +95,8 @@ pub struct Pipeline {
     events: Vec<FlowEvent>,
     rows: Rows,
     summary: Summary,
+    /// The verdict per client host and server, gathered as rows finish.
+    diagnoser: Diagnoser,
     source: SourceInfo,
     link_types: Vec<LinkType>,
     /// The same as a set: a pcapng file may declare thousands.
@@ -134,6 +137,7 @@ impl Pipeline {
             events: Vec::new(),
             rows,
             summary: Summary::default(),
+            diagnoser: Diagnoser::new(),
             source: SourceInfo::default(),
             link_types: Vec::new(),
             link_type_set: Default::default(),
@@ -199,6 +203,7 @@ impl Pipeline {
         for r in &requests {
             self.summary.add_request(r);
         }
+        self.diagnoser.add(&record, &requests);
         match &mut self.rows {
             Rows::Keep {
                 connections,
@@ -299,6 +304,7 @@ impl Pipeline {
             anomalies,
             client: None,
             tracker: Some(self.table.stats()).filter(TrackerStats::noteworthy),
+            diagnosis: self.diagnoser.finish(),
         };
         if let Some(sink) = &mut sink {
             sink.finish(&report)?;

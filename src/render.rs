@@ -160,6 +160,12 @@ fn write_text(
             src.link_types.join(", ")
         )?;
         writeln!(out, "{}\n", verdict(report))?;
+        for d in diagnosis_lines(report) {
+            writeln!(out, "- {d}")?;
+        }
+        if !report.diagnosis.is_empty() {
+            writeln!(out)?;
+        }
         for note in client_notes(report) {
             writeln!(out, "{note}\n")?;
         }
@@ -168,6 +174,9 @@ fn write_text(
         }
     } else {
         writeln!(out, "{}", verdict(report))?;
+        for d in diagnosis_lines(report) {
+            writeln!(out, "  {d}")?;
+        }
         for note in client_notes(report) {
             writeln!(out, "{note}")?;
         }
@@ -280,6 +289,24 @@ fn write_totals(report: &Report, out: &mut dyn Write, markdown: bool) -> io::Res
         )?;
     }
     Ok(())
+}
+
+/// Per client host and server: what happened, then what to change for each
+/// cause that cost connections.
+fn diagnosis_lines(report: &Report) -> Vec<String> {
+    let mut lines = Vec::new();
+    for d in &report.diagnosis {
+        lines.push(format!("{} → {}: {}", d.client, d.server, d.verdict));
+        for a in &d.advice {
+            lines.push(format!(
+                "  fix ({}, {}): {}",
+                a.code,
+                count(a.connections, "connection"),
+                a.text
+            ));
+        }
+    }
+    lines
 }
 
 /// One sentence answering the question the tool exists for.

@@ -32,7 +32,7 @@ fn addr<S: Serializer>(a: &SocketAddr, s: S) -> Result<S::Ok, S::Error> {
 macro_rules! spelled {
     ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum $name {
             $($(#[$vmeta])* $variant),+
         }
@@ -216,6 +216,64 @@ pub struct NewConnectionReason {
     /// Set when the capture lost what the cause depends on (kernel drops,
     /// gaps, a close never seen): why the code may be wrong. An addition.
     pub uncertain: Option<String>,
+    /// For the idle causes (`server_idle_timeout`, `client_idle_timeout`,
+    /// `idle_available`): how long the connection had been idle, in ms.
+    /// An addition.
+    pub idle_ms: Option<f64>,
+}
+
+spelled!(
+    /// The client library, as its `User-Agent` names it (`diagnosis.library`).
+    Library {
+        Go => "go",
+        Reqwest => "reqwest",
+        PythonRequests => "python-requests",
+        Urllib3 => "urllib3",
+        PythonUrllib => "python-urllib",
+        Aiohttp => "aiohttp",
+        Httpx => "httpx",
+        Node => "node",
+        Curl => "curl",
+        Wget => "wget",
+        Java => "java",
+        Okhttp => "okhttp",
+        /// No `User-Agent`, or one the diagnosis does not know.
+        Unknown => "unknown",
+    }
+);
+
+/// What to change for one cause, in the library's vocabulary.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Advice {
+    pub code: CauseCode,
+    pub connections: u64,
+    pub text: String,
+}
+
+/// One client host and server: the `diagnosis` entries of the report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClientDiagnosis {
+    pub client: std::net::IpAddr,
+    pub server: SocketAddr,
+    /// The first `User-Agent` seen from this client to this server.
+    pub user_agent: Option<String>,
+    pub library: Library,
+    pub requests: u64,
+    pub connections: u64,
+    pub reused_requests: u64,
+    /// Reused requests over requests (0 when there were none).
+    pub reuse_ratio: f64,
+    /// New connections by `why_new.code`, `first` included.
+    pub causes: std::collections::BTreeMap<String, u64>,
+    /// The longest idle time after which the server closed a connection
+    /// (its keep-alive timeout, as measured), in milliseconds.
+    pub server_idle_timeout_ms: Option<f64>,
+    /// The same for closes by the client (its own idle timeout).
+    pub client_idle_timeout_ms: Option<f64>,
+    /// One sentence: what happened.
+    pub verdict: String,
+    /// One piece of advice per cause that cost connections, most costly first.
+    pub advice: Vec<Advice>,
 }
 
 /// The whole report of one `run`, `audit` or `replay`.
@@ -238,6 +296,9 @@ pub struct Report {
     /// SYNs) or saw packets after a connection was finalised. An addition.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tracker: Option<TrackerStats>,
+    /// Per client host and server: the causes of its new connections and
+    /// what to change (see `advice`). An addition.
+    pub diagnosis: Vec<ClientDiagnosis>,
 }
 
 /// The tracker's own work, counted as it goes (see [`Report::tracker`]).

@@ -62,10 +62,15 @@ pub struct RequestHead {
     pub minor_version: u8,
     pub host: Option<String>,
     pub tag: Option<String>,
+    /// `User-Agent`, at most [`MAX_USER_AGENT`] bytes of it.
+    pub user_agent: Option<String>,
     pub connection: ConnectionOptions,
     pub upgrade: Option<String>,
     pub framing: Framing,
 }
+
+/// Most bytes of a `User-Agent` kept: enough to name the client library.
+pub const MAX_USER_AGENT: usize = 96;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponseHead {
@@ -165,6 +170,7 @@ fn parse_request_with<'b>(
             minor_version,
             host: fields.host.map(text),
             tag: fields.tag.map(text),
+            user_agent: fields.user_agent.map(user_agent),
             connection: fields.connection,
             upgrade: fields.upgrade.map(text),
             framing,
@@ -321,6 +327,7 @@ pub fn parse_request_lenient(buf: &[u8]) -> HeadParse<(RequestHead, bool)> {
                 minor_version: 1,
                 host: fields.host.map(text),
                 tag: fields.tag.map(text),
+                user_agent: fields.user_agent.map(user_agent),
                 connection: fields.connection,
                 upgrade: None,
                 framing,
@@ -353,6 +360,7 @@ pub fn response_framing(method: Option<&str>, head: &ResponseHead) -> Framing {
 struct Fields<'b> {
     host: Option<&'b [u8]>,
     tag: Option<&'b [u8]>,
+    user_agent: Option<&'b [u8]>,
     upgrade: Option<&'b [u8]>,
     connection: ConnectionOptions,
     /// With Transfer-Encoding: whether its final coding is chunked
@@ -370,6 +378,7 @@ impl Default for Fields<'_> {
         Fields {
             host: None,
             tag: None,
+            user_agent: None,
             upgrade: None,
             connection: ConnectionOptions::default(),
             chunked: None,
@@ -405,6 +414,9 @@ impl<'b> Fields<'b> {
                 self.upgrade.get_or_insert(value);
             }
             (10, b'c') if is(b"connection") => self.connection_options(value),
+            (10, b'u') if is(b"user-agent") => {
+                self.user_agent.get_or_insert(value);
+            }
             (10, b'k') if is(b"keep-alive") => self.keep_alive_hints(value),
             (14, b'c') if is(b"content-length") => self.content_length(value),
             (14, b'x') if is(b"x-conntrace-id") => {
@@ -487,6 +499,11 @@ fn decimal(digits: &[u8]) -> Option<u64> {
         let digit = b.checked_sub(b'0').filter(|d| *d <= 9)?;
         n.checked_mul(10)?.checked_add(u64::from(digit))
     })
+}
+
+/// A `User-Agent` value as text, cut to [`MAX_USER_AGENT`] bytes.
+fn user_agent(value: &[u8]) -> String {
+    text(&value[..value.len().min(MAX_USER_AGENT)])
 }
 
 /// A field value as text: trimmed, with invalid UTF-8 replaced; one

@@ -53,6 +53,7 @@ pub struct HeaderFacts {
     pub host: Option<String>,
     pub status: Option<u16>,
     pub tag: Option<String>,
+    pub user_agent: Option<String>,
 }
 
 /// A header block: decoded, or lost to an HPACK error or an oversized frame.
@@ -379,6 +380,10 @@ impl FrameReader {
                 }
                 b"host" => facts.host = Some(text(&value)),
                 b"x-conntrace-id" => facts.tag = Some(text(&value)),
+                b"user-agent" if facts.user_agent.is_none() => {
+                    let cut = &value[..value.len().min(super::h1::MAX_USER_AGENT)];
+                    facts.user_agent = Some(String::from_utf8_lossy(cut).into_owned());
+                }
                 _ => {}
             }
         });

@@ -133,6 +133,9 @@ pub struct HttpSignals {
     pub tunnel_depth: Option<u32>,
     /// 1xx responses other than 101 (100 Continue, 103 Early Hints).
     pub interim_responses: u32,
+    /// The first request's `User-Agent` (at most 96 bytes): names the client
+    /// library the diagnosis speaks to.
+    pub user_agent: Option<String>,
     /// Final responses for which no request had been seen.
     pub unmatched_responses: u32,
     /// How HTTP/2 began: "prior_knowledge", "upgrade" or "midstream".
@@ -766,6 +769,7 @@ impl ConnectionAnalyzer {
             minor_version: 1,
             host: h1::host_field(&rest[line_end.map_or(rest.len(), |e| e + 1)..]),
             tag: None,
+            user_agent: None,
             connection: h1::ConnectionOptions::default(),
             upgrade: None,
             framing: h1::Framing::None,
@@ -867,6 +871,9 @@ impl ConnectionAnalyzer {
         }
         if head.connection.close {
             self.signals.client_close_depth.get_or_insert(depth);
+        }
+        if self.signals.user_agent.is_none() {
+            self.signals.user_agent = head.user_agent.clone();
         }
         if head.minor_version == 0 && !head.connection.keep_alive {
             self.signals.client_http10_depth.get_or_insert(depth);
@@ -1128,6 +1135,9 @@ impl ConnectionAnalyzer {
             return;
         }
         let facts = facts.unwrap_or_default();
+        if self.signals.user_agent.is_none() {
+            self.signals.user_agent = facts.user_agent.clone();
+        }
         self.h2_streams.insert(stream, self.exchanges.len());
         self.exchanges.push(HttpExchange {
             depth: self.exchanges.len() as u32 + 1,

@@ -86,6 +86,7 @@ pub fn attribute(
     number_client_requests(&mut report.requests);
     report.summary = Summary::tally(&report.connections, &report.requests);
     crate::diagnose::explain_new_connections(report);
+    report.diagnosis = crate::advice::Diagnoser::of(report);
     report.client = Some(ClientReport {
         attribution: if any_tag_seen { "tag+port" } else { "port" },
         errors: client.iter().filter(|r| r.error.is_some()).count() as u64,
@@ -143,6 +144,7 @@ pub fn client_only(
             interrupted,
         }),
         tracker: None,
+        diagnosis: Vec::new(),
     }
 }
 
@@ -306,6 +308,7 @@ mod tests {
             anomalies: Vec::new(),
             client: None,
             tracker: None,
+            diagnosis: Vec::new(),
         }
     }
 

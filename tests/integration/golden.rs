@@ -222,6 +222,7 @@ fn jsonl_lines_are_the_documents_rows() {
         let mut connections = Vec::new();
         let mut requests = Vec::new();
         let mut summary = None;
+        let mut diagnosis = Vec::new();
         let mut streams_waiting: Vec<u64> = Vec::new();
         for line in lines.lines() {
             let mut v: Value = match serde_json::from_str(line) {
@@ -251,6 +252,7 @@ fn jsonl_lines_are_the_documents_rows() {
                     connections.push(v);
                 }
                 Some("summary") => summary = Some(v),
+                Some("diagnosis") => diagnosis.push(v),
                 other => failures.push(format!("{name}: line of type {other:?}")),
             }
         }
@@ -262,6 +264,9 @@ fn jsonl_lines_are_the_documents_rows() {
         }
         if sorted_by(requests, &["stream", "depth"]) != sorted_by(want_reqs, &["stream", "depth"]) {
             failures.push(format!("{name}: request lines differ from the document"));
+        }
+        if Value::Array(diagnosis) != doc["diagnosis"] {
+            failures.push(format!("{name}: diagnosis lines differ from the document"));
         }
         match summary {
             Some(s) => {
