@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{Cell, CellAlignment, ContentArrangement, Table};
 
-use crate::report::{ConnectionRecord, NewConnectionCode, Report, RequestRecord};
+use crate::report::{CauseCode, ConnectionRecord, NewConnectionCode, Report, RequestRecord};
 
 /// Output formats of every report-producing command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -356,23 +356,23 @@ fn why_new_cell(report: &Report, r: &RequestRecord) -> String {
     let Some(why) = &r.why_new else {
         return String::new();
     };
-    let prev = why.previous_stream;
-    match (why.reason, prev) {
-        (NewConnectionCode::First, _) => "first to server".to_string(),
-        (NewConnectionCode::IdleNotReused, Some(p)) => format!("stream {p} idle, not reused"),
+    if why.code == CauseCode::First {
+        return "first to server".to_string();
+    }
+    // The cause, and the state at the SYN in a few words (the JSON's
+    // `detail`, `cause` and `evidence` say the rest).
+    let state = match (why.reason, why.previous_stream) {
+        (NewConnectionCode::IdleNotReused, Some(p)) => format!("stream {p} idle"),
         (NewConnectionCode::AllBusy, _) => "all open busy".to_string(),
         (NewConnectionCode::PreviousClosed, Some(p)) => {
-            let closed = match report.connections.iter().find(|c| c.stream == p) {
+            match report.connections.iter().find(|c| c.stream == p) {
                 Some(c) => format!("stream {p}: {}", closed_text(c)),
                 None => format!("stream {p} closed"),
-            };
-            match &why.cause {
-                Some(cause) => format!("{closed}; {cause}"),
-                None => closed,
             }
         }
         (other, _) => other.to_string(),
-    }
+    };
+    format!("{} ({state})", why.code)
 }
 
 /// "1 connection", "2 connections": a count and its noun, plural unless one.
