@@ -60,8 +60,10 @@ struct ClosedInfo {
     signals: CloseSignals,
     /// The client also sent an RST (at the close or after it).
     client_reset: bool,
-    /// When its last response complete before the close ended.
+    /// When its last response complete before the close ended, and when
+    /// that response's request was sent.
     last_complete: Option<Timestamp>,
+    last_complete_sent: Option<Timestamp>,
     /// A response had begun and was not complete at the close.
     incomplete: Option<u32>,
     /// A request was sent and not answered by the close.
@@ -75,11 +77,12 @@ impl ClosedInfo {
     /// Take what the connection's requests say about its end.
     fn settle(&mut self, requests: &VecDeque<Req>) {
         let at = self.at;
-        self.last_complete = requests
+        let last = requests
             .iter()
-            .filter_map(|r| r.completed)
-            .filter(|&c| c <= at)
-            .max();
+            .filter(|r| r.complete_by(at))
+            .max_by_key(|r| r.completed);
+        self.last_complete = last.and_then(|r| r.completed);
+        self.last_complete_sent = last.map(|r| r.sent);
         self.incomplete = requests
             .iter()
             .find(|r| r.sent <= at && r.answered.is_some_and(|a| a <= at) && !r.complete_by(at))
@@ -248,7 +251,10 @@ impl ReuseJudge {
                 if depth == 1 && view.pending.is_none() && !self.given.contains_key(&stream) {
                     view.pending = Some(sent);
                     group.pending += 1;
-                    self.due.push(Reverse((sent.after(HOLD), stream)));
+                    // Judged as of its SYN, in the order of the SYNs, so a
+                    // group's sweep meets them in time order.
+                    self.due
+                        .push(Reverse((view.first_seen.after(HOLD), stream)));
                 }
             }
             FlowEvent::Answered { stream, depth, at } => {
@@ -285,6 +291,7 @@ impl ReuseJudge {
                     signals,
                     client_reset: by_client && rst,
                     last_complete: None,
+                    last_complete_sent: None,
                     incomplete: None,
                     in_flight: None,
                     sent_after_close: None,
@@ -476,7 +483,8 @@ impl ReuseJudge {
                 if group.recent.len() > RECENT_CLOSES {
                     group.recent.pop_front();
                 }
-                let server_said = closed.signals.server_close_depth.is_some() && !closed.by_client;
+                // Announced by the server, whichever FIN went first.
+                let server_said = closed.signals.server_close_depth.is_some();
                 if let (true, Some(n)) = (server_said, closed.requests) {
                     group.server_closed_after.push_back(n);
                     if group.server_closed_after.len() > RECENT_CLOSES {
@@ -664,10 +672,14 @@ fn plural(n: u32, one: &str) -> String {
 /// How long after the SYN the evidence a cause needs may still arrive: a
 /// client's close of the connection it gives up reaches the wire just after
 /// it dials the next (Go's RST of an unread connection, ~0.2 ms).
-const LOOK_AHEAD: Duration = Duration::from_millis(20);
+const LOOK_AHEAD: Duration = Duration::from_millis(5);
 
 /// How far before the SYN a close still speaks for it.
 const RECENT: Duration = Duration::from_secs(1);
+
+/// How far before the SYN a client's discard of an idle connection still
+/// says its pool is full (a pool discards as it dials: within a millisecond).
+const POOL_DISCARD: Duration = Duration::from_millis(100);
 
 /// A client that closes a connection this soon after its last complete
 /// response does not keep it idle: it throws it away.
@@ -894,8 +906,15 @@ fn explain(
         return v;
     }
     if busy > 0 {
+        // A discard that speaks for this SYN: of a connection whose last
+        // exchange was already under way at the SYN, closed around it.
+        let around = |c: &&&ClosedInfo| {
+            c.last_complete_sent.is_some_and(|s| s < t)
+                && (c.at > t || ms(c.at, t) <= POOL_DISCARD.as_secs_f64() * 1000.0)
+        };
         let thrown: Vec<String> = recent
             .iter()
+            .filter(around)
             .filter_map(|c| {
                 quick_client_close(c).map(|idle| {
                     format!(

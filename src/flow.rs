@@ -340,6 +340,30 @@ impl Connection {
         self.stream
     }
 
+    /// The other side is the client after all: Zeek flips the connection,
+    /// swapping the case of the history's letters so far, and marks it
+    /// with '^'.
+    fn flip(&mut self) {
+        self.history = self
+            .history
+            .chars()
+            .map(|c| {
+                if c.is_ascii_uppercase() {
+                    c.to_ascii_lowercase()
+                } else {
+                    c.to_ascii_uppercase()
+                }
+            })
+            .collect();
+        // A '^' first said the first packet came from the server: no more.
+        if self.history.starts_with('^') {
+            self.history.remove(0);
+        } else {
+            self.history.push('^');
+        }
+        self.client = self.client.other();
+    }
+
     fn direction(&self, sender: Side) -> Direction {
         if sender == self.client {
             Direction::ToServer
@@ -352,24 +376,27 @@ impl Connection {
     fn on_segment(&mut self, seg: &Segment, sender: Side, payload: &[u8]) {
         self.last_seen = self.last_seen.max(seg.ts);
         if self.orientation == Orientation::Port && seg.flags.is_syn_ack() {
-            // A SYN+ACK settles who the server is: Zeek flips the connection,
-            // swapping the case of the letters so far, and marks it with '^'.
+            // A SYN+ACK settles who the server is.
             if self.client == sender {
-                self.history = self
-                    .history
-                    .chars()
-                    .map(|c| {
-                        if c.is_ascii_uppercase() {
-                            c.to_ascii_lowercase()
-                        } else {
-                            c.to_ascii_uppercase()
-                        }
-                    })
-                    .collect();
-                self.history.push('^');
+                self.flip();
             }
-            self.client = sender.other();
             self.orientation = Orientation::SynAck;
+        }
+        let nothing_carried = self.ends.iter().all(|e| e.payload == 0);
+        if self.orientation == Orientation::Port && nothing_carried && !payload.is_empty() {
+            // The first bytes, after segments that carried none (the
+            // handshake lost), may tell from a request or status line.
+            if let Some(client) = Self::client_by_payload(seg, sender, payload) {
+                if client != self.client {
+                    self.flip();
+                    // The analyser saw no byte yet: made again, the right
+                    // way round, at this segment.
+                    if matches!(self.app, AppState::Open(_)) {
+                        self.app = AppState::Deferred(None);
+                    }
+                }
+                self.orientation = Orientation::Payload;
+            }
         }
         let is_client = sender == self.client;
         let flags = seg.flags;
@@ -1650,6 +1677,36 @@ mod tests {
         let recs = records(t);
         assert_eq!(recs[0].client.port(), 40000);
         assert_eq!(recs[0].orientation, "port");
+    }
+
+    /// The handshake lost, the first segment a bare ACK of the client's, and
+    /// the client's port the lower: the port guess is undone by the first
+    /// bytes, before the analyser reads any.
+    #[test]
+    fn the_first_bytes_undo_a_wrong_guess_by_port() {
+        let mut t = Tracker::new(true);
+        feed(
+            &mut t,
+            34812,
+            44757,
+            &[
+                (0, true, 1, 1, ACK, b""),
+                (1, true, 1, 1, DATA, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+                (
+                    2,
+                    false,
+                    1,
+                    27,
+                    DATA,
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+                ),
+            ],
+        );
+        let r = &records(t)[0];
+        assert_eq!(r.client.port(), 34812);
+        assert_eq!(r.orientation, "payload");
+        assert_eq!(r.history, "ADd");
+        assert_eq!(r.requests, Some(1));
     }
 
     #[test]

@@ -408,9 +408,21 @@ pub fn judge(experiment: Experiment, report: &Report) -> Verdict {
     } else {
         "UNEXPECTED"
     };
+    let causes: Vec<String> = report
+        .summary
+        .new_connection_causes
+        .iter()
+        .filter(|(code, _)| code.as_str() != "first")
+        .map(|(code, n)| format!("{code} {n}"))
+        .collect();
+    let causes = if causes.is_empty() {
+        String::new()
+    } else {
+        format!(" [causes: {}]", causes.join(", "))
+    };
     Verdict {
         expected,
-        line: format!("{mark}: {head}: {why}"),
+        line: format!("{mark}: {head}: {why}{causes}"),
     }
 }
 

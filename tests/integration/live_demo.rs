@@ -22,6 +22,16 @@ fn streams_closed_by(r: &ExperimentResult, side: &str) -> usize {
         .count()
 }
 
+/// New connections by `why_new.code`.
+fn causes(r: &ExperimentResult) -> Vec<(&str, u64)> {
+    r.report
+        .summary
+        .new_connection_causes
+        .iter()
+        .map(|(code, n)| (code.as_str(), *n))
+        .collect()
+}
+
 /// Connections that carried at least one request.
 fn carrying(r: &ExperimentResult) -> usize {
     r.report
@@ -54,6 +64,9 @@ fn b_undrained_bodies_cost_a_connection_each() {
     assert_eq!(s.reused_requests, 0);
     // The client abandons each connection with bytes unread.
     assert_eq!(streams_closed_by(&r, "client"), 10);
+    // By construction every connection after the first was opened because
+    // the previous response was dropped unread.
+    assert_eq!(causes(&r), [("first", 1), ("unread_body", 9)]);
     assert!(r.verdict.expected);
 }
 
@@ -65,6 +78,20 @@ fn c_pool_idle_limit_2_reopens_connections() {
     let s = &r.report.summary;
     assert_eq!(s.requests, 50);
     assert!(carrying(&r) > 10, "{}", r.verdict.line);
+    // By construction: the first wave of 10 workers dials 10 connections
+    // (one first, nine while the others are busy); every later one replaces
+    // a connection the client closed because its idle pool holds 2. The
+    // pool may race a dial in the first wave: at least 95% are named.
+    let later = s.connections - 10;
+    let pool = causes(&r)
+        .iter()
+        .find(|c| c.0 == "pool_limit")
+        .map_or(0, |c| c.1);
+    assert!(
+        pool * 100 >= later * 95 && pool <= later + 1,
+        "{pool} pool_limit for {later} later connections: {:?}",
+        causes(&r)
+    );
     assert!(r.verdict.expected);
 }
 
@@ -77,6 +104,7 @@ fn c_pool_idle_limit_10_keeps_ten_connections() {
     assert_eq!(s.requests, 50);
     assert_eq!(carrying(&r), 10, "{}", r.verdict.line);
     assert_eq!(s.reused_requests, 40);
+    assert_eq!(causes(&r), [("concurrency", 9), ("first", 1)]);
     assert!(r.verdict.expected);
 }
 
@@ -131,6 +159,13 @@ fn e_server_idle_timeout_forces_new_connections() {
     assert_eq!(s.requests, 3);
     assert_eq!(s.connections, 3, "{}", r.verdict.line);
     assert!(streams_closed_by(&r, "server") >= 2);
+    assert_eq!(causes(&r), [("first", 1), ("server_idle_timeout", 2)]);
+    let d = &r.report.diagnosis[0];
+    let measured = d
+        .server_idle_timeout_ms
+        .expect("the server's idle timeout measured");
+    // The server is configured with a 1 s idle timeout.
+    assert!((950.0..1200.0).contains(&measured), "{measured} ms");
     assert!(r.verdict.expected);
 }
 
@@ -143,5 +178,6 @@ fn f_server_max_requests_splits_connections() {
     assert_eq!(s.requests, 9);
     assert_eq!(s.connections, 3, "{}", r.verdict.line);
     assert_eq!(s.reused_requests, 6);
+    assert_eq!(causes(&r), [("first", 1), ("server_request_limit", 2)]);
     assert!(r.verdict.expected);
 }
