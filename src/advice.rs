@@ -73,6 +73,7 @@ struct Entry {
     connections: u64,
     reused: u64,
     causes: BTreeMap<CauseCode, u64>,
+    uncertain: u64,
     server_idle_ms: Option<f64>,
     client_idle_ms: Option<f64>,
 }
@@ -112,6 +113,7 @@ impl Diagnoser {
                 continue;
             };
             *e.causes.entry(why.code).or_default() += 1;
+            e.uncertain += u64::from(why.uncertain.is_some());
             let slot = match why.code {
                 CauseCode::ServerIdleTimeout => &mut e.server_idle_ms,
                 CauseCode::ClientIdleTimeout => &mut e.client_idle_ms,
@@ -188,8 +190,15 @@ fn diagnose(client: IpAddr, server: SocketAddr, e: Entry) -> ClientDiagnosis {
             .iter()
             .map(|(code, n)| format!("{n} {}", phrase(*code)))
             .collect();
+        let doubt = match e.uncertain {
+            0 => String::new(),
+            n => format!(
+                " ({} uncertain: the capture lost packets they depend on)",
+                count(n, "verdict")
+            ),
+        };
         format!(
-            "{}: {} over {} ({:.0}% reused); {} new connection{} beyond the first: {}.",
+            "{}: {} over {} ({:.0}% reused); {} new connection{} beyond the first: {}{doubt}.",
             library.name(),
             count(e.requests, "request"),
             count(e.connections, "connection"),
@@ -217,6 +226,7 @@ fn diagnose(client: IpAddr, server: SocketAddr, e: Entry) -> ClientDiagnosis {
             .iter()
             .map(|(c, n)| (c.as_str().to_string(), *n))
             .collect(),
+        uncertain: e.uncertain,
         server_idle_timeout_ms: e.server_idle_ms.map(|m| m.round()),
         client_idle_timeout_ms: e.client_idle_ms.map(|m| m.round()),
         verdict,

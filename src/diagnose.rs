@@ -71,6 +71,8 @@ struct ClosedInfo {
     /// Closed by the server first: the first request sent after that close
     /// (depth, when), and whether it was answered.
     sent_after_close: Option<(u32, Timestamp, bool)>,
+    /// The capture missed bytes of it.
+    lossy: bool,
 }
 
 impl ClosedInfo {
@@ -126,6 +128,8 @@ struct View {
     requests: VecDeque<Req>,
     /// HTTP/2: streams share the connection, busy only at its stream limit.
     multiplexed: bool,
+    /// The capture missed bytes of it.
+    lossy: bool,
     /// Its own verdict: when its first request was sent, while pending.
     pending: Option<Timestamp>,
     finished: bool,
@@ -195,6 +199,8 @@ pub struct ReuseJudge {
     idle_groups: VecDeque<GroupKey>,
     /// Connections looked at to give verdicts: bounded per verdict.
     examined: u64,
+    /// Connections the capture missed bytes of, so far.
+    lossy_connections: u64,
 }
 
 impl ReuseJudge {
@@ -295,6 +301,7 @@ impl ReuseJudge {
                     incomplete: None,
                     in_flight: None,
                     sent_after_close: None,
+                    lossy: view.lossy,
                 };
                 closed.settle(&view.requests);
                 view.closed = Some(closed);
@@ -317,6 +324,15 @@ impl ReuseJudge {
                     .filter(|(_, c)| c.stream == stream)
                 {
                     c.client_reset = true;
+                }
+            }
+            FlowEvent::Lossy { stream } => {
+                self.lossy_connections += 1;
+                if let Some(view) = self.views.get_mut(&stream) {
+                    view.lossy = true;
+                    if let Some(c) = &mut view.closed {
+                        c.lossy = true;
+                    }
                 }
             }
             FlowEvent::Finished(finished) => self.on_finished(finished),
@@ -541,7 +557,7 @@ impl ReuseJudge {
         let group_key = view.group;
         self.sweep(group_key, t);
         let group = self.groups.get(&group_key);
-        let verdict = explain(
+        let mut verdict = explain(
             t,
             stream,
             group_key.1,
@@ -549,6 +565,7 @@ impl ReuseJudge {
             &self.views,
             &mut self.examined,
         );
+        verdict.uncertain = uncertainty(&verdict, group, &self.views, self.lossy_connections);
         let group = self.groups.get_mut(&group_key).expect("swept just above");
         group.pending -= 1;
         let view = self.views.get_mut(&stream).expect("looked up above");
@@ -600,6 +617,7 @@ fn view_of<'a>(
             closed: None,
             requests: VecDeque::new(),
             multiplexed: false,
+            lossy: false,
             pending: None,
             finished: false,
             retired: false,
@@ -975,6 +993,37 @@ fn explain(
         v.idle_ms = last.last_complete.map(|c| ms(c, last.at));
     }
     v
+}
+
+/// Why `v` may be wrong: the capture lost what it rests on. A connection
+/// that looked open and idle may have been closed with its FIN lost; a
+/// connection named as the previous one may have lost what says how it ended.
+fn uncertainty(
+    v: &NewConnectionReason,
+    group: Option<&Group>,
+    views: &FastMap<u64, View>,
+    lossy_connections: u64,
+) -> Option<String> {
+    let prev = v.previous_stream?;
+    let view = views.get(&prev);
+    let lossy = view.map(|w| w.lossy).or_else(|| {
+        group
+            .and_then(|g| g.last_closed.as_ref())
+            .filter(|(_, c)| c.stream == prev)
+            .map(|(_, c)| c.lossy)
+    });
+    let never_closed = view.is_some_and(|w| w.closed.is_none());
+    if v.code == CauseCode::IdleAvailable && never_closed && lossy_connections > 0 {
+        return Some(format!(
+            "no close of stream {prev} was captured, and the capture missed bytes of {} so far: it may have been closed with its FIN lost",
+            plural(lossy_connections.min(u64::from(u32::MAX)) as u32, "connection")
+        ));
+    }
+    lossy.filter(|&l| l).map(|_| {
+        format!(
+            "the capture missed bytes of stream {prev}: what decided this cause may be incomplete"
+        )
+    })
 }
 
 /// Why a connection ended, when nothing else was open: an announced close
@@ -1545,5 +1594,27 @@ mod tests {
         let out = judge.pop_released().expect("released with its verdict");
         assert_eq!(out.record.stream, 0);
         assert_eq!(out.requests[0].why_new.as_ref().unwrap().reason, "first");
+    }
+
+    /// An idle connection with no close captured, in a capture that lost
+    /// bytes: the verdict says it may be wrong; without loss it does not.
+    #[test]
+    fn an_idle_connection_never_seen_closing_is_uncertain_when_the_capture_lost_bytes() {
+        for lossy in [false, true] {
+            let mut judge = ReuseJudge::new();
+            judge.on_event(answered_request(0, 5000, 0.0));
+            if lossy {
+                judge.on_event(FlowEvent::Lossy { stream: 0 });
+            }
+            judge.on_event(answered_request(1, 5001, 0.5));
+            judge.finish();
+            judge.on_event(finished(0, 5000, 0.0, EndReason::EndOfInput));
+            judge.on_event(finished(1, 5001, 0.5, EndReason::EndOfInput));
+            let why: Vec<NewConnectionReason> = std::iter::from_fn(|| judge.pop_released())
+                .filter_map(|f| f.requests[0].why_new.clone())
+                .collect();
+            assert_eq!(why[1].code, CauseCode::IdleAvailable);
+            assert_eq!(why[1].uncertain.is_some(), lossy, "{:?}", why[1].uncertain);
+        }
     }
 }

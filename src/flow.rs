@@ -154,6 +154,8 @@ pub struct Connection {
     app: AppState,
     /// The first FIN or RST was handed out as a [`FlowEvent::Closed`].
     close_reported: bool,
+    /// The first content gap was handed out as a [`FlowEvent::Lossy`].
+    loss_reported: bool,
     /// Requests handed out as [`FlowEvent::Request`] so far, and the ones
     /// among them whose response is not complete yet (with whether its
     /// first byte was handed out as [`FlowEvent::Answered`]).
@@ -290,6 +292,7 @@ impl Connection {
             handshake_rtt_ms: None,
             server_isn: None,
             close_reported: false,
+            loss_reported: false,
             requests_reported: 0,
             awaiting_answer: VecDeque::new(),
             scheduled: Timestamp(i64::MAX),
@@ -691,6 +694,12 @@ impl Connection {
     /// Account one segment and hand out what it made happen.
     fn take(&mut self, seg: &Segment, sender: Side, payload: &[u8], out: &mut Vec<FlowEvent>) {
         self.on_segment(seg, sender, payload);
+        if !self.loss_reported && self.ends.iter().any(|e| e.gaps > 0) {
+            self.loss_reported = true;
+            out.push(FlowEvent::Lossy {
+                stream: self.stream,
+            });
+        }
         self.report_app(out);
         if self.closed_by.is_some() && !self.close_reported {
             self.close_reported = true;
@@ -1054,6 +1063,9 @@ pub enum FlowEvent {
     },
     /// The client sent an RST after the connection's first close (a FIN).
     ClientReset { stream: u64 },
+    /// The capture first missed bytes of this connection (an ACK or FIN
+    /// beyond the data seen): what it shows of it may be incomplete.
+    Lossy { stream: u64 },
     /// The connection left the table; nothing more will be said of it.
     Finished(Box<Finished>),
 }
@@ -2043,6 +2055,7 @@ mod tests {
                 FlowEvent::Completed { depth, at, .. } => format!("complete {depth} at {}", at.0),
                 FlowEvent::Closed { by_client, rst, .. } => format!("close {by_client} {rst}"),
                 FlowEvent::ClientReset { .. } => "client reset".to_string(),
+                FlowEvent::Lossy { .. } => "lossy".to_string(),
                 FlowEvent::Finished(f) => format!("finished {}", f.record.stream),
             })
             .collect();

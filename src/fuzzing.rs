@@ -511,7 +511,8 @@ impl EventLog {
             | &FlowEvent::Answered { stream, .. }
             | &FlowEvent::Completed { stream, .. }
             | &FlowEvent::Closed { stream, .. }
-            | &FlowEvent::ClientReset { stream } => {
+            | &FlowEvent::ClientReset { stream }
+            | &FlowEvent::Lossy { stream } => {
                 assert!(
                     (stream as usize) < self.opened.len() && !self.finished.contains(&stream),
                     "event for stream {stream}, which is not open"

@@ -265,6 +265,8 @@ pub struct ClientDiagnosis {
     pub reuse_ratio: f64,
     /// New connections by `why_new.code`, `first` included.
     pub causes: std::collections::BTreeMap<String, u64>,
+    /// Of those, verdicts marked `uncertain` (the capture lost their evidence).
+    pub uncertain: u64,
     /// The longest idle time after which the server closed a connection
     /// (its keep-alive timeout, as measured), in milliseconds.
     pub server_idle_timeout_ms: Option<f64>,
