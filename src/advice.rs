@@ -74,6 +74,7 @@ struct Entry {
     reused: u64,
     causes: BTreeMap<CauseCode, u64>,
     uncertain: u64,
+    unused: u64,
     server_idle_ms: Option<f64>,
     client_idle_ms: Option<f64>,
 }
@@ -93,7 +94,7 @@ impl Diagnoser {
 
     /// Count one finished connection with its requests.
     pub fn add(&mut self, c: &ConnectionRecord, requests: &[RequestRecord]) {
-        if requests.is_empty() {
+        if requests.is_empty() && c.unused.is_none() {
             return;
         }
         let key = (c.client.ip(), c.server);
@@ -106,6 +107,7 @@ impl Diagnoser {
             e.user_agent = c.http.as_ref().and_then(|h| h.user_agent.clone());
         }
         e.connections += 1;
+        e.unused += u64::from(c.unused.is_some());
         for r in requests {
             e.requests += 1;
             e.reused += u64::from(r.reused);
@@ -197,6 +199,10 @@ fn diagnose(client: IpAddr, server: SocketAddr, e: Entry) -> ClientDiagnosis {
                 count(n, "verdict")
             ),
         };
+        let doubt = match e.unused {
+            0 => doubt,
+            n => format!("{doubt}; {} opened and never used", count(n, "connection")),
+        };
         format!(
             "{}: {} over {} ({:.0}% reused); {} new connection{} beyond the first: {}{doubt}.",
             library.name(),
@@ -227,6 +233,7 @@ fn diagnose(client: IpAddr, server: SocketAddr, e: Entry) -> ClientDiagnosis {
             .map(|(c, n)| (c.as_str().to_string(), *n))
             .collect(),
         uncertain: e.uncertain,
+        unused_connections: e.unused,
         server_idle_timeout_ms: e.server_idle_ms.map(|m| m.round()),
         client_idle_timeout_ms: e.client_idle_ms.map(|m| m.round()),
         verdict,

@@ -23,6 +23,7 @@ use std::time::Duration;
 use crate::flow::{CloseSignals, EndReason, Finished, FlowEvent, Peers};
 use crate::report::{
     CauseCode, NewConnectionCode, NewConnectionReason, Report, RequestRecord, Role, Summary,
+    UnusedCode, UnusedVerdict,
 };
 use crate::wire::Timestamp;
 
@@ -102,6 +103,24 @@ impl ClosedInfo {
     }
 }
 
+/// A request sent on a connection: when the connection last became busy
+/// (its previous request sent, or its SYN) and free again (that exchange
+/// complete, or this first request sent), and when this one was sent.
+#[derive(Debug, Clone, Copy)]
+struct Reuse {
+    stream: u64,
+    previous_sent: Timestamp,
+    previous_completed: Timestamp,
+    sent: Timestamp,
+}
+
+/// Most reuses a group remembers for the connections that go unused.
+const RECENT_REUSES: usize = 64;
+
+/// How soon after a connection's SYN a request on another one, freed after
+/// that SYN, says the new one lost a dial race.
+const DIAL_RACE: Duration = Duration::from_secs(1);
+
 /// One request as the judge follows it.
 #[derive(Debug, Clone, Copy)]
 struct Req {
@@ -157,6 +176,10 @@ struct Group {
     /// Requests carried by the members the server closed with
     /// `Connection: close`, most recent last (at most [`RECENT_CLOSES`]).
     server_closed_after: VecDeque<u32>,
+    /// Requests sent, most recent last (at most [`RECENT_REUSES`]): a
+    /// connection dialled while the one that took a request was busy, and
+    /// never used, lost the race to it.
+    reuses: VecDeque<Reuse>,
     pending: usize,
 }
 
@@ -247,6 +270,29 @@ impl ReuseJudge {
                     },
                 );
                 view.multiplexed |= multiplexed;
+                let previous = view
+                    .requests
+                    .range(..at)
+                    .rev()
+                    .find(|r| r.complete_by(sent))
+                    .and_then(|r| Some((r.sent, r.completed?)));
+                // A first request: the connection was not ready (in its
+                // handshake) from its SYN until then.
+                let previous = match depth {
+                    1 => Some((peers.opened, sent)),
+                    _ => previous,
+                };
+                if let Some((previous_sent, previous_completed)) = previous {
+                    group.reuses.push_back(Reuse {
+                        stream,
+                        previous_sent,
+                        previous_completed,
+                        sent,
+                    });
+                    if group.reuses.len() > RECENT_REUSES {
+                        group.reuses.pop_front();
+                    }
+                }
                 // Keep eight requests sent before the sweep (the most a
                 // verdict looks at) and every one after it.
                 if let Some(sweep) = group.sweep {
@@ -356,6 +402,12 @@ impl ReuseJudge {
 
     fn on_finished(&mut self, mut finished: Box<Finished>) {
         let stream = finished.record.stream;
+        if finished.requests.is_empty() && finished.record.requests == Some(0) {
+            let group = self
+                .groups
+                .get(&(finished.record.client.ip(), finished.record.server));
+            finished.record.unused = Some(unused(&finished.record, group));
+        }
         let Some(view) = self.views.get_mut(&stream) else {
             self.gone.remove(&stream);
             if let Some(verdict) = self.given.remove(&stream) {
@@ -995,6 +1047,36 @@ fn explain(
     v
 }
 
+/// Why a connection the client opened carried no request: dialled while
+/// another connection was busy, which became free after this SYN and took
+/// the next request (hyper's and Go's pools dial for a waiting request and
+/// hand it whichever connection is ready first).
+fn unused(record: &crate::report::ConnectionRecord, group: Option<&Group>) -> UnusedVerdict {
+    let t = record.first_seen;
+    let race = group.into_iter().flat_map(|g| g.reuses.iter()).find(|r| {
+        r.stream != record.stream
+            && r.previous_sent < t
+            && r.previous_completed > t
+            && r.sent >= r.previous_completed
+            && r.sent <= t.after(DIAL_RACE)
+    });
+    match race {
+        Some(r) => UnusedVerdict {
+            code: UnusedCode::DialRace,
+            detail: format!(
+                "dialled while stream {} was busy (connecting or in an exchange); it became free {:.1} ms after this SYN and took the next request {:.1} ms after it; this connection was never used",
+                r.stream,
+                ms(t, r.previous_completed),
+                ms(t, r.sent)
+            ),
+        },
+        None => UnusedVerdict {
+            code: UnusedCode::Unknown,
+            detail: "no request was seen on it, and no other connection took one it might have waited for".to_string(),
+        },
+    }
+}
+
 /// Why `v` may be wrong: the capture lost what it rests on. A connection
 /// that looked open and idle may have been closed with its FIN lost; a
 /// connection named as the previous one may have lost what says how it ended.
@@ -1191,7 +1273,11 @@ pub fn explain_new_connections(report: &mut Report) {
     }
     judge.finish();
     let mut verdicts: FastMap<u64, NewConnectionReason> = FastMap::default();
+    let mut unused: FastMap<u64, UnusedVerdict> = FastMap::default();
     while let Some(f) = judge.pop_released() {
+        if let Some(u) = f.record.unused {
+            unused.insert(f.record.stream, u);
+        }
         if let Some(why) = f.requests.into_iter().find_map(|r| r.why_new) {
             verdicts.insert(f.record.stream, why);
         }
@@ -1205,7 +1291,11 @@ pub fn explain_new_connections(report: &mut Report) {
             r.why_new = Some(why);
         }
     }
-    let tally = Summary::tally(&[], &report.requests);
+    for c in &mut report.connections {
+        c.unused = unused.remove(&c.stream);
+    }
+    let tally = Summary::tally(&report.connections, &report.requests);
+    report.summary.unused_connections = tally.unused_connections;
     report.summary.new_connection_reasons = tally.new_connection_reasons;
     report.summary.new_connection_causes = tally.new_connection_causes;
 }
@@ -1616,5 +1706,35 @@ mod tests {
             assert_eq!(why[1].code, CauseCode::IdleAvailable);
             assert_eq!(why[1].uncertain.is_some(), lossy, "{:?}", why[1].uncertain);
         }
+    }
+
+    /// A connection dialled while the only other one was busy, which then
+    /// became free and took the next request: it lost a dial race.
+    #[test]
+    fn a_connection_that_lost_the_race_to_a_freed_one_is_named() {
+        let mut judge = ReuseJudge::new();
+        judge.on_event(answered_request(0, 5000, 0.0));
+        judge.on_event(FlowEvent::Request {
+            stream: 0,
+            peers: peers(5000, 0.0),
+            depth: 2,
+            sent: secs(0.35),
+            answered: Some(secs(0.4)),
+            completed: Some(secs(0.4)),
+            multiplexed: false,
+        });
+        judge.finish();
+        let mut raced = conn(1, 5001, 0.15, None);
+        raced.requests = Some(0);
+        judge.on_event(finished(0, 5000, 0.0, EndReason::EndOfInput));
+        judge.on_event(FlowEvent::Finished(Box::new(Finished {
+            record: raced,
+            requests: Vec::new(),
+            end: EndReason::EndOfInput,
+        })));
+        let unused: Vec<Option<UnusedCode>> = std::iter::from_fn(|| judge.pop_released())
+            .map(|f| f.record.unused.map(|u| u.code))
+            .collect();
+        assert_eq!(unused, [None, Some(UnusedCode::DialRace)]);
     }
 }

@@ -929,6 +929,7 @@ impl Connection {
             alpn: app.map(|a| a.alpn.clone()).unwrap_or_default(),
             requests: request_count,
             http: app.map(|a| a.signals.clone()),
+            unused: None,
         };
         (record, requests)
     }

@@ -267,6 +267,8 @@ pub struct ClientDiagnosis {
     pub causes: std::collections::BTreeMap<String, u64>,
     /// Of those, verdicts marked `uncertain` (the capture lost their evidence).
     pub uncertain: u64,
+    /// Connections the client opened and never sent a request on.
+    pub unused_connections: u64,
     /// The longest idle time after which the server closed a connection
     /// (its keep-alive timeout, as measured), in milliseconds.
     pub server_idle_timeout_ms: Option<f64>,
@@ -410,6 +412,27 @@ pub struct ConnectionRecord {
     /// Keep-alive and connection-level HTTP signals (docs/http-signals.md);
     /// null when the connection's bytes were not analysed. An addition.
     pub http: Option<HttpSignals>,
+    /// For a connection the client opened and sent no request on: why it
+    /// went unused (see `diagnose`). An addition.
+    pub unused: Option<UnusedVerdict>,
+}
+
+spelled!(
+    /// Why a connection carried no request (`unused.code`).
+    UnusedCode {
+        /// Opened while a request waited; an existing connection became free
+        /// first and took it.
+        DialRace => "dial_race",
+        /// The capture does not tell.
+        Unknown => "unknown",
+    }
+);
+
+/// Why a connection went unused.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UnusedVerdict {
+    pub code: UnusedCode,
+    pub detail: String,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -459,6 +482,9 @@ pub struct Summary {
     pub new_connection_reasons: std::collections::BTreeMap<String, u64>,
     /// Requests that opened a new connection, by `why_new.code`. An addition.
     pub new_connection_causes: std::collections::BTreeMap<String, u64>,
+    /// Connections the client opened and sent no request on, by
+    /// `unused.code`. An addition.
+    pub unused_connections: std::collections::BTreeMap<String, u64>,
 }
 
 impl Summary {
@@ -476,6 +502,9 @@ impl Summary {
 
     /// Count one connection in.
     pub fn add_connection(&mut self, c: &ConnectionRecord) {
+        if let Some(u) = &c.unused {
+            count_in(&mut self.unused_connections, u.code.as_str());
+        }
         self.connections += 1;
         self.syn += u64::from(c.syn);
         self.syn_ack += u64::from(c.syn_ack);

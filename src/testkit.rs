@@ -120,5 +120,6 @@ pub fn connection_record(
         alpn: Vec::new(),
         requests: None,
         http: None,
+        unused: None,
     }
 }
