@@ -269,6 +269,18 @@ fn phrase(code: CauseCode) -> &'static str {
     }
 }
 
+/// The setting that says how long `lib` keeps an idle connection.
+fn idle_timeout_knob(lib: Library) -> &'static str {
+    match lib {
+        Library::Go => "Transport.IdleConnTimeout",
+        Library::Reqwest => "ClientBuilder::pool_idle_timeout",
+        Library::Node => "the Agent's keepAliveTimeout",
+        Library::Java => "jdk.httpclient.keepalive.timeout",
+        Library::Okhttp => "ConnectionPool keepAliveDuration",
+        _ => "the client's idle-connection timeout",
+    }
+}
+
 /// What to change, for `code`, said for `lib`.
 fn advise(
     code: CauseCode,
@@ -301,14 +313,7 @@ fn advise(
         (C::Concurrency, L::Go) => "expected with more requests in flight than connections (HTTP/1.1 carries one at a time); cap with Transport.MaxConnsPerHost, or use HTTP/2".into(),
         (C::Concurrency, _) => "expected: HTTP/1.1 carries one exchange at a time, so N requests in flight need N connections; limit the concurrency or use HTTP/2 if that is too many".into(),
         (C::ClientIdleTimeout, lib) => {
-            let knob = match lib {
-                L::Go => "Transport.IdleConnTimeout",
-                L::Reqwest => "ClientBuilder::pool_idle_timeout",
-                L::Node => "the Agent's keepAliveTimeout",
-                L::Java => "jdk.httpclient.keepalive.timeout",
-                L::Okhttp => "ConnectionPool keepAliveDuration",
-                _ => "the client's idle-connection timeout",
-            };
+            let knob = idle_timeout_knob(lib);
             let server = server_idle_ms.map_or_else(String::new, |s| format!("; keep it below the server's {}", secs(s)));
             let own = client_idle_ms.map_or_else(String::new, |c| format!(" (measured: {})", secs(c)));
             format!("the client gave up idle connections itself{own}: raise {knob} if requests are that far apart{server}")
@@ -318,14 +323,7 @@ fn advise(
             format!("the server closed idle connections after its keep-alive timeout{measured}; the client checks a pooled connection before reusing it, so this costs a new handshake: raise the server's timeout if requests come that far apart")
         }
         (C::ServerIdleTimeout, lib) => {
-            let knob = match lib {
-                L::Go => "Transport.IdleConnTimeout",
-                L::Reqwest => "ClientBuilder::pool_idle_timeout",
-                L::Node => "the Agent's keepAliveTimeout",
-                L::Java => "jdk.httpclient.keepalive.timeout",
-                L::Okhttp => "ConnectionPool keepAliveDuration",
-                _ => "the client's idle-connection timeout",
-            };
+            let knob = idle_timeout_knob(lib);
             let measured = server_idle_ms.map_or_else(|| "its keep-alive timeout".to_string(), |s| format!("its keep-alive timeout (measured: {})", secs(s)));
             let race = match client_idle_ms {
                 Some(c) if server_idle_ms.is_some_and(|s| c > s) => " The client keeps idle connections longer than the server: requests sent as the server closes get reset (the stale-connection race).".to_string(),
@@ -342,11 +340,8 @@ fn advise(
         (C::Goaway, _) => "the server shut HTTP/2 connections down (GOAWAY): check its limits (nginx keepalive_requests, http2 max streams) or restarts".into(),
         (C::StaleConnection, lib) => {
             let knob = match lib {
-                L::Go => "Transport.IdleConnTimeout",
-                L::Reqwest => "ClientBuilder::pool_idle_timeout",
-                L::Node => "the Agent's keepAliveTimeout",
                 L::PythonUrllib => "a reconnect before reusing an HTTPConnection idle that long",
-                _ => "the client's idle-connection timeout",
+                _ => idle_timeout_knob(lib),
             };
             let below = server_idle_ms.map_or_else(|| "below the server's idle timeout".to_string(), |s| format!("below the server's {} (measured), with a margin", secs(s)));
             format!("a request was sent on a connection the server had already closed: set {knob} {below}, and retry idempotent requests")
