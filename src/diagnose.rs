@@ -147,6 +147,8 @@ struct View {
     requests: VecDeque<Req>,
     /// HTTP/2: streams share the connection, busy only at its stream limit.
     multiplexed: bool,
+    /// The server's SETTINGS_MAX_CONCURRENT_STREAMS, when seen.
+    stream_limit: Option<u32>,
     /// The capture missed bytes of it.
     lossy: bool,
     /// Its own verdict: when its first request was sent, while pending.
@@ -253,6 +255,7 @@ impl ReuseJudge {
                 answered,
                 completed,
                 multiplexed,
+                stream_limit,
             } => {
                 let (view, group) = view_of(&mut self.views, &mut self.groups, stream, peers);
                 let at = view
@@ -270,6 +273,9 @@ impl ReuseJudge {
                     },
                 );
                 view.multiplexed |= multiplexed;
+                if stream_limit.is_some() {
+                    view.stream_limit = stream_limit;
+                }
                 let previous = view
                     .requests
                     .range(..at)
@@ -669,6 +675,7 @@ fn view_of<'a>(
             closed: None,
             requests: VecDeque::new(),
             multiplexed: false,
+            stream_limit: None,
             lossy: false,
             pending: None,
             finished: false,
@@ -707,7 +714,8 @@ fn activity(view: &View, t: Timestamp) -> Activity {
             .range(..sent)
             .filter(|r| !r.complete_by(t))
             .count();
-        if in_flight >= H2_STREAM_LIMIT {
+        let limit = view.stream_limit.map_or(H2_STREAM_LIMIT, |n| n as usize);
+        if in_flight >= limit {
             return Activity::Busy { receiving: false };
         }
         return match sent {
@@ -755,9 +763,9 @@ const POOL_DISCARD: Duration = Duration::from_millis(100);
 /// response does not keep it idle: it throws it away.
 const QUICK_CLOSE: Duration = Duration::from_millis(50);
 
-/// Streams in flight at which an HTTP/2 connection counts as busy
-/// (SETTINGS_MAX_CONCURRENT_STREAMS is not read yet: 100 is the value
-/// RFC 9113 §6.5.2 recommends as the least, and common servers use 100-128).
+/// Streams in flight at which an HTTP/2 connection counts as busy when the
+/// server's SETTINGS_MAX_CONCURRENT_STREAMS was not seen: 100, the least
+/// RFC 9113 §6.5.2 recommends, as common servers use 100-128.
 const H2_STREAM_LIMIT: usize = 100;
 
 /// Most closes a group keeps for the verdicts that follow.
@@ -1241,6 +1249,7 @@ pub fn explain_new_connections(report: &mut Report) {
                 answered: r.answered,
                 completed: r.completed,
                 multiplexed: r.h2_stream.is_some(),
+                stream_limit: c.http.as_ref().and_then(|h| h.h2_max_concurrent_streams),
             });
         }
         if let Some(at) = c.closed_at {
@@ -1493,6 +1502,7 @@ mod tests {
             answered: Some(secs(opened + 0.2)),
             completed: Some(secs(opened + 0.2)),
             multiplexed: false,
+            stream_limit: None,
         }
     }
 
@@ -1576,6 +1586,7 @@ mod tests {
                 answered: None,
                 completed: None,
                 multiplexed: false,
+                stream_limit: None,
             });
             judge.advance(secs(opened));
         }
@@ -1634,6 +1645,7 @@ mod tests {
                 answered: Some(secs(t + 0.0002)),
                 completed: Some(secs(t + 0.0002)),
                 multiplexed: false,
+                stream_limit: None,
             });
             judge.on_event(FlowEvent::Closed {
                 stream: u64::from(k),
@@ -1722,6 +1734,7 @@ mod tests {
             answered: Some(secs(0.4)),
             completed: Some(secs(0.4)),
             multiplexed: false,
+            stream_limit: None,
         });
         judge.finish();
         let mut raced = conn(1, 5001, 0.15, None);

@@ -713,9 +713,10 @@ impl Connection {
 
     /// Hand out the requests and answers the analyser found since last time.
     fn report_app(&mut self, out: &mut Vec<FlowEvent>) {
-        let Some((_, exchanges, _)) = self.app.findings() else {
+        let Some((_, exchanges, signals)) = self.app.findings() else {
             return;
         };
+        let stream_limit = signals.h2_max_concurrent_streams;
         let stream = self.stream;
         let peers = self.peers();
         // HTTP/1 answers in order; HTTP/2 in any order, so look a little
@@ -753,6 +754,7 @@ impl Connection {
                 answered: x.answered,
                 completed: x.completed,
                 multiplexed: x.h2_stream.is_some(),
+                stream_limit,
             });
             if x.completed.is_none() {
                 self.awaiting_answer.push_back((i, x.answered.is_some()));
@@ -1035,6 +1037,8 @@ pub enum FlowEvent {
         completed: Option<Timestamp>,
         /// HTTP/2: one of several streams the connection may carry at once.
         multiplexed: bool,
+        /// HTTP/2: the server's SETTINGS_MAX_CONCURRENT_STREAMS, when seen.
+        stream_limit: Option<u32>,
     },
     /// The first byte of the response to request `depth` came at `at`.
     Answered {

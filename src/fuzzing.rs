@@ -785,6 +785,7 @@ fn check_frame_event(event: &h2::FrameEvent) {
             stream, promised, ..
         } => [stream, promised],
         h2::FrameEvent::GoAway { last_stream, .. } => [last_stream, 0],
+        h2::FrameEvent::MaxConcurrentStreams(_) => [0, 0],
     };
     assert!(
         ids.iter().all(|id| id & RESERVED == 0),

@@ -39,6 +39,7 @@ mod kind {
 }
 
 mod flag {
+    pub const ACK: u8 = 0x1;
     pub const END_HEADERS: u8 = 0x4;
     pub const PADDED: u8 = 0x8;
     pub const PRIORITY: u8 = 0x20;
@@ -91,6 +92,8 @@ pub enum FrameEvent {
         last_stream: u32,
         error_code: u32,
     },
+    /// A SETTINGS frame (not an ACK) with SETTINGS_MAX_CONCURRENT_STREAMS.
+    MaxConcurrentStreams(u32),
 }
 
 /// Outcome of one reader step.
@@ -227,6 +230,7 @@ impl FrameReader {
                 | kind::CONTINUATION
                 | kind::RST_STREAM
                 | kind::GOAWAY
+                | kind::SETTINGS
         );
         if self.pending.is_some() && header.kind != kind::CONTINUATION {
             // RFC 9113 §6.10: nothing may interleave with a header block.
@@ -240,7 +244,12 @@ impl FrameReader {
             }
         }
         if !held || len > MAX_HELD_FRAME {
-            if held && header.kind != kind::RST_STREAM && header.kind != kind::GOAWAY {
+            if held
+                && matches!(
+                    header.kind,
+                    kind::HEADERS | kind::PUSH_PROMISE | kind::CONTINUATION
+                )
+            {
                 self.hpack_desynchronised = true;
                 return self.skip_block(header);
             }
@@ -268,6 +277,13 @@ impl FrameReader {
                 last_stream: be32(&p[..4]) & 0x7fff_ffff,
                 error_code: be32(&p[4..8]),
             }),
+            // RFC 9113 §6.5.2: SETTINGS_MAX_CONCURRENT_STREAMS is 0x3; the
+            // last value in a frame wins.
+            kind::SETTINGS if header.flags & flag::ACK == 0 => payload
+                .chunks_exact(6)
+                .rfind(|p| p[..2] == [0, 3])
+                .map(|p| be32(&p[2..6]))
+                .map(FrameEvent::MaxConcurrentStreams),
             _ => None,
         };
         Step::Consumed(consumed, event)

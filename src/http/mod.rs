@@ -136,6 +136,8 @@ pub struct HttpSignals {
     /// The first request's `User-Agent` (at most 96 bytes): names the client
     /// library the diagnosis speaks to.
     pub user_agent: Option<String>,
+    /// HTTP/2: the server's last SETTINGS_MAX_CONCURRENT_STREAMS.
+    pub h2_max_concurrent_streams: Option<u32>,
     /// Final responses for which no request had been seen.
     pub unmatched_responses: u32,
     /// How HTTP/2 began: "prior_knowledge", "upgrade" or "midstream".
@@ -1111,6 +1113,11 @@ impl ConnectionAnalyzer {
                     self.signals.rst_stream_client += 1;
                 } else {
                     self.signals.rst_stream_server += 1;
+                }
+            }
+            h2::FrameEvent::MaxConcurrentStreams(n) => {
+                if i == SERVER {
+                    self.signals.h2_max_concurrent_streams = Some(n);
                 }
             }
             h2::FrameEvent::GoAway {

@@ -654,6 +654,27 @@ fn h2_server_settings_before_client_preface() {
     assert_eq!(an.signals().framing_errors, 0);
 }
 
+#[test]
+fn h2_server_settings_give_the_stream_limit() {
+    let mut c = Conn::open();
+    let mut hello = h2::PREFACE.to_vec();
+    // The client's own limit is not the server's.
+    hello.extend(frame(kind::SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 7]));
+    c.client(&hello);
+    // INITIAL_WINDOW_SIZE, then MAX_CONCURRENT_STREAMS twice: the last wins.
+    let settings = [
+        &[0, 4, 0, 1, 0, 0][..],
+        &[0, 3, 0, 0, 0, 100][..],
+        &[0, 3, 0, 0, 0, 128][..],
+    ]
+    .concat();
+    c.server(&frame(kind::SETTINGS, 0, 0, &settings));
+    // An ACK carries no settings.
+    c.server(&frame(kind::SETTINGS, 1, 0, &[]));
+    let an = c.done();
+    assert_eq!(an.signals().h2_max_concurrent_streams, Some(128));
+}
+
 /// A real ClientHello (arkime tls-alpn-h2.pcap, frame 4).
 const CLIENT_HELLO: &[u8] = &[
     0x16, 0x03, 0x01, 0x00, 0xe8, 0x01, 0x00, 0x00, 0xe4, 0x03, 0x03, 0x85, 0x82, 0x26, 0xc0, 0x4f,
