@@ -195,7 +195,7 @@ fn diagnose(client: IpAddr, server: SocketAddr, e: Entry) -> ClientDiagnosis {
         let doubt = match e.uncertain {
             0 => String::new(),
             n => format!(
-                " ({} uncertain: the capture lost packets they depend on)",
+                " ({} uncertain, each saying why in why_new.uncertain)",
                 count(n, "verdict")
             ),
         };

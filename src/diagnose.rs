@@ -856,6 +856,7 @@ fn explain(
     let mut connecting = 0;
     let mut latest_busy = None;
     let mut idle: Option<(u64, Timestamp)> = None;
+    let mut idle_closing: Option<(u64, Timestamp)> = None;
     let mut examined = 0;
     // Closes of the open connections just after the SYN.
     let mut closing: Vec<ClosedInfo> = Vec::new();
@@ -886,7 +887,11 @@ fn explain(
             Activity::Idle(done) if soon.is_none() => {
                 idle.get_or_insert((stream, done));
             }
-            Activity::Idle(_) => {}
+            // Idle, and closed just after the SYN: its close may explain
+            // the SYN (below).
+            Activity::Idle(done) => {
+                idle_closing.get_or_insert((stream, done));
+            }
             Activity::Busy { receiving: r } => {
                 busy += 1;
                 receiving += u32::from(r);
@@ -907,6 +912,10 @@ fn explain(
         .filter(|c| c.at <= t && ms(c.at, t) <= RECENT.as_secs_f64() * 1000.0)
         .chain(closing.iter())
         .collect();
+    // With others busy, a quick client close just after the SYN may be a
+    // pool throwing a connection away (pool_limit, below); with none busy,
+    // the closing one was the connection the client could have reused.
+    let idle = idle.or(idle_closing.filter(|_| busy == 0));
     let mut evidence = Vec::new();
     let state = if idle.is_some() {
         NewConnectionCode::IdleNotReused
@@ -1085,9 +1094,11 @@ fn unused(record: &crate::report::ConnectionRecord, group: Option<&Group>) -> Un
     }
 }
 
-/// Why `v` may be wrong: the capture lost what it rests on. A connection
-/// that looked open and idle may have been closed with its FIN lost; a
-/// connection named as the previous one may have lost what says how it ended.
+/// Why `v` may be wrong: the capture lost what it rests on, or it rests on
+/// one observation. A connection that looked open and idle may have been
+/// closed with its FIN lost; a connection named as the previous one may have
+/// lost what says how it ended; a request limit read off the one connection
+/// the server has closed so far may be a close for some other reason.
 fn uncertainty(
     v: &NewConnectionReason,
     group: Option<&Group>,
@@ -1109,10 +1120,14 @@ fn uncertainty(
             plural(lossy_connections.min(u64::from(u32::MAX)) as u32, "connection")
         ));
     }
-    lossy.filter(|&l| l).map(|_| {
-        format!(
+    if let Some(true) = lossy {
+        return Some(format!(
             "the capture missed bytes of stream {prev}: what decided this cause may be incomplete"
-        )
+        ));
+    }
+    let closes_seen = group.map_or(0, |g| g.server_closed_after.len());
+    (v.code == CauseCode::ServerRequestLimit && closes_seen == 1).then(|| {
+        "judged from the one connection the server has closed so far: a server that closed it for another reason after as many requests looks the same".to_string()
     })
 }
 
@@ -1456,6 +1471,28 @@ mod tests {
         assert_eq!(reasons(&r)[1], Some(("idle_not_reused", Some(0))));
         let detail = &r.requests[1].why_new.as_ref().unwrap().detail;
         assert!(detail.contains("idle for 300.0 ms"), "{detail}");
+        assert_eq!(
+            r.requests[1].why_new.as_ref().unwrap().code,
+            "idle_available"
+        );
+    }
+
+    #[test]
+    fn an_idle_connection_closed_just_after_the_syn_was_still_there_to_reuse() {
+        // Three Sessions, each with its own pool, closed together at exit:
+        // stream 0 is idle at stream 1's SYN and its client FIN comes 3 ms
+        // later, with nothing about that close explaining the SYN.
+        let r = report(
+            vec![
+                conn(0, 5000, 0.0, Some((0.503, Role::Client))),
+                conn(1, 5001, 0.5, Some((0.504, Role::Client))),
+            ],
+            vec![
+                req(0, 1, 0.001, Some(0.002)),
+                req(1, 1, 0.5001, Some(0.5002)),
+            ],
+        );
+        assert_eq!(reasons(&r)[1], Some(("idle_not_reused", Some(0))));
         assert_eq!(
             r.requests[1].why_new.as_ref().unwrap().code,
             "idle_available"

@@ -25,9 +25,11 @@ function get(path) {
     req.on('socket', (s) => {
       if (s.causeTracked) return;
       s.causeTracked = true;
-      s.on('connect', () => events.push({ kind: 'connect', port: s.localPort }));
-      s.on('timeout', () => events.push({ kind: 'timeout', port: s.localPort }));
-      s.on('close', () => events.push({ kind: 'close', port: s.localPort, destroyedByClient: !s.readableEnded }));
+      // A destroyed socket no longer knows its local port: keep it from connect.
+      let port;
+      s.on('connect', () => { port = s.localPort; events.push({ kind: 'connect', port }); });
+      s.on('timeout', () => events.push({ kind: 'timeout', port }));
+      s.on('close', () => events.push({ kind: 'close', port, destroyedByClient: !s.readableEnded }));
     });
     req.on('error', reject);
   });

@@ -6,6 +6,7 @@
 
 mod common;
 
+mod causes;
 mod cli;
 mod fixtures;
 mod fuzz_seeds;

@@ -14,9 +14,14 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Every capture in `fixtures/`, sorted.
+/// Every capture in `fixtures/`, sorted; not the cause scenarios of
+/// `fixtures/causes/`, which `causes.rs` judges against their own truth.
 pub fn fixtures() -> Vec<PathBuf> {
+    let causes = root().join("fixtures/causes");
     captures_under(&root().join("fixtures"))
+        .into_iter()
+        .filter(|p| !p.starts_with(&causes))
+        .collect()
 }
 
 /// The shared corpus's capture folder, if it exists: `CONNTRACE_CORPUS` (the

@@ -1,0 +1,3 @@
+module conntrace/causeclients
+
+go 1.19
