@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes the real-client cause scenarios of fixtures/causes/: each one a client
-# (python requests and http.client, Go net/http, node http, curl) built to open
+# (python requests and http.client, Go net/http, node http and fetch, curl) built to open
 # its new connections for one known reason, against nginx or a small python
 # server on loopback, captured by tcpdump. Beside each capture NAME.pcap goes
 # NAME.truth.json: every TCP connection the client opened, named by its local
@@ -86,6 +86,7 @@ scenario() {
 py() { python3 "$CLIENTS/pyclients.py" "$1" "$TRUTH" "$2"; }
 gocl() { "$WORK/goclients" "$1" "$TRUTH" "$2"; }
 nodecl() { node "$CLIENTS/$1.js" "$TRUTH" "$2"; }
+nodefetch() { node "$CLIENTS/node-fetch.js" "$1" "$TRUTH" "$2"; }
 
 # curl_scenario NAME PORT CODE CLIENT SERVER TRUTH_FROM NOTE -- CURL ARGS...:
 # curl's own `%{local_port} %{num_connects}` per transfer gives the ports and
@@ -121,10 +122,14 @@ scenario python-concurrency "$SLOW_PORT" py python-concurrency "$SLOW"
 scenario python-stale-connection "$IDLE_PORT" py python-stale-connection "$I"
 
 scenario go-pool-limit "$SLOW_PORT" gocl go-pool-limit "$SLOW"
+scenario go-raised-pool "$SLOW_PORT" gocl go-raised-pool "$SLOW"
+scenario go-dial-race "$SLOW_PORT" gocl go-dial-race "$SLOW"
 scenario go-unread-body "$BIG_PORT" gocl go-unread-body "$BIG"
 scenario go-client-idle-timeout "$PORT" gocl go-client-idle-timeout "$U"
 
 scenario node-client-idle-timeout "$PORT" nodecl node-idle-timeout "$U"
+scenario node-fetch-client-idle-timeout "$PORT" nodefetch node-fetch-client-idle-timeout "$U"
+scenario node-fetch-server-idle-timeout "$IDLE_PORT" nodefetch node-fetch-server-idle-timeout "$I"
 
 curl_scenario curl-http10 "$PORT" http10 "--http1.0, three URLs" "nginx keepalive_timeout 30s" \
     "curl's --write-out '%{local_port} %{num_connects}' per transfer; HTTP/1.0 without Connection: keep-alive \

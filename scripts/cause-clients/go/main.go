@@ -2,7 +2,8 @@
 //
 //	goclients SCENARIO TRUTH_FILE BASE_URL
 //
-// SCENARIO is go-pool-limit, go-unread-body or go-client-idle-timeout. The
+// SCENARIO is go-pool-limit, go-raised-pool, go-unread-body,
+// go-client-idle-timeout or go-dial-race. The
 // transport's DialContext wraps every connection it dials so that the client
 // itself records, in order, each connection's local port (conn.LocalAddr())
 // once connected and each Close() the transport calls on it; httptrace
@@ -282,6 +283,140 @@ func clientIdleTimeout(truth, base string) {
 			"called on the idle connection during each pause", conns)
 }
 
+// raisedPool is poolLimit with the idle pool raised to the concurrency:
+// every connection is kept, so only the first round opens any.
+func raisedPool(truth, base string) {
+	const workers, rounds, stagger = 10, 4, 10 * time.Millisecond
+	t := transport()
+	t.MaxIdleConnsPerHost = workers
+	client := &http.Client{Transport: t}
+	var wg sync.WaitGroup
+	for r := 0; r < rounds; r++ {
+		for w := 0; w < workers; w++ {
+			wg.Add(1)
+			go func(w int) {
+				defer wg.Done()
+				time.Sleep(time.Duration(w) * stagger)
+				get(client, base+"/a.txt", w, true)
+			}(w)
+		}
+		wg.Wait()
+	}
+	mu.Lock()
+	evs := append([]event(nil), events...)
+	mu.Unlock()
+	client.CloseIdleConnections()
+	var conns []conn
+	for _, e := range evs {
+		if e.Kind == "close" {
+			fail("the transport closed port %d before the end", e.Port)
+		}
+		if len(conns) == 0 {
+			conns = append(conns, conn{e.Port, "first", ""})
+		} else {
+			conns = append(conns, conn{e.Port, "concurrency",
+				fmt.Sprintf("goroutine %d: every open connection had a request in flight", e.Worker)})
+		}
+	}
+	if len(conns) != workers {
+		fail("%d connections", len(conns))
+	}
+	writeTruth(truth, "go-raised-pool", goVersion+", Transport MaxIdleConnsPerHost 10, 10 goroutines x 4 rounds",
+		"python http.server, 0.2 s per response, keep-alive, no idle timeout",
+		"the client's own record, in order: each dial (local port from conn.LocalAddr()) and each Close() the "+
+			"transport called (none before the end); goroutine i starts 10*i ms into each round", conns)
+}
+
+// dialRace makes the transport's dial race: three goroutines hold three
+// connections busy with 0.2 s responses; 150 ms in, three more ask, and the
+// transport dials for each, but every dial takes 100 ms more after connect
+// (a slow handshake, as TLS would be); the busy connections come free at
+// 200 ms and the waiting requests take them. The dialled connections go to
+// the idle pool unused.
+func dialRace(truth, base string) {
+	const busy = 3
+	t := transport()
+	dial := t.DialContext
+	slow := false
+	var slowMu sync.Mutex
+	t.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		slowMu.Lock()
+		s := slow
+		slowMu.Unlock()
+		if err == nil && s {
+			time.Sleep(100 * time.Millisecond)
+		}
+		return c, err
+	}
+	client := &http.Client{Transport: t}
+	var wg sync.WaitGroup
+	var gotMu sync.Mutex
+	used := map[int]bool{}
+	reusedBy := map[int]int{}
+	for w := 0; w < 2*busy; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			if w >= busy {
+				time.Sleep(150 * time.Millisecond)
+			} else {
+				time.Sleep(time.Duration(w) * 10 * time.Millisecond)
+			}
+			g := get(client, base+"/a.txt", w, true)
+			gotMu.Lock()
+			used[g.port] = true
+			if w >= busy {
+				if !g.reused {
+					fail("goroutine %d got a new connection %d", w, g.port)
+				}
+				reusedBy[w] = g.port
+			}
+			gotMu.Unlock()
+		}(w)
+		if w == busy-1 {
+			time.Sleep(50 * time.Millisecond)
+			slowMu.Lock()
+			slow = true
+			slowMu.Unlock()
+		}
+	}
+	wg.Wait()
+	time.Sleep(150 * time.Millisecond) // the slow dials finish
+	mu.Lock()
+	evs := append([]event(nil), events...)
+	mu.Unlock()
+	client.CloseIdleConnections()
+	var conns []conn
+	dials := 0
+	for _, e := range evs {
+		if e.Kind != "dial" {
+			continue
+		}
+		dials++
+		switch {
+		case dials == 1:
+			conns = append(conns, conn{e.Port, "first", ""})
+		case e.Worker < busy:
+			conns = append(conns, conn{e.Port, "concurrency",
+				fmt.Sprintf("goroutine %d: every open connection had a request in flight", e.Worker)})
+		case used[e.Port]:
+			fail("dialled port %d carried a request", e.Port)
+		default:
+			conns = append(conns, conn{e.Port, "unused:dial_race", fmt.Sprintf(
+				"goroutine %d: dialled while every connection was busy; httptrace GotConn gave it port %d (reused) "+
+					"before this dial finished, and no request ever got this one", e.Worker, reusedBy[e.Worker])})
+		}
+	}
+	if dials != 2*busy {
+		fail("%d dials", dials)
+	}
+	writeTruth(truth, "go-dial-race", goVersion+", default Transport whose dial waits 100 ms after connect, 3 busy + 3 waiting goroutines",
+		"python http.server, 0.2 s per response, keep-alive, no idle timeout",
+		"the client's own record of each dial (local port from conn.LocalAddr()) and httptrace GotConn for every "+
+			"request (Reused, Conn.LocalAddr()): a dialled connection no request ever got lost the race", conns)
+}
+
 func main() {
 	if len(os.Args) != 4 {
 		fail("usage: goclients SCENARIO TRUTH_FILE BASE_URL")
@@ -294,6 +429,10 @@ func main() {
 		unreadBody(truth, base)
 	case "go-client-idle-timeout":
 		clientIdleTimeout(truth, base)
+	case "go-raised-pool":
+		raisedPool(truth, base)
+	case "go-dial-race":
+		dialRace(truth, base)
 	default:
 		fail("unknown scenario %s", scenario)
 	}
