@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes the real-client cause scenarios of fixtures/causes/: each one a client
-# (python requests and http.client, Go net/http, node http and fetch, curl) built to open
+# (python requests, http.client, httpx and aiohttp, Go net/http, node http and
+# fetch, curl) built to open
 # its new connections for one known reason, against nginx or a small python
 # server on loopback, captured by tcpdump. Beside each capture NAME.pcap goes
 # NAME.truth.json: every TCP connection the client opened, named by its local
@@ -17,7 +18,8 @@
 # With CAUSES_OUT, the script then judges the fresh scenarios as the test suite
 # judges fixtures/causes/ (`CONNTRACE_EXTRA_CAUSES=DIR cargo test --test
 # integration causes:: -- --ignored`) and prints the tally per client.
-# Needs root, nginx, tcpdump, python3 with requests, go, node and curl; takes
+# Needs root, nginx, tcpdump, python3 with requests, httpx and aiohttp, go,
+# node and curl; takes
 # about a minute.
 set -euo pipefail
 
@@ -84,6 +86,7 @@ scenario() {
     mv "$TRUTH" "$OUT/$name.truth.json"
 }
 py() { python3 "$CLIENTS/pyclients.py" "$1" "$TRUTH" "$2"; }
+pya() { python3 "$CLIENTS/pyasync.py" "$1" "$TRUTH" "$2"; }
 gocl() { "$WORK/goclients" "$1" "$TRUTH" "$2"; }
 nodecl() { node "$CLIENTS/$1.js" "$TRUTH" "$2"; }
 nodefetch() { node "$CLIENTS/node-fetch.js" "$1" "$TRUTH" "$2"; }
@@ -121,6 +124,15 @@ scenario python-idle-available "$PORT" py python-idle-available "$U"
 scenario python-concurrency "$SLOW_PORT" py python-concurrency "$SLOW"
 scenario python-stale-connection "$IDLE_PORT" py python-stale-connection "$I"
 
+scenario httpx-no-client "$PORT" pya httpx-no-client "$U"
+scenario httpx-keepalive-limit "$SLOW_PORT" pya httpx-keepalive-limit "$SLOW"
+scenario httpx-client-idle-timeout "$PORT" pya httpx-client-idle-timeout "$U"
+scenario httpx-server-request-limit "$REQS_PORT" pya httpx-server-request-limit "$R"
+scenario aiohttp-force-close "$PORT" pya aiohttp-force-close "$U"
+scenario aiohttp-client-idle-timeout "$PORT" pya aiohttp-client-idle-timeout "$U"
+scenario aiohttp-server-idle-timeout "$IDLE_PORT" pya aiohttp-server-idle-timeout "$I"
+scenario aiohttp-concurrency "$SLOW_PORT" pya aiohttp-concurrency "$SLOW"
+
 scenario go-pool-limit "$SLOW_PORT" gocl go-pool-limit "$SLOW"
 scenario go-raised-pool "$SLOW_PORT" gocl go-raised-pool "$SLOW"
 scenario go-dial-race "$SLOW_PORT" gocl go-dial-race "$SLOW"
@@ -135,9 +147,9 @@ curl_scenario curl-http10 "$PORT" http10 "--http1.0, three URLs" "nginx keepaliv
     "curl's --write-out '%{local_port} %{num_connects}' per transfer; HTTP/1.0 without Connection: keep-alive \
 is not persistent" "HTTP/1.0 request without keep-alive: the previous connection ended after its response" -- \
     --http1.0 "$U/a.txt" "$U/b.txt" "$U/c.txt"
-curl_scenario curl-client-close "$PORT" client_close "-H 'Connection: close', three URLs" \
+curl_scenario curl-close-every-request "$PORT" no_pool "-H 'Connection: close', three URLs" \
     "nginx keepalive_timeout 30s" "curl's --write-out '%{local_port} %{num_connects}' per transfer; the request \
-header the script set" "the previous request sent Connection: close" -- \
+header the script set on every request" "the previous request asked with its first and only request to close" -- \
     -H 'Connection: close' "$U/a.txt" "$U/b.txt" "$U/c.txt"
 curl_scenario curl-server-request-limit "$REQS_PORT" server_request_limit "seven URLs" \
     "nginx keepalive_requests 3" "curl's --write-out '%{local_port} %{num_connects}' per transfer; the server's \

@@ -1145,7 +1145,20 @@ fn closed_cause(c: &ClosedInfo, group: Option<&Group>) -> (CauseCode, Option<Str
         );
     }
     // A client that asked to close is answered in kind: the ask comes first.
+    // Asked with its first request, on a connection that carried only that
+    // one, it keeps no connection for the next (aiohttp's force_close,
+    // `curl -H 'Connection: close'`): the pattern `no_pool` names, as a
+    // quick FIN after the only response does below.
     match (s.client_close_depth, s.server_close_depth) {
+        (Some(1), s) if c.requests == Some(1) && s.is_none_or(|s| s >= 1) => {
+            return (
+                CauseCode::NoPool,
+                Some(
+                    "the client sent Connection: close with its first and only request: it keeps no connection for the next"
+                        .to_string(),
+                ),
+            );
+        }
         (Some(d), s) if s.is_none_or(|s| d <= s) => {
             return (
                 CauseCode::ClientClose,
