@@ -122,6 +122,7 @@ scenario python-server-close "$CLOSE_PORT" py python-server-close "$CLOSE"
 scenario python-reset "$RESET_PORT" py python-reset "$RESET"
 scenario python-idle-available "$PORT" py python-idle-available "$U"
 scenario python-concurrency "$SLOW_PORT" py python-concurrency "$SLOW"
+scenario python-slow-handshake "$SLOW_PORT" py python-slow-handshake "$SLOW"
 scenario python-stale-connection "$IDLE_PORT" py python-stale-connection "$I"
 
 scenario httpx-no-client "$PORT" pya httpx-no-client "$U"

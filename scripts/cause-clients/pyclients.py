@@ -41,9 +41,16 @@ def record(kind, **fields):
 _connect = urllib3.connection.HTTPConnection.connect
 
 
+# Seconds a connect waits once connected, before the request goes out (a
+# slow handshake, as TLS would be); set by python-slow-handshake.
+SLOW_CONNECT = 0.0
+
+
 def connect_and_record(self):
     _connect(self)
     record("connect", port=self.sock.getsockname()[1])
+    if SLOW_CONNECT:
+        time.sleep(SLOW_CONNECT)
 
 
 urllib3.connection.HTTPConnection.connect = connect_and_record
@@ -398,6 +405,56 @@ def python_concurrency(truth_file, base):
     for n, p in enumerate(ports):
         t.add(p, "first" if n == 0 else "concurrency",
               None if n == 0 else f"{n} other connection(s) open, each with a request in flight")
+    t.write(truth_file)
+
+
+def python_slow_handshake(truth_file, base):
+    global SLOW_CONNECT
+    busy = 3
+    t = Truth("python-slow-handshake", REQUESTS + f", one Session (pool_maxsize 10), {busy} threads busy, then {busy} "
+              "more whose connects take 100 ms after the TCP handshake",
+              "python http.server, 0.2 s per response, keep-alive, no idle timeout",
+              f"the client's own record: each connect (local port by getsockname()) and each response's arrival, in "
+              f"order; threads {busy}..{2 * busy - 1} start 150, 160, 170 ms in, connect while every connection waits "
+              "for its response, and send 100 ms later, after those responses came")
+    s = requests.Session()
+    s.mount("http://", HTTPAdapter(pool_connections=1, pool_maxsize=10))
+    errors = []
+
+    t0 = time.monotonic()
+
+    def worker(i):
+        try:
+            start = 0.15 + 0.01 * (i - busy) if i >= busy else 0.01 * i
+            time.sleep(max(0.0, t0 + start - time.monotonic()))
+            get(s, base + "/a.txt")
+            record("done")
+        except Exception as e:  # noqa: BLE001
+            errors.append(repr(e))
+
+    ts = [threading.Thread(target=worker, args=(i,), name=f"t{i}") for i in range(2 * busy)]
+    for th in ts:
+        th.start()
+    time.sleep(max(0.0, t0 + 0.1 - time.monotonic()))
+    SLOW_CONNECT = 0.1  # after the first three connected, before the others
+    for th in ts:
+        th.join()
+    SLOW_CONNECT = 0.0
+    check(not errors, errors)
+    with LOCK:
+        events = list(EVENTS)
+    done = 0
+    n = 0
+    for e in events:
+        if e["kind"] == "done":
+            done += 1
+        elif e["kind"] == "connect":
+            check(done == 0, f"{e['thread']} connected after a response had come: {done}")
+            t.add(e["port"], "first" if n == 0 else "concurrency",
+                  None if n == 0 else f"{e['thread']}: connected while every connection waited for its response" +
+                  (" (its request went out 100 ms later, when they were idle)" if n >= busy else ""))
+            n += 1
+    check(n == 2 * busy, f"{n} connections")
     t.write(truth_file)
 
 
