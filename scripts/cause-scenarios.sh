@@ -18,7 +18,7 @@
 # With CAUSES_OUT, the script then judges the fresh scenarios as the test suite
 # judges fixtures/causes/ (`CONNTRACE_EXTRA_CAUSES=DIR cargo test --test
 # integration causes:: -- --ignored`) and prints the tally per client.
-# Needs root, nginx, tcpdump, python3 with requests, httpx and aiohttp, go,
+# Needs root, nginx, tcpdump, python3 with requests, httpx, h2 and aiohttp, go,
 # node and curl; takes
 # about a minute.
 set -euo pipefail
@@ -40,9 +40,9 @@ wanted() {
 }
 
 # The python servers of scripts/cause-clients/server.py, one port each.
-read -r SLOW_PORT CLOSE_PORT BIG_PORT RESET_PORT < <(python3 - <<'EOF'
+read -r SLOW_PORT CLOSE_PORT BIG_PORT RESET_PORT GOAWAY_PORT < <(python3 - <<'EOF'
 import socket
-socks = [socket.socket() for _ in range(4)]
+socks = [socket.socket() for _ in range(5)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in socks))
@@ -55,12 +55,12 @@ stop_servers() {
     cleanup
 }
 trap stop_servers EXIT
-for mode_port in "slow $SLOW_PORT" "close $CLOSE_PORT" "big $BIG_PORT" "reset $RESET_PORT"; do
+for mode_port in "slow $SLOW_PORT" "close $CLOSE_PORT" "big $BIG_PORT" "reset $RESET_PORT" "goaway $GOAWAY_PORT"; do
     # shellcheck disable=SC2086
     python3 "$CLIENTS/server.py" $mode_port &
     SERVER_PIDS+=($!)
 done
-for p in $SLOW_PORT $CLOSE_PORT $BIG_PORT $RESET_PORT; do wait_listening "$p"; done
+for p in $SLOW_PORT $CLOSE_PORT $BIG_PORT $RESET_PORT $GOAWAY_PORT; do wait_listening "$p"; done
 
 (cd "$CLIENTS/go" && GOFLAGS=-mod=mod GOCACHE=$WORK/gocache go build -o "$WORK/goclients" .) ||
     die "the Go clients did not build"
@@ -71,6 +71,7 @@ SLOW=http://127.0.0.1:$SLOW_PORT
 CLOSE=http://127.0.0.1:$CLOSE_PORT
 BIG=http://127.0.0.1:$BIG_PORT
 RESET=http://127.0.0.1:$RESET_PORT
+GOAWAY=http://127.0.0.1:$GOAWAY_PORT
 
 # scenario NAME PORT COMMAND...: captures PORT while COMMAND writes the truth
 # file ($TRUTH), then moves both into $OUT.
@@ -129,6 +130,7 @@ scenario httpx-no-client "$PORT" pya httpx-no-client "$U"
 scenario httpx-keepalive-limit "$SLOW_PORT" pya httpx-keepalive-limit "$SLOW"
 scenario httpx-client-idle-timeout "$PORT" pya httpx-client-idle-timeout "$U"
 scenario httpx-server-request-limit "$REQS_PORT" pya httpx-server-request-limit "$R"
+scenario httpx-h2-goaway "$GOAWAY_PORT" pya httpx-h2-goaway "$GOAWAY"
 scenario aiohttp-force-close "$PORT" pya aiohttp-force-close "$U"
 scenario aiohttp-client-idle-timeout "$PORT" pya aiohttp-client-idle-timeout "$U"
 scenario aiohttp-server-idle-timeout "$IDLE_PORT" pya aiohttp-server-idle-timeout "$I"

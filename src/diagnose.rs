@@ -781,6 +781,19 @@ fn close_evidence(c: &ClosedInfo, t: Timestamp) -> Option<(CauseCode, String)> {
         format!("{:.1} ms after this SYN", ms(t, c.at))
     };
     if let Some((depth, sent, answered)) = c.sent_after_close {
+        // After a GOAWAY from the server, a request the client sent before it
+        // read the GOAWAY is lost the same way; the GOAWAY is why (the
+        // server ends connections: raise its limit, not the client's timer).
+        if !answered && c.signals.goaway_by == Some("server") {
+            return Some((
+                CauseCode::Goaway,
+                format!(
+                    "stream {}: the server sent GOAWAY and closed it ({how} at {when}); request {depth} sent {:.1} ms after that close, never answered, was sent again",
+                    c.stream,
+                    ms(c.at, sent)
+                ),
+            ));
+        }
         if !answered {
             return Some((
                 CauseCode::StaleConnection,
@@ -971,6 +984,7 @@ fn explain(
     if let Some((code, fact)) = recent.iter().find_map(|c| close_evidence(c, t)) {
         evidence.push(fact);
         let detail = match code {
+            CauseCode::Goaway => "the server ended the previous connection with GOAWAY; a request the client had sent on it anyway went unanswered and was sent again on this new one",
             CauseCode::StaleConnection => "a request was sent on a connection the server had already closed, went unanswered, and was sent again on this new one",
             CauseCode::Reset => "the previous connection was reset in the middle of an exchange",
             _ => "the previous connection was given up with a response the client had not read to the end",

@@ -190,6 +190,28 @@ def httpx_server_request_limit(truth_file, base):
     t.write(truth_file)
 
 
+def httpx_h2_goaway(truth_file, base):
+    t = Truth("httpx-h2-goaway", HTTPX + ", one Client(http1=False, http2=True) (h2c with prior knowledge), "
+              "6 sequential GETs", "python h2 server: GOAWAY after the 2nd stream of each connection, then close",
+              HTTPX_VIEW + "; the server was built to end every connection with GOAWAY after two streams")
+    client = httpx.Client(http1=False, http2=True)
+    on_conn = 0
+    for i in range(6):
+        m = mark()
+        r = hx_get(client, base + "/a.txt")
+        check(r.http_version == "HTTP/2", r.http_version)
+        new = since(m, "connect")
+        if i == 0:
+            t.add(new[0]["port"], "first")
+        elif new:
+            check(len(new) == 1 and on_conn == 2, (new, on_conn))
+            t.add(new[0]["port"], "goaway", "the server sent GOAWAY after the 2nd stream of the previous connection")
+        on_conn = 1 if new else on_conn + 1
+        check(on_conn <= 2, f"request {i}: {on_conn} streams on one connection")
+    client.close()
+    t.write(truth_file)
+
+
 # ------------------------------------------------------------ aiohttp
 AIOHTTP = f"python aiohttp {aiohttp.__version__}"
 AIOHTTP_VIEW = ("aiohttp's TraceConfig: on_connection_create_end (a new connection) or on_connection_reuseconn "

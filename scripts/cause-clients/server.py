@@ -10,6 +10,9 @@
   server.py reset PORT   raw sockets: answers the 1st request on a connection,
                          reads the 2nd one completely and closes with SO_LINGER
                          0 (an RST) instead of answering; keeps alive otherwise
+  server.py goaway PORT  HTTP/2 with prior knowledge (the h2 library): answers
+                         two streams on a connection, then sends GOAWAY (last
+                         stream: the second) and closes it
 
 None of them has an idle timeout: a connection ends when the client closes it
 (or as described above). All listen on 127.0.0.1 only.
@@ -92,10 +95,56 @@ def serve_reset(port):
         threading.Thread(target=one, args=(conn,), daemon=True).start()
 
 
+def serve_goaway(port):
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    lsock = socket.socket()
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lsock.bind(("127.0.0.1", port))
+    lsock.listen(64)
+
+    def one(conn):
+        h2c = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=False))
+        h2c.initiate_connection()
+        conn.sendall(h2c.data_to_send())
+        answered = 0
+        with conn:
+            while answered < 2:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                for event in h2c.receive_data(data):
+                    if isinstance(event, h2.events.RequestReceived):
+                        body = b"alpha\n"
+                        h2c.send_headers(event.stream_id, [(":status", "200"), ("content-type", "text/plain"),
+                                                           ("content-length", str(len(body)))])
+                        h2c.send_data(event.stream_id, body, end_stream=True)
+                        answered += 1
+                        last = event.stream_id
+                conn.sendall(h2c.data_to_send())
+            h2c.close_connection(last_stream_id=last)
+            conn.sendall(h2c.data_to_send())
+            try:
+                conn.shutdown(socket.SHUT_WR)
+                while conn.recv(65536):
+                    pass
+            except OSError:
+                pass  # the client reset it: it is over either way
+
+    while True:
+        conn, _ = lsock.accept()
+        threading.Thread(target=one, args=(conn,), daemon=True).start()
+
+
 def main():
     mode, port = sys.argv[1], int(sys.argv[2])
     if mode == "reset":
         serve_reset(port)
+        return
+    if mode == "goaway":
+        serve_goaway(port)
         return
     if mode not in ("slow", "close", "big"):
         sys.exit(f"unknown mode {mode}")
