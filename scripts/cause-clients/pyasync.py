@@ -28,7 +28,7 @@ import aiohttp
 import httpcore
 import httpx
 
-from pyclients import Truth, check
+from pyclients import Truth, check, in_rounds
 
 EVENTS = []
 LOCK = threading.Lock()
@@ -101,26 +101,7 @@ def httpx_keepalive_limit(truth_file, base):
               f"{threads} threads x {rounds} rounds", "python http.server, 0.2 s per response, keep-alive",
               HTTPX_VIEW + f"; thread i starts {int(stagger * 1000)}*i ms after each round's barrier")
     client = httpx.Client(limits=httpx.Limits(max_keepalive_connections=2, max_connections=100))
-    barrier = threading.Barrier(threads)
-    errors = []
-
-    def worker(i):
-        try:
-            for _ in range(rounds):
-                barrier.wait()
-                time.sleep(i * stagger)
-                hx_get(client, base + "/a.txt")
-                barrier.wait()
-        except Exception as e:  # noqa: BLE001
-            errors.append(repr(e))
-            barrier.abort()
-
-    ts = [threading.Thread(target=worker, args=(i,), name=f"t{i}") for i in range(threads)]
-    for th in ts:
-        th.start()
-    for th in ts:
-        th.join()
-    check(not errors, errors)
+    in_rounds(threads, rounds, stagger, lambda: hx_get(client, base + "/a.txt"))
     with LOCK:
         events = list(EVENTS)
     client.close()

@@ -122,6 +122,32 @@ def get(session, url, **kw):
     return r
 
 
+def in_rounds(threads, rounds, stagger, fetch):
+    """Runs fetch() in `threads` threads for `rounds` rounds; in each round
+    thread i starts stagger*i seconds after a barrier, and the round ends when
+    every thread is done. A failure in any thread fails the scenario."""
+    barrier = threading.Barrier(threads)
+    errors = []
+
+    def worker(i):
+        try:
+            for _ in range(rounds):
+                barrier.wait()
+                time.sleep(i * stagger)
+                fetch()
+                barrier.wait()
+        except Exception as e:  # noqa: BLE001
+            errors.append(repr(e))
+            barrier.abort()
+
+    ts = [threading.Thread(target=worker, args=(i,), name=f"t{i}") for i in range(threads)]
+    for th in ts:
+        th.start()
+    for th in ts:
+        th.join()
+    check(not errors, errors)
+
+
 # ------------------------------------------------------------ scenarios
 def python_no_pool(truth_file, base):
     t = Truth("python-no-pool", REQUESTS + ", requests.get() without a Session", "nginx keepalive_timeout 30s",
@@ -146,26 +172,7 @@ def python_pool_limit(truth_file, base):
               f"{int(stagger * 1000)}*i ms after each round's barrier")
     s = requests.Session()
     s.mount("http://", HTTPAdapter(pool_connections=1, pool_maxsize=2))
-    barrier = threading.Barrier(threads)
-    errors = []
-
-    def worker(i):
-        try:
-            for _ in range(rounds):
-                barrier.wait()
-                time.sleep(i * stagger)
-                get(s, base + "/a.txt")
-                barrier.wait()
-        except Exception as e:  # noqa: BLE001
-            errors.append(repr(e))
-            barrier.abort()
-
-    ts = [threading.Thread(target=worker, args=(i,), name=f"t{i}") for i in range(threads)]
-    for th in ts:
-        th.start()
-    for th in ts:
-        th.join()
-    check(not errors, errors)
+    in_rounds(threads, rounds, stagger, lambda: get(s, base + "/a.txt"))
     discards = 0
     n = 0
     with LOCK:
@@ -380,26 +387,7 @@ def python_concurrency(truth_file, base):
               f"(no 'Starting new HTTP connection'); {PORTS_FROM}")
     s = requests.Session()
     s.mount("http://", HTTPAdapter(pool_connections=1, pool_maxsize=10))
-    barrier = threading.Barrier(threads)
-    errors = []
-
-    def worker(i):
-        try:
-            for _ in range(2):
-                barrier.wait()
-                time.sleep(i * stagger)
-                get(s, base + "/a.txt")
-                barrier.wait()
-        except Exception as e:  # noqa: BLE001
-            errors.append(repr(e))
-            barrier.abort()
-
-    ts = [threading.Thread(target=worker, args=(i,), name=f"t{i}") for i in range(threads)]
-    for th in ts:
-        th.start()
-    for th in ts:
-        th.join()
-    check(not errors, errors)
+    in_rounds(threads, 2, stagger, lambda: get(s, base + "/a.txt"))
     ports = connects()
     check(len(ports) == threads, ports)
     for n, p in enumerate(ports):

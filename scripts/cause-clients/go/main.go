@@ -165,9 +165,9 @@ func closed(port int) bool {
 
 var goVersion = "go " + strings.TrimPrefix(runtime.Version(), "go") + " net/http"
 
-func poolLimit(truth, base string) {
-	const workers, rounds, stagger = 10, 4, 10 * time.Millisecond
-	client := &http.Client{Transport: transport()}
+// inRounds GETs url from workers goroutines, rounds times over: in each
+// round goroutine w starts w*stagger in, and the round ends when all are done.
+func inRounds(client *http.Client, url string, workers, rounds int, stagger time.Duration) {
 	var wg sync.WaitGroup
 	for r := 0; r < rounds; r++ {
 		for w := 0; w < workers; w++ {
@@ -175,11 +175,17 @@ func poolLimit(truth, base string) {
 			go func(w int) {
 				defer wg.Done()
 				time.Sleep(time.Duration(w) * stagger)
-				get(client, base+"/a.txt", w, true)
+				get(client, url, w, true)
 			}(w)
 		}
 		wg.Wait()
 	}
+}
+
+func poolLimit(truth, base string) {
+	const workers, rounds, stagger = 10, 4, 10 * time.Millisecond
+	client := &http.Client{Transport: transport()}
+	inRounds(client, base+"/a.txt", workers, rounds, stagger)
 	client.CloseIdleConnections()
 	var conns []conn
 	mu.Lock()
@@ -290,18 +296,7 @@ func raisedPool(truth, base string) {
 	t := transport()
 	t.MaxIdleConnsPerHost = workers
 	client := &http.Client{Transport: t}
-	var wg sync.WaitGroup
-	for r := 0; r < rounds; r++ {
-		for w := 0; w < workers; w++ {
-			wg.Add(1)
-			go func(w int) {
-				defer wg.Done()
-				time.Sleep(time.Duration(w) * stagger)
-				get(client, base+"/a.txt", w, true)
-			}(w)
-		}
-		wg.Wait()
-	}
+	inRounds(client, base+"/a.txt", workers, rounds, stagger)
 	mu.Lock()
 	evs := append([]event(nil), events...)
 	mu.Unlock()
