@@ -226,6 +226,9 @@ pub struct ReuseJudge {
     examined: u64,
     /// Connections the capture missed bytes of, so far.
     lossy_connections: u64,
+    /// Connections opened while another of their group was busy (a request
+    /// may have waited for them), until they are finalised.
+    opened_while_busy: FastMap<u64, ()>,
 }
 
 impl ReuseJudge {
@@ -246,7 +249,29 @@ impl ReuseJudge {
         match event {
             // Connections matter once they carry a request or close: a
             // SYN nobody answered changes no verdict.
-            FlowEvent::Opened { .. } => {}
+            // Noted only whether a request may have waited for it, for a
+            // connection that then carries none.
+            FlowEvent::Opened { stream, peers } => {
+                let t = peers.opened;
+                let busy = self
+                    .groups
+                    .get(&(peers.client.ip(), peers.server))
+                    .is_some_and(|g| {
+                        g.open
+                            .iter()
+                            .chain(g.waiting.iter())
+                            .rev()
+                            .take(MAX_EXAMINED)
+                            .filter_map(|&(_, s)| self.views.get(&s))
+                            .any(|v| {
+                                v.closed.as_ref().is_none_or(|c| c.at > t)
+                                    && matches!(activity(v, t), Activity::Busy { .. })
+                            })
+                    });
+                if busy {
+                    self.opened_while_busy.insert(stream, ());
+                }
+            }
             FlowEvent::Request {
                 stream,
                 peers,
@@ -408,11 +433,12 @@ impl ReuseJudge {
 
     fn on_finished(&mut self, mut finished: Box<Finished>) {
         let stream = finished.record.stream;
+        let waited_for = self.opened_while_busy.remove(&stream).is_some();
         if finished.requests.is_empty() && finished.record.requests == Some(0) {
             let group = self
                 .groups
                 .get(&(finished.record.client.ip(), finished.record.server));
-            finished.record.unused = Some(unused(&finished.record, group));
+            finished.record.unused = Some(unused(&finished.record, group, waited_for));
         }
         let Some(view) = self.views.get_mut(&stream) else {
             self.gone.remove(&stream);
@@ -1082,7 +1108,11 @@ fn explain(
 /// another connection was busy, which became free after this SYN and took
 /// the next request (hyper's and Go's pools dial for a waiting request and
 /// hand it whichever connection is ready first).
-fn unused(record: &crate::report::ConnectionRecord, group: Option<&Group>) -> UnusedVerdict {
+fn unused(
+    record: &crate::report::ConnectionRecord,
+    group: Option<&Group>,
+    waited_for: bool,
+) -> UnusedVerdict {
     let t = record.first_seen;
     let race = group.into_iter().flat_map(|g| g.reuses.iter()).find(|r| {
         r.stream != record.stream
@@ -1100,6 +1130,12 @@ fn unused(record: &crate::report::ConnectionRecord, group: Option<&Group>) -> Un
                 ms(t, r.previous_completed),
                 ms(t, r.sent)
             ),
+        },
+        // Handshake answered, nothing sent, and nothing to this server busy
+        // when it was opened: no request waited for it.
+        None if !waited_for && record.syn_ack > 0 => UnusedVerdict {
+            code: UnusedCode::Preconnect,
+            detail: "opened while no connection from this client to this server was busy, so no request waited for it, and never used: a preconnect (a browser's, a warm-up) or a TCP health check".to_string(),
         },
         None => UnusedVerdict {
             code: UnusedCode::Unknown,
@@ -1813,5 +1849,55 @@ mod tests {
             .map(|f| f.record.unused.map(|u| u.code))
             .collect();
         assert_eq!(unused, [None, Some(UnusedCode::DialRace)]);
+    }
+
+    /// Stream 0's first exchange is over at 0.2 s (and its second, sent at
+    /// 0.22 s, is never answered when `busy`); stream 1 opens at 0.25 s and
+    /// never carries a request.
+    fn unused_code_of_a_connection_opened_at_0_25(busy: bool) -> Option<UnusedCode> {
+        let mut judge = ReuseJudge::new();
+        judge.on_event(answered_request(0, 5000, 0.0));
+        if busy {
+            judge.on_event(FlowEvent::Request {
+                stream: 0,
+                peers: peers(5000, 0.0),
+                depth: 2,
+                sent: secs(0.22),
+                answered: None,
+                completed: None,
+                multiplexed: false,
+                stream_limit: None,
+            });
+        }
+        judge.on_event(FlowEvent::Opened {
+            stream: 1,
+            peers: peers(5001, 0.25),
+        });
+        judge.finish();
+        let mut never = conn(1, 5001, 0.25, None);
+        never.requests = Some(0);
+        never.syn_ack = 1;
+        judge.on_event(finished(0, 5000, 0.0, EndReason::EndOfInput));
+        judge.on_event(FlowEvent::Finished(Box::new(Finished {
+            record: never,
+            requests: Vec::new(),
+            end: EndReason::EndOfInput,
+        })));
+        std::iter::from_fn(|| judge.pop_released())
+            .find(|f| f.record.stream == 1)
+            .and_then(|f| f.record.unused.map(|u| u.code))
+    }
+
+    #[test]
+    fn a_connection_opened_while_nothing_was_busy_and_never_used_is_a_preconnect() {
+        assert_eq!(
+            unused_code_of_a_connection_opened_at_0_25(false),
+            Some(UnusedCode::Preconnect)
+        );
+        // With a request in flight at its SYN, one may have waited for it.
+        assert_eq!(
+            unused_code_of_a_connection_opened_at_0_25(true),
+            Some(UnusedCode::Unknown)
+        );
     }
 }

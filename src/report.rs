@@ -423,6 +423,9 @@ spelled!(
         /// Opened while a request waited; an existing connection became free
         /// first and took it.
         DialRace => "dial_race",
+        /// Opened while nothing to its server was busy (no request could
+        /// have waited for it), its handshake answered: opened ahead.
+        Preconnect => "preconnect",
         /// The capture does not tell.
         Unknown => "unknown",
     }
