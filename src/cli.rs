@@ -49,6 +49,12 @@ pub enum Command {
     /// loopback, each with a verdict from what was captured. Needs root.
     #[command(after_help = crate::live::demo::Experiment::help())]
     Demo(DemoArgs),
+    /// Measure a server's keep-alive limits on the wire: its idle timeout (one
+    /// request, then the wait for its FIN or RST, timed from the end of the
+    /// response in the capture) and the requests it allows per connection,
+    /// with the client settings that avoid the stale-connection race. Needs
+    /// root or the capture capabilities.
+    Probe(crate::live::args::ProbeArgs),
 }
 
 const RUN_EXAMPLES: &str = "\
@@ -168,6 +174,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Run(args) => crate::live::commands::run(args),
         Command::Serve(args) => crate::live::commands::serve(args),
         Command::Demo(args) => crate::live::commands::demo(args),
+        Command::Probe(args) => crate::live::commands::probe(args),
     }
 }
 

@@ -1440,6 +1440,7 @@ mod tests {
             client: None,
             tracker: None,
             diagnosis: Vec::new(),
+            probe: None,
         };
         explain_new_connections(&mut r);
         r

@@ -305,6 +305,7 @@ impl Pipeline {
             client: None,
             tracker: Some(self.table.stats()).filter(TrackerStats::noteworthy),
             diagnosis: self.diagnoser.finish(),
+            probe: None,
         };
         if let Some(sink) = &mut sink {
             sink.finish(&report)?;

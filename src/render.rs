@@ -159,6 +159,13 @@ fn write_text(
             src.tcp_packets,
             src.link_types.join(", ")
         )?;
+        if let Some(p) = &report.probe {
+            writeln!(out, "### Probe of {}\n", p.url)?;
+            for line in probe_lines(p) {
+                writeln!(out, "- {line}")?;
+            }
+            writeln!(out)?;
+        }
         writeln!(out, "{}\n", verdict(report))?;
         for d in diagnosis_lines(report) {
             writeln!(out, "- {d}")?;
@@ -173,6 +180,13 @@ fn write_text(
             writeln!(out, "### Connections\n")?;
         }
     } else {
+        if let Some(p) = &report.probe {
+            writeln!(out, "probe of {} ({}):", p.url, p.target)?;
+            for line in probe_lines(p) {
+                writeln!(out, "  {line}")?;
+            }
+            writeln!(out)?;
+        }
         writeln!(out, "{}", verdict(report))?;
         for d in diagnosis_lines(report) {
             writeln!(out, "  {d}")?;
@@ -185,6 +199,36 @@ fn write_text(
         write_tables(report, rows, out, markdown)?;
     }
     write_totals(report, out, markdown)
+}
+
+/// The probe's numbers, how each was read, and its advice.
+fn probe_lines(p: &crate::report::ProbeReport) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(idle) = &p.idle {
+        let announced = idle.announced_timeout_s.map_or_else(String::new, |s| {
+            format!("; announced Keep-Alive: timeout={s}")
+        });
+        lines.push(match p.idle_timeout_ms {
+            Some(t) => format!("idle timeout: {:.0} ms ({}{announced})", t, idle.detail),
+            None => format!("idle timeout: not found ({}{announced})", idle.detail),
+        });
+    }
+    if let Some(r) = &p.requests {
+        let announced = r
+            .announced_max
+            .map_or_else(String::new, |m| format!("; announced Keep-Alive: max={m}"));
+        lines.push(match p.requests_per_connection {
+            Some(n) => format!("requests per connection: {n} ({}{announced})", r.detail),
+            None => format!(
+                "requests per connection: not found ({}{announced})",
+                r.detail
+            ),
+        });
+    }
+    for a in &p.advice {
+        lines.push(format!("{} ({}): {}", a.client, a.setting, a.text));
+    }
+    lines
 }
 
 fn write_tables(

@@ -303,6 +303,77 @@ pub struct Report {
     /// Per client host and server: the causes of its new connections and
     /// what to change (see `advice`). An addition.
     pub diagnosis: Vec<ClientDiagnosis>,
+    /// `probe`: the server's keep-alive limits as measured on the wire (see
+    /// docs/report-schema.md). An addition; absent from other reports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ProbeReport>,
+}
+
+/// What `conntrace probe` measured, each number read off the capture.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ProbeReport {
+    pub url: String,
+    pub target: SocketAddr,
+    /// The end of the response to the server's close of the idle
+    /// connection; null when the server did not close it within the wait.
+    pub idle_timeout_ms: Option<f64>,
+    /// Requests the server answered on one connection before it closed it;
+    /// null when it never closed it within `--max-requests`.
+    pub requests_per_connection: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle: Option<IdleProbe>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests: Option<RequestsProbe>,
+    /// Client settings that avoid the stale-connection race, from the
+    /// measured idle timeout.
+    pub advice: Vec<ProbeAdvice>,
+}
+
+/// The idle-timeout probe: one connection, one request, then a wait.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct IdleProbe {
+    pub stream: Option<u64>,
+    pub client_port: u16,
+    /// Who closed the connection (`server`, or `client` at the end of the
+    /// wait), and how.
+    pub closed_by: Option<Role>,
+    pub closed_with: Option<CloseKind>,
+    /// How long the probe was ready to wait (`--max-idle`).
+    pub max_idle_ms: f64,
+    /// `Keep-Alive: timeout=` of the response, if it had one.
+    pub announced_timeout_s: Option<u64>,
+    pub detail: String,
+}
+
+/// The requests-per-connection probe: sequential requests on one
+/// connection until the server closes it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RequestsProbe {
+    pub stream: Option<u64>,
+    pub client_port: u16,
+    /// Requests sent on the connection, and answered, as captured.
+    pub sent: u32,
+    pub answered: u32,
+    pub closed_by: Option<Role>,
+    pub closed_with: Option<CloseKind>,
+    /// The response that carried `Connection: close`, by its position.
+    pub announced_close_at: Option<u32>,
+    /// `Keep-Alive: max=` of the first response, if it had one.
+    pub announced_max: Option<u64>,
+    pub max_requests: u64,
+    pub detail: String,
+}
+
+/// One client library's idle-connection setting against the measured timeout.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ProbeAdvice {
+    pub client: &'static str,
+    pub setting: &'static str,
+    /// Its default, when it has one.
+    pub default_ms: Option<f64>,
+    /// Whether that default keeps idle connections longer than the server.
+    pub default_outlives_server: Option<bool>,
+    pub text: String,
 }
 
 /// The tracker's own work, counted as it goes (see [`Report::tracker`]).

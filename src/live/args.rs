@@ -54,6 +54,76 @@ impl ServeArgs {
     }
 }
 
+/// `conntrace probe`.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The http:// URL to probe (GET, HTTP/1.1).
+    #[arg(value_name = "URL")]
+    pub url: String,
+    /// The probes to run, at once, each on its own connection: `idle` (one
+    /// request, then wait for the server to close the connection) and
+    /// `requests` (requests one after another until the server closes it).
+    #[arg(
+        long,
+        value_name = "PROBES",
+        value_delimiter = ',',
+        default_value = "idle,requests"
+    )]
+    pub only: Vec<ProbeKind>,
+    /// Wait at most this long for the server to close an idle connection.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_timeout)]
+    pub max_idle: Duration,
+    /// Send at most this many requests on one connection.
+    #[arg(long, value_name = "N", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_requests: u64,
+    /// Capture on this interface (default: the one that reaches the target).
+    #[arg(short = 'i', long, value_name = "IFACE")]
+    pub interface: Option<String>,
+    /// Save the captured packets to this pcap file.
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    pub savefile: Option<PathBuf>,
+    /// Report format.
+    #[arg(short = 'f', long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Write the report to FILE instead of standard output.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// One of `probe --only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProbeKind {
+    Idle,
+    Requests,
+}
+
+impl ProbeArgs {
+    pub fn config(&self) -> Result<crate::live::probe::ProbeConfig, ArgsError> {
+        let url_error = |detail: String| ArgsError::Url {
+            url: self.url.clone(),
+            detail,
+        };
+        let url = reqwest::Url::parse(&self.url).map_err(|e| url_error(e.to_string()))?;
+        if url.host_str().is_none() {
+            return Err(url_error("the URL has no host".into()));
+        }
+        Ok(crate::live::probe::ProbeConfig {
+            url,
+            idle: self.only.contains(&ProbeKind::Idle),
+            requests: self.only.contains(&ProbeKind::Requests),
+            max_idle: self.max_idle,
+            max_requests: self.max_requests,
+            capture: CaptureSettings {
+                interface: self.interface.clone(),
+                savefile: self.savefile.clone(),
+                ..CaptureSettings::default()
+            },
+            progress: true,
+        })
+    }
+}
+
 /// `conntrace run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {

@@ -131,3 +131,25 @@ pub fn demo(args: DemoArgs) -> Result<Exit> {
         Exit::Success
     })
 }
+
+/// `conntrace probe`: the server's keep-alive limits, then the capture's report.
+pub fn probe(args: crate::live::args::ProbeArgs) -> Result<Exit> {
+    use crate::live::probe::ProbeError;
+    let config = args.config()?;
+    let report = match crate::live::probe::probe(&config) {
+        Ok(r) => r,
+        Err(ProbeError::Capture(e @ CaptureError::Permission { .. }))
+        | Err(ProbeError::Session(SessionError::Capture(e @ CaptureError::Permission { .. }))) => {
+            return Err(Refused::no_privilege(e.to_string()).into())
+        }
+        Err(e @ ProbeError::Scheme(_)) => return Err(Refused::bad_input(e.to_string()).into()),
+        Err(e) => return Err(e.into()),
+    };
+    let output = OutputArgs {
+        format: args.format,
+        output: args.output.clone(),
+        rows: crate::render::RequestRows::Auto,
+    };
+    emit(&report, &output)?;
+    Ok(Exit::Success)
+}

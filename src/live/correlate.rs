@@ -145,6 +145,7 @@ pub fn client_only(
         }),
         tracker: None,
         diagnosis: Vec::new(),
+        probe: None,
     }
 }
 
@@ -309,6 +310,7 @@ mod tests {
             client: None,
             tracker: None,
             diagnosis: Vec::new(),
+            probe: None,
         }
     }
 

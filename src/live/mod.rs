@@ -1,7 +1,7 @@
 //! The live half of conntrace: a built-in test server ([`server`]), a request
 //! driver ([`driver`]), a libpcap capture thread ([`capture`]) and the
 //! attribution of each driven request to the connection that carried it
-//! ([`correlate`]). `conntrace run`, `serve` and `demo` are built from these.
+//! ([`correlate`]). `conntrace run`, `serve`, `demo` and `probe` are built from these.
 
 pub mod args;
 pub mod capture;
@@ -9,5 +9,6 @@ pub mod commands;
 pub mod correlate;
 pub mod demo;
 pub mod driver;
+pub mod probe;
 pub mod server;
 pub mod session;

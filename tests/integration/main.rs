@@ -16,6 +16,7 @@ mod hostile;
 mod http_crosscheck;
 mod live_demo;
 mod live_nginx;
+mod live_probe;
 mod live_run;
 mod live_server;
 mod lossy_capture;

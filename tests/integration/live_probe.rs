@@ -1,0 +1,199 @@
+//! `conntrace probe` against servers whose limits are known by how they are
+//! configured: the built-in server, nginx, a server that resets idle
+//! connections instead of closing them, and one that never closes them.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
+use std::time::Duration;
+
+use conntrace::live::server::{ServerConfig, TestServer};
+use serde_json::Value;
+
+use crate::common;
+
+/// `conntrace probe URL -f json ARGS`: the report's `probe` section.
+fn probe(url: &str, args: &[&str]) -> Value {
+    let out = Command::new(common::binary())
+        .args(["probe", url, "-f", "json"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "probe {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    common::report_of(&out)["probe"].clone()
+}
+
+fn near(got: &Value, want_ms: f64) {
+    let got = got
+        .as_f64()
+        .unwrap_or_else(|| panic!("no idle timeout: {got}"));
+    assert!(
+        (got - want_ms).abs() <= 50.0,
+        "idle timeout {got} ms, configured {want_ms} ms"
+    );
+}
+
+#[test]
+fn probe_measures_the_built_in_servers_limits() {
+    if !common::can_capture("probe_measures_the_built_in_servers_limits") {
+        return;
+    }
+    let server = TestServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        ServerConfig {
+            idle_timeout: Some(Duration::from_millis(1500)),
+            max_requests: Some(4),
+            ..ServerConfig::default()
+        },
+    )
+    .unwrap();
+    let p = probe(&server.url(), &[]);
+    near(&p["idle_timeout_ms"], 1500.0);
+    assert_eq!(p["requests_per_connection"], 4, "{p:#}");
+    assert_eq!(p["idle"]["closed_by"], "server");
+    assert_eq!(p["requests"]["announced_close_at"], 4);
+    let reqwest = p["advice"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["client"] == "reqwest")
+        .expect("advice for reqwest");
+    assert_eq!(reqwest["default_outlives_server"], true);
+    assert!(
+        reqwest["text"]
+            .as_str()
+            .unwrap()
+            .contains("from_millis(1200)"),
+        "{reqwest}"
+    );
+}
+
+#[test]
+fn probe_measures_nginx_keepalive_timeout_and_requests() {
+    if !common::can_capture("probe_measures_nginx_keepalive_timeout_and_requests") {
+        return;
+    }
+    let nginx_there = Command::new("nginx").arg("-v").output().is_ok();
+    if !common::need("nginx", nginx_there) {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("conntrace-probe-nginx-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("www")).unwrap();
+    std::fs::write(dir.join("www/index.html"), "hello\n").unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "worker_processes 1;\ndaemon on;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{ access_log off; keepalive_timeout 3s; keepalive_requests 7;\n\
+             server {{ listen 127.0.0.1:{port}; root {d}/www; }} }}\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let nginx = |extra: &[&str]| {
+        Command::new("nginx")
+            .arg("-c")
+            .arg(&conf)
+            .arg("-p")
+            .arg(&dir)
+            .args(extra)
+            .status()
+            .unwrap()
+    };
+    assert!(nginx(&[]).success(), "nginx starts");
+    let p = probe(&format!("http://127.0.0.1:{port}/"), &[]);
+    nginx(&["-s", "stop"]);
+    near(&p["idle_timeout_ms"], 3000.0);
+    assert_eq!(p["requests_per_connection"], 7, "{p:#}");
+}
+
+/// A server that answers with keep-alive, then resets the connection
+/// (SO_LINGER 0) after `idle` without a request.
+fn resetting_server(idle: Duration) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for sock in listener.incoming().flatten() {
+            std::thread::spawn(move || serve_then_reset(sock, idle));
+        }
+    });
+    port
+}
+
+fn serve_then_reset(sock: TcpStream, idle: Duration) {
+    let mut reader = BufReader::new(sock.try_clone().unwrap());
+    let mut w = sock.try_clone().unwrap();
+    loop {
+        let mut line = String::new();
+        sock.set_read_timeout(Some(idle)).unwrap();
+        match reader.read_line(&mut line) {
+            Ok(0) => return,
+            Ok(_) if line == "\r\n" => {
+                let _ = w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n");
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    // Idle for `idle`: reset it.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _inside = runtime.enter();
+    let sock = tokio::net::TcpStream::from_std({
+        sock.set_nonblocking(true).unwrap();
+        sock
+    })
+    .unwrap();
+    sock.set_zero_linger().unwrap();
+    drop(sock);
+}
+
+#[test]
+fn probe_times_an_idle_reset_like_a_fin() {
+    if !common::can_capture("probe_times_an_idle_reset_like_a_fin") {
+        return;
+    }
+    let port = resetting_server(Duration::from_millis(800));
+    let p = probe(&format!("http://127.0.0.1:{port}/"), &["--only", "idle"]);
+    near(&p["idle_timeout_ms"], 800.0);
+    assert_eq!(p["idle"]["closed_with"], "rst", "{p:#}");
+    assert!(p["requests"].is_null(), "only the idle probe ran: {p:#}");
+}
+
+#[test]
+fn probe_says_when_the_server_never_closes() {
+    if !common::can_capture("probe_says_when_the_server_never_closes") {
+        return;
+    }
+    let server =
+        TestServer::start("127.0.0.1:0".parse().unwrap(), ServerConfig::default()).unwrap();
+    let p = probe(
+        &server.url(),
+        &["--max-idle", "700ms", "--max-requests", "12"],
+    );
+    assert!(p["idle_timeout_ms"].is_null(), "{p:#}");
+    assert_eq!(p["idle"]["closed_by"], "client");
+    assert!(
+        p["idle"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no idle timeout up to --max-idle"),
+        "{p:#}"
+    );
+    assert!(p["requests_per_connection"].is_null());
+    assert_eq!(p["requests"]["answered"], 12);
+    assert!(p["advice"].as_array().unwrap().is_empty());
+}
