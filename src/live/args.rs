@@ -120,6 +120,7 @@ impl ProbeArgs {
                 ..CaptureSettings::default()
             },
             progress: true,
+            handle_ctrl_c: true,
         })
     }
 }

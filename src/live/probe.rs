@@ -14,6 +14,8 @@
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::live::capture::{CaptureConfig, CaptureError, LiveCapture};
@@ -37,6 +39,8 @@ pub struct ProbeConfig {
     /// A progress line on stderr while the idle probe waits (only drawn
     /// when stderr is a terminal).
     pub progress: bool,
+    /// Ctrl-C ends the waits and still reports what was measured.
+    pub handle_ctrl_c: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +69,8 @@ struct Client {
     answered: u32,
     keep_alive: (Option<u64>, Option<u64>),
     close_at: Option<u32>,
+    /// Ctrl-C ended the wait after this long.
+    interrupted: Option<Duration>,
 }
 
 /// Runs the probes and returns the capture's report with its `probe` section.
@@ -78,15 +84,20 @@ pub fn probe(config: &ProbeConfig) -> Result<Report, ProbeError> {
     cc.buffer_size = config.capture.buffer_size;
     let capture = LiveCapture::start(&cc, Pipeline::new(&PipelineOptions::default()))?;
     let request = request_bytes(&config.url);
+    let stop = Arc::new(AtomicBool::new(false));
+    if config.handle_ctrl_c {
+        watch_ctrl_c(stop.clone());
+    }
+    let stop = &*stop;
 
     let (idle, requests) = std::thread::scope(|s| {
         let idle = config.idle.then(|| {
             let request = request.clone();
-            s.spawn(move || idle_probe(target, &request, config.max_idle))
+            s.spawn(move || idle_probe(target, &request, config.max_idle, stop))
         });
         let requests = config.requests.then(|| {
             let request = request.clone();
-            s.spawn(move || requests_probe(target, &request, config.max_requests))
+            s.spawn(move || requests_probe(target, &request, config.max_requests, stop))
         });
         if let Some(h) = &idle {
             show_wait(h, config.progress, config.max_idle);
@@ -193,6 +204,15 @@ fn idle_result(
         }
         (_, _, None) => {
             probe.detail = format!("stream {}: no complete response was captured", conn.stream);
+            None
+        }
+        (Some(Role::Client), _, _) if client.interrupted.is_some() => {
+            let waited = client.interrupted.unwrap_or_default();
+            probe.detail = format!(
+                "stream {}: interrupted after {}: the server had not closed the idle connection by then (its idle timeout is longer, if it has one)",
+                conn.stream,
+                humantime::format_duration(Duration::from_millis(waited.as_millis() as u64))
+            );
             None
         }
         (Some(Role::Client), _, _) => {
@@ -478,6 +498,7 @@ fn idle_probe(
     target: SocketAddr,
     request: &[u8],
     max_idle: Duration,
+    stop: &AtomicBool,
 ) -> Result<Client, ProbeError> {
     let (stream, port) = connect(target)?;
     let io = |what| {
@@ -493,26 +514,32 @@ fn idle_probe(
     let mut reader = BufReader::new(stream.try_clone().map_err(io("connect"))?);
     let response = read_response(&mut reader, target)?
         .ok_or_else(|| ProbeError::Http("the server closed before answering".into(), target))?;
-    let client = Client {
+    let mut client = Client {
         port,
         sent: 1,
         answered: 1,
         keep_alive: response.keep_alive,
         close_at: response.close.then_some(1),
+        interrupted: None,
     };
     if response.to_close || response.close {
         return Ok(client);
     }
     // The server's close (EOF or a reset) ends the wait; so does --max-idle.
-    let deadline = Instant::now() + max_idle;
+    let start = Instant::now();
+    let deadline = start + max_idle;
     let mut byte = [0u8; 1];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             break;
         }
+        if stop.load(Ordering::SeqCst) {
+            client.interrupted = Some(start.elapsed());
+            break;
+        }
         stream
-            .set_read_timeout(Some(left.min(Duration::from_secs(1))))
+            .set_read_timeout(Some(left.min(Duration::from_millis(200))))
             .map_err(io("waiting"))?;
         match reader.read(&mut byte) {
             Ok(0) => break,
@@ -533,7 +560,12 @@ fn idle_probe(
 }
 
 /// Sequential requests on one connection until the server ends it.
-fn requests_probe(target: SocketAddr, request: &[u8], max: u64) -> Result<Client, ProbeError> {
+fn requests_probe(
+    target: SocketAddr,
+    request: &[u8],
+    max: u64,
+    stop: &AtomicBool,
+) -> Result<Client, ProbeError> {
     let (stream, port) = connect(target)?;
     let mut reader = BufReader::new(stream.try_clone().map_err(|error| ProbeError::Io {
         target,
@@ -546,8 +578,9 @@ fn requests_probe(target: SocketAddr, request: &[u8], max: u64) -> Result<Client
         answered: 0,
         keep_alive: (None, None),
         close_at: None,
+        interrupted: None,
     };
-    while u64::from(client.sent) < max {
+    while u64::from(client.sent) < max && !stop.load(Ordering::SeqCst) {
         if (&stream).write_all(request).is_err() {
             break;
         }
@@ -573,6 +606,24 @@ fn requests_probe(target: SocketAddr, request: &[u8], max: u64) -> Result<Client
         let _ = std::io::copy(&mut reader, &mut std::io::sink());
     }
     Ok(client)
+}
+
+/// Sets `stop` at the first Ctrl-C (SIGINT), from a thread of its own.
+fn watch_ctrl_c(stop: Arc<AtomicBool>) {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    std::thread::spawn(move || {
+        runtime.block_on(async {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\nconntrace probe: interrupted; reporting what was measured");
+                stop.store(true, Ordering::SeqCst);
+            }
+        });
+    });
 }
 
 /// A line on stderr while the idle probe waits, redrawn each second.

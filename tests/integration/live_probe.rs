@@ -197,3 +197,47 @@ fn probe_says_when_the_server_never_closes() {
     assert_eq!(p["requests"]["answered"], 12);
     assert!(p["advice"].as_array().unwrap().is_empty());
 }
+
+#[test]
+fn probe_interrupted_reports_what_it_measured() {
+    if !common::can_capture("probe_interrupted_reports_what_it_measured") {
+        return;
+    }
+    let server = TestServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        ServerConfig {
+            max_requests: Some(3),
+            ..ServerConfig::default()
+        },
+    )
+    .unwrap();
+    let child = Command::new(common::binary())
+        .args(["probe", &server.url(), "-f", "json", "--max-idle", "60s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Past the requests probe and into the idle wait.
+    std::thread::sleep(Duration::from_millis(1200));
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p = &common::report_of(&out)["probe"];
+    assert!(p["idle_timeout_ms"].is_null(), "{p:#}");
+    assert!(
+        p["idle"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("interrupted after"),
+        "{p:#}"
+    );
+    assert_eq!(p["requests_per_connection"], 3, "{p:#}");
+}
