@@ -225,6 +225,24 @@ fn probe_lines(p: &crate::report::ProbeReport) -> Vec<String> {
             ),
         });
     }
+    if let Some(h) = &p.h2 {
+        lines.push(if h.speaks_h2 {
+            let streams = h.max_concurrent_streams.map_or_else(
+                || "no stream limit announced".to_string(),
+                |n| format!("{n} streams at once"),
+            );
+            let ping = match h.ping_rtt_ms {
+                Some(t) => format!("PING answered in {t:.1} ms"),
+                None => "PING not answered".to_string(),
+            };
+            let idle = h
+                .idle_timeout_ms
+                .map_or_else(String::new, |t| format!("idle timeout {t:.0} ms; "));
+            format!("HTTP/2: {streams}, {ping}; {idle}{}", h.detail)
+        } else {
+            format!("HTTP/2: {}", h.detail)
+        });
+    }
     for a in &p.advice {
         lines.push(format!("{} ({}): {}", a.client, a.setting, a.text));
     }

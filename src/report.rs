@@ -324,6 +324,8 @@ pub struct ProbeReport {
     pub idle: Option<IdleProbe>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requests: Option<RequestsProbe>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub h2: Option<H2Probe>,
     /// Client settings that avoid the stale-connection race, from the
     /// measured idle timeout.
     pub advice: Vec<ProbeAdvice>,
@@ -362,6 +364,39 @@ pub struct RequestsProbe {
     pub announced_max: Option<u64>,
     pub max_requests: u64,
     pub detail: String,
+}
+
+/// The HTTP/2 probe (prior knowledge on http://): one request, a PING, then
+/// the wait for the server to end the idle connection.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct H2Probe {
+    pub stream: Option<u64>,
+    pub client_port: u16,
+    /// The server answered the connection preface with SETTINGS.
+    pub speaks_h2: bool,
+    pub status: Option<u16>,
+    /// SETTINGS_MAX_CONCURRENT_STREAMS, as captured.
+    pub max_concurrent_streams: Option<u32>,
+    /// Every setting of the server's first SETTINGS frame, as the probe read
+    /// them.
+    pub settings: Vec<H2Setting>,
+    /// The server acknowledged a PING, and in how long (the probe's clock).
+    pub ping_answered: bool,
+    pub ping_rtt_ms: Option<f64>,
+    /// The server's GOAWAY, as captured.
+    pub goaway: Option<crate::http::GoAway>,
+    /// From the response (its HEADERS) to the server's close of the idle
+    /// connection, as captured.
+    pub idle_timeout_ms: Option<f64>,
+    pub closed_by: Option<Role>,
+    pub closed_with: Option<CloseKind>,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct H2Setting {
+    pub name: String,
+    pub value: u32,
 }
 
 /// One client library's idle-connection setting against the measured timeout.

@@ -57,17 +57,19 @@ impl ServeArgs {
 /// `conntrace probe`.
 #[derive(Debug, Args)]
 pub struct ProbeArgs {
-    /// The http:// URL to probe (GET, HTTP/1.1).
+    /// The http:// URL to probe (GET).
     #[arg(value_name = "URL")]
     pub url: String,
     /// The probes to run, at once, each on its own connection: `idle` (one
-    /// request, then wait for the server to close the connection) and
-    /// `requests` (requests one after another until the server closes it).
+    /// request, then wait for the server to close the connection),
+    /// `requests` (requests one after another until the server closes it)
+    /// and `h2` (HTTP/2 with prior knowledge: its SETTINGS, a PING, and how
+    /// it ends an idle connection).
     #[arg(
         long,
         value_name = "PROBES",
         value_delimiter = ',',
-        default_value = "idle,requests"
+        default_value = "idle,requests,h2"
     )]
     pub only: Vec<ProbeKind>,
     /// Wait at most this long for the server to close an idle connection.
@@ -96,6 +98,7 @@ pub struct ProbeArgs {
 pub enum ProbeKind {
     Idle,
     Requests,
+    H2,
 }
 
 impl ProbeArgs {
@@ -112,6 +115,7 @@ impl ProbeArgs {
             url,
             idle: self.only.contains(&ProbeKind::Idle),
             requests: self.only.contains(&ProbeKind::Requests),
+            h2: self.only.contains(&ProbeKind::H2),
             max_idle: self.max_idle,
             max_requests: self.max_requests,
             capture: CaptureSettings {

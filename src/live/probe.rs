@@ -22,7 +22,8 @@ use crate::live::capture::{CaptureConfig, CaptureError, LiveCapture};
 use crate::live::session::{resolve_target, CaptureSettings, SessionError};
 use crate::pipeline::{Pipeline, PipelineOptions};
 use crate::report::{
-    CloseKind, ConnectionRecord, IdleProbe, ProbeAdvice, ProbeReport, Report, RequestsProbe, Role,
+    CloseKind, ConnectionRecord, H2Probe, H2Setting, IdleProbe, ProbeAdvice, ProbeReport, Report,
+    RequestsProbe, Role,
 };
 
 /// What to probe, and how long to wait.
@@ -31,6 +32,8 @@ pub struct ProbeConfig {
     pub url: reqwest::Url,
     pub idle: bool,
     pub requests: bool,
+    /// HTTP/2 with prior knowledge (http:// only).
+    pub h2: bool,
     /// Wait at most this long for the server to close an idle connection.
     pub max_idle: Duration,
     /// Send at most this many requests on the requests probe's connection.
@@ -71,6 +74,33 @@ struct Client {
     close_at: Option<u32>,
     /// Ctrl-C ended the wait after this long.
     interrupted: Option<Duration>,
+    /// Why the server's answer could not be read as HTTP/1.1.
+    failure: Option<String>,
+}
+
+impl ProbeError {
+    /// The error without the target it names, for a sentence that does.
+    fn detail(&self) -> String {
+        match self {
+            ProbeError::Http(m, _) => m.clone(),
+            ProbeError::Io { what, error, .. } => format!("{what}: {error}"),
+            e => e.to_string(),
+        }
+    }
+}
+
+impl Client {
+    fn failed(port: u16, why: &str) -> Client {
+        Client {
+            port,
+            sent: 1,
+            answered: 0,
+            keep_alive: (None, None),
+            close_at: None,
+            interrupted: None,
+            failure: Some(why.to_string()),
+        }
+    }
 }
 
 /// Runs the probes and returns the capture's report with its `probe` section.
@@ -90,7 +120,8 @@ pub fn probe(config: &ProbeConfig) -> Result<Report, ProbeError> {
     }
     let stop = &*stop;
 
-    let (idle, requests) = std::thread::scope(|s| {
+    let h2_only_on_http = config.h2 && config.url.scheme() == "http";
+    let (idle, requests, h2) = std::thread::scope(|s| {
         let idle = config.idle.then(|| {
             let request = request.clone();
             s.spawn(move || idle_probe(target, &request, config.max_idle, stop))
@@ -99,18 +130,24 @@ pub fn probe(config: &ProbeConfig) -> Result<Report, ProbeError> {
             let request = request.clone();
             s.spawn(move || requests_probe(target, &request, config.max_requests, stop))
         });
+        let h2 = h2_only_on_http
+            .then(|| s.spawn(move || h2_probe(target, &config.url, config.max_idle, stop)));
         if let Some(h) = &idle {
             show_wait(h, config.progress, config.max_idle);
         }
+        let h2 = h2.map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(ProbeError::Http("a probe thread panicked".into(), target)))
+        });
         let join = |h: std::thread::ScopedJoinHandle<'_, Result<Client, ProbeError>>| {
             h.join()
                 .unwrap_or_else(|_| Err(ProbeError::Http("a probe thread panicked".into(), target)))
         };
-        (idle.map(join), requests.map(join))
+        (idle.map(join), requests.map(join), h2)
     });
-    let (idle, requests) = match (idle.transpose(), requests.transpose()) {
-        (Ok(i), Ok(r)) => (i, r),
-        (Err(e), _) | (_, Err(e)) => {
+    let (idle, requests, h2) = match (idle.transpose(), requests.transpose(), h2.transpose()) {
+        (Ok(i), Ok(r), Ok(h)) => (i, r, h),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
             let _ = capture.stop();
             return Err(e);
         }
@@ -124,7 +161,7 @@ pub fn probe(config: &ProbeConfig) -> Result<Report, ProbeError> {
     let mut report = pipeline
         .finish()
         .expect("a pipeline that keeps its rows writes nowhere");
-    report.probe = Some(measure(config, target, &report, idle, requests));
+    report.probe = Some(measure(config, target, &report, idle, requests, h2));
     // The probe opens its connections on purpose, one per probe: a verdict
     // on its reuse would speak of the probe, not of the server.
     report.diagnosis.clear();
@@ -138,6 +175,7 @@ fn measure(
     report: &Report,
     idle: Option<Client>,
     requests: Option<Client>,
+    h2: Option<H2Client>,
 ) -> ProbeReport {
     let conn_of = |port: u16| {
         report
@@ -150,7 +188,12 @@ fn measure(
     let idle = idle.map(|client| idle_result(report, conn_of(client.port), &client, max_idle_ms));
     let requests = requests
         .map(|client| requests_result(report, conn_of(client.port), &client, config.max_requests));
-    let idle_timeout_ms = idle.as_ref().and_then(|(_, t)| *t);
+    let h2 = h2.map(|client| h2_result(report, conn_of(client.port), &client, max_idle_ms));
+    // HTTP/1.1's idle probe, else HTTP/2's (a server that speaks only h2c).
+    let idle_timeout_ms = idle
+        .as_ref()
+        .and_then(|(_, t)| *t)
+        .or_else(|| h2.as_ref().and_then(|h| h.idle_timeout_ms));
     let requests_per_connection = requests.as_ref().and_then(|(_, n)| *n);
     ProbeReport {
         url: config.url.to_string(),
@@ -159,6 +202,7 @@ fn measure(
         requests_per_connection,
         idle: idle.map(|(p, _)| p),
         requests: requests.map(|(p, _)| p),
+        h2,
         advice: idle_timeout_ms.map(advice).unwrap_or_default(),
     }
 }
@@ -186,6 +230,10 @@ fn idle_result(
         probe.detail = format!("the capture has no connection from port {}", client.port);
         return (probe, None);
     };
+    if let Some(why) = &client.failure {
+        probe.detail = format!("stream {}: no HTTP/1.1 answer to read: {why}", conn.stream);
+        return (probe, None);
+    }
     let done = report
         .requests
         .iter()
@@ -266,6 +314,10 @@ fn requests_result(
         probe.detail = format!("the capture has no connection from port {}", client.port);
         return (probe, None);
     };
+    if let (Some(why), 0) = (&client.failure, answered) {
+        probe.detail = format!("stream {}: no HTTP/1.1 answer to read: {why}", conn.stream);
+        return (probe, None);
+    }
     let by_server = conn.closed_by == Some(Role::Server) || probe.announced_close_at.is_some();
     if !by_server {
         probe.detail = format!(
@@ -512,8 +564,11 @@ fn idle_probe(
         .write_all(request)
         .map_err(io("sending a request"))?;
     let mut reader = BufReader::new(stream.try_clone().map_err(io("connect"))?);
-    let response = read_response(&mut reader, target)?
-        .ok_or_else(|| ProbeError::Http("the server closed before answering".into(), target))?;
+    let response = match read_response(&mut reader, target) {
+        Ok(Some(r)) => r,
+        Ok(None) => return Ok(Client::failed(port, "the server closed before answering")),
+        Err(e) => return Ok(Client::failed(port, &e.detail())),
+    };
     let mut client = Client {
         port,
         sent: 1,
@@ -521,6 +576,7 @@ fn idle_probe(
         keep_alive: response.keep_alive,
         close_at: response.close.then_some(1),
         interrupted: None,
+        failure: None,
     };
     if response.to_close || response.close {
         return Ok(client);
@@ -579,13 +635,21 @@ fn requests_probe(
         keep_alive: (None, None),
         close_at: None,
         interrupted: None,
+        failure: None,
     };
     while u64::from(client.sent) < max && !stop.load(Ordering::SeqCst) {
         if (&stream).write_all(request).is_err() {
             break;
         }
         client.sent += 1;
-        match read_response(&mut reader, target)? {
+        let read = match read_response(&mut reader, target) {
+            Ok(r) => r,
+            Err(e) => {
+                client.failure = Some(e.detail());
+                break;
+            }
+        };
+        match read {
             None => break,
             Some(r) => {
                 client.answered += 1;
@@ -642,4 +706,306 @@ fn show_wait<T>(h: &std::thread::ScopedJoinHandle<'_, T>, progress: bool, max_id
         std::thread::sleep(Duration::from_millis(250));
     }
     eprint!("\r\x1b[2K");
+}
+
+/// What the probe's HTTP/2 client saw (the capture decides the timings).
+#[derive(Debug)]
+struct H2Client {
+    port: u16,
+    speaks_h2: bool,
+    status: Option<u16>,
+    settings: Vec<(u16, u32)>,
+    ping_rtt: Option<Duration>,
+    interrupted: Option<Duration>,
+    /// What the server said instead of SETTINGS, when it did not speak h2.
+    refusal: Option<String>,
+}
+
+const FRAME_DATA: u8 = 0;
+const FRAME_HEADERS: u8 = 1;
+const FRAME_SETTINGS: u8 = 4;
+const FRAME_PING: u8 = 6;
+const FRAME_GOAWAY: u8 = 7;
+const FLAG_END_STREAM: u8 = 0x1;
+const FLAG_ACK: u8 = 0x1;
+const FLAG_END_HEADERS: u8 = 0x4;
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = Vec::with_capacity(9 + payload.len());
+    f.extend_from_slice(&len.to_be_bytes()[1..]);
+    f.push(kind);
+    f.push(flags);
+    f.extend_from_slice(&(stream & 0x7fff_ffff).to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// One HTTP/2 frame: type, flags, stream, payload.
+type Frame = (u8, u8, u32, Vec<u8>);
+
+/// The next frame; `None` at the end of the connection.
+fn read_frame(r: &mut BufReader<TcpStream>) -> std::io::Result<Option<Frame>> {
+    let mut head = [0u8; 9];
+    match r.read_exact(&mut head) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::UnexpectedEof || is_closed(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    if len > 1 << 24 {
+        return Err(std::io::Error::new(
+            ErrorKind::InvalidData,
+            "frame too long",
+        ));
+    }
+    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload)?;
+    Ok(Some((head[3], head[4], stream, payload)))
+}
+
+fn setting_name(id: u16) -> String {
+    match id {
+        1 => "HEADER_TABLE_SIZE".into(),
+        2 => "ENABLE_PUSH".into(),
+        3 => "MAX_CONCURRENT_STREAMS".into(),
+        4 => "INITIAL_WINDOW_SIZE".into(),
+        5 => "MAX_FRAME_SIZE".into(),
+        6 => "MAX_HEADER_LIST_SIZE".into(),
+        8 => "ENABLE_CONNECT_PROTOCOL".into(),
+        n => format!("0x{n:x}"),
+    }
+}
+
+/// HTTP/2 with prior knowledge: SETTINGS, one GET, a PING, then the wait
+/// for the server to end the idle connection (GOAWAY, FIN or RST).
+fn h2_probe(
+    target: SocketAddr,
+    url: &reqwest::Url,
+    max_idle: Duration,
+    stop: &AtomicBool,
+) -> Result<H2Client, ProbeError> {
+    let (stream, port) = connect(target)?;
+    let io = |what| {
+        move |error| ProbeError::Io {
+            target,
+            what,
+            error,
+        }
+    };
+    let mut w = stream.try_clone().map_err(io("connect"))?;
+    let mut r = BufReader::new(stream.try_clone().map_err(io("connect"))?);
+    let mut client = H2Client {
+        port,
+        speaks_h2: false,
+        status: None,
+        settings: Vec::new(),
+        ping_rtt: None,
+        interrupted: None,
+        refusal: None,
+    };
+    let authority = match url.port() {
+        Some(p) => format!("{}:{p}", url.host_str().unwrap_or("")),
+        None => url.host_str().unwrap_or("").to_string(),
+    };
+    let mut path = url.path().to_string();
+    if let Some(q) = url.query() {
+        path.push('?');
+        path.push_str(q);
+    }
+    let agent = format!("conntrace-probe/{}", env!("CARGO_PKG_VERSION"));
+    let block = loona_hpack::Encoder::new().encode([
+        (&b":method"[..], &b"GET"[..]),
+        (b":scheme", b"http"),
+        (b":path", path.as_bytes()),
+        (b":authority", authority.as_bytes()),
+        (b"user-agent", agent.as_bytes()),
+    ]);
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(frame(FRAME_SETTINGS, 0, 0, &[]));
+    hello.extend(frame(
+        FRAME_HEADERS,
+        FLAG_END_STREAM | FLAG_END_HEADERS,
+        1,
+        &block,
+    ));
+    w.write_all(&hello).map_err(io("sending the preface"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(io("reading"))?;
+    // The server's SETTINGS come first, or it does not speak h2.
+    let peek = r.fill_buf().map_err(io("reading"))?;
+    if peek.len() >= 9 && peek[3] != FRAME_SETTINGS {
+        let text = String::from_utf8_lossy(&peek[..peek.len().min(40)]);
+        client.refusal = Some(text.lines().next().unwrap_or("").to_string());
+        return Ok(client);
+    }
+    let mut decoder = loona_hpack::Decoder::new();
+    let mut ping_sent: Option<Instant> = None;
+    let mut done = false;
+    while !(done && client.ping_rtt.is_some()) {
+        let Some((kind, flags, sid, payload)) = read_frame(&mut r).map_err(io("reading"))? else {
+            break;
+        };
+        match kind {
+            FRAME_SETTINGS if flags & FLAG_ACK == 0 => {
+                if !client.speaks_h2 {
+                    client.speaks_h2 = true;
+                    client.settings = payload
+                        .chunks_exact(6)
+                        .map(|c| {
+                            (
+                                u16::from_be_bytes([c[0], c[1]]),
+                                u32::from_be_bytes([c[2], c[3], c[4], c[5]]),
+                            )
+                        })
+                        .collect();
+                }
+                w.write_all(&frame(FRAME_SETTINGS, FLAG_ACK, 0, &[]))
+                    .map_err(io("sending"))?;
+            }
+            FRAME_HEADERS if sid == 1 => {
+                if let Ok(headers) = decoder.decode(&payload) {
+                    client.status = headers
+                        .iter()
+                        .find(|(n, _)| n == b":status")
+                        .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse().ok());
+                }
+                done |= flags & FLAG_END_STREAM != 0;
+            }
+            FRAME_DATA if sid == 1 => done |= flags & FLAG_END_STREAM != 0,
+            FRAME_PING if flags & FLAG_ACK != 0 => {
+                client.ping_rtt = ping_sent.map(|t| t.elapsed());
+            }
+            FRAME_PING => {
+                w.write_all(&frame(FRAME_PING, FLAG_ACK, 0, &payload))
+                    .map_err(io("sending"))?;
+            }
+            FRAME_GOAWAY => return Ok(client),
+            _ => {}
+        }
+        if done && ping_sent.is_none() {
+            ping_sent = Some(Instant::now());
+            w.write_all(&frame(FRAME_PING, 0, 0, b"conntrac"))
+                .map_err(io("sending a PING"))?;
+        }
+    }
+    // Idle: the server's GOAWAY, FIN or RST ends the wait; so do --max-idle
+    // and Ctrl-C. A PING it sends is answered (it is not our traffic).
+    let start = Instant::now();
+    let deadline = start + max_idle;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        if stop.load(Ordering::SeqCst) {
+            client.interrupted = Some(start.elapsed());
+            break;
+        }
+        stream
+            .set_read_timeout(Some(left.min(Duration::from_millis(200))))
+            .map_err(io("waiting"))?;
+        match r.fill_buf() {
+            Ok([]) => break,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
+            Err(e) if is_closed(&e) => break,
+            Err(e) => return Err(io("waiting")(e)),
+        }
+        stream.set_read_timeout(None).map_err(io("reading"))?;
+        match read_frame(&mut r).map_err(io("reading"))? {
+            None => break,
+            Some((FRAME_PING, flags, _, payload)) if flags & FLAG_ACK == 0 => {
+                w.write_all(&frame(FRAME_PING, FLAG_ACK, 0, &payload))
+                    .map_err(io("sending"))?;
+            }
+            // After GOAWAY the server closes: wait for that too.
+            Some(_) => {}
+        }
+    }
+    Ok(client)
+}
+
+fn h2_result(
+    report: &Report,
+    conn: Option<&ConnectionRecord>,
+    client: &H2Client,
+    max_idle_ms: f64,
+) -> H2Probe {
+    let http = conn.and_then(|c| c.http.as_ref());
+    let mut probe = H2Probe {
+        stream: conn.map(|c| c.stream),
+        client_port: client.port,
+        speaks_h2: client.speaks_h2,
+        status: client.status,
+        max_concurrent_streams: http.and_then(|h| h.h2_max_concurrent_streams),
+        settings: client
+            .settings
+            .iter()
+            .map(|&(id, value)| H2Setting {
+                name: setting_name(id),
+                value,
+            })
+            .collect(),
+        ping_answered: client.ping_rtt.is_some(),
+        ping_rtt_ms: client.ping_rtt.map(ms),
+        goaway: http.and_then(|h| h.goaway.iter().find(|g| g.sender == "server").cloned()),
+        idle_timeout_ms: None,
+        closed_by: conn.and_then(|c| c.closed_by),
+        closed_with: conn.and_then(|c| c.closed_with),
+        detail: String::new(),
+    };
+    let Some(conn) = conn else {
+        probe.detail = format!("the capture has no connection from port {}", client.port);
+        return probe;
+    };
+    if !client.speaks_h2 {
+        probe.detail = format!(
+            "stream {}: the server does not speak HTTP/2 with prior knowledge here{}",
+            conn.stream,
+            client
+                .refusal
+                .as_ref()
+                .map_or_else(String::new, |r| format!(" (it answered {r:?})"))
+        );
+        return probe;
+    }
+    let done = report
+        .requests
+        .iter()
+        .filter(|r| r.stream == conn.stream)
+        .filter_map(|r| r.completed.or(r.answered))
+        .max();
+    let goaway = probe.goaway.as_ref().map_or_else(String::new, |g| {
+        format!("GOAWAY (error {}), then ", g.error_code)
+    });
+    match (conn.closed_by, conn.closed_at, done) {
+        (Some(Role::Server), Some(at), Some(done)) => {
+            let t = (at.0 - done.0) as f64 / 1000.0;
+            probe.idle_timeout_ms = Some(t);
+            probe.detail = format!(
+                "stream {}: the server sent {goaway}its {} {t:.1} ms after its response",
+                conn.stream,
+                conn.closed_with.map_or("close", CloseKind::flag)
+            );
+        }
+        (Some(Role::Client), _, _) if client.interrupted.is_some() => {
+            probe.detail = format!(
+                "stream {}: interrupted before the server closed the idle connection",
+                conn.stream
+            );
+        }
+        (Some(Role::Client), _, _) => {
+            let waited = Duration::from_micros((max_idle_ms * 1000.0) as u64);
+            probe.detail = format!(
+                "stream {}: no idle timeout up to --max-idle ({}): the server kept the idle HTTP/2 connection open",
+                conn.stream,
+                humantime::format_duration(waited)
+            );
+        }
+        _ => probe.detail = format!("stream {}: no close was captured", conn.stream),
+    }
+    probe
 }

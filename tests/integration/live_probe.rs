@@ -54,6 +54,15 @@ fn probe_measures_the_built_in_servers_limits() {
     let p = probe(&server.url(), &[]);
     near(&p["idle_timeout_ms"], 1500.0);
     assert_eq!(p["requests_per_connection"], 4, "{p:#}");
+    // The same port speaks h2c: its SETTINGS as captured, a PING answered,
+    // and the idle timeout again, ended with GOAWAY.
+    let h2 = &p["h2"];
+    assert_eq!(h2["speaks_h2"], true, "{h2:#}");
+    assert_eq!(h2["status"], 200);
+    assert!(h2["max_concurrent_streams"].as_u64().is_some(), "{h2:#}");
+    assert_eq!(h2["ping_answered"], true);
+    assert_eq!(h2["goaway"]["sender"], "server", "{h2:#}");
+    near(&h2["idle_timeout_ms"], 1500.0);
     assert_eq!(p["idle"]["closed_by"], "server");
     assert_eq!(p["requests"]["announced_close_at"], 4);
     let reqwest = p["advice"]
@@ -89,6 +98,11 @@ fn probe_measures_nginx_keepalive_timeout_and_requests() {
         .local_addr()
         .unwrap()
         .port();
+    let h2c_port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let conf = dir.join("nginx.conf");
     std::fs::write(
         &conf,
@@ -96,8 +110,10 @@ fn probe_measures_nginx_keepalive_timeout_and_requests() {
             "worker_processes 1;\ndaemon on;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
              events {{ worker_connections 64; }}\n\
              http {{ access_log off; keepalive_timeout 3s; keepalive_requests 7;\n\
-             server {{ listen 127.0.0.1:{port}; root {d}/www; }} }}\n",
-            d = dir.display()
+             server {{ listen 127.0.0.1:{port}; root {d}/www; }}\n\
+             server {{ listen 127.0.0.1:{h2c} http2; root {d}/www; }} }}\n",
+            d = dir.display(),
+            h2c = h2c_port
         ),
     )
     .unwrap();
@@ -113,9 +129,16 @@ fn probe_measures_nginx_keepalive_timeout_and_requests() {
     };
     assert!(nginx(&[]).success(), "nginx starts");
     let p = probe(&format!("http://127.0.0.1:{port}/"), &[]);
+    let h2c = probe(&format!("http://127.0.0.1:{h2c_port}/"), &["--only", "h2"]);
     nginx(&["-s", "stop"]);
     near(&p["idle_timeout_ms"], 3000.0);
     assert_eq!(p["requests_per_connection"], 7, "{p:#}");
+    assert_eq!(p["h2"]["speaks_h2"], false, "an HTTP/1.1 port: {p:#}");
+    let h2 = &h2c["h2"];
+    assert_eq!(h2["speaks_h2"], true, "{h2c:#}");
+    assert_eq!(h2["max_concurrent_streams"], 128, "nginx's default: {h2:#}");
+    near(&h2["idle_timeout_ms"], 3000.0);
+    near(&h2c["idle_timeout_ms"], 3000.0);
 }
 
 /// A server that answers with keep-alive, then resets the connection
