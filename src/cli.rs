@@ -55,6 +55,11 @@ pub enum Command {
     /// with the client settings that avoid the stale-connection race. Needs
     /// root or the capture capabilities.
     Probe(crate::live::args::ProbeArgs),
+    /// Run the same load once over HTTP/1.1 and once over HTTP/2, each
+    /// captured, and show them side by side: connections, SYNs, requests per
+    /// connection, streams and handshake time. Needs root or the capture
+    /// capabilities.
+    Compare(crate::live::args::CompareArgs),
 }
 
 const RUN_EXAMPLES: &str = "\
@@ -175,6 +180,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Serve(args) => crate::live::commands::serve(args),
         Command::Demo(args) => crate::live::commands::demo(args),
         Command::Probe(args) => crate::live::commands::probe(args),
+        Command::Compare(args) => crate::live::commands::compare(args),
     }
 }
 

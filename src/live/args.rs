@@ -93,6 +93,66 @@ pub struct ProbeArgs {
     pub output: Option<PathBuf>,
 }
 
+/// `conntrace compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The URL to request (http:// uses h2c with prior knowledge for the
+    /// HTTP/2 run; https:// offers only h2 by ALPN).
+    #[arg(value_name = "URL")]
+    pub url: String,
+    /// Total number of requests in each run.
+    #[arg(
+        short = 'n',
+        long = "requests",
+        value_name = "N",
+        default_value_t = 100
+    )]
+    pub count: u64,
+    /// Workers issuing requests at once, sharing one client.
+    #[arg(short = 'c', long, value_name = "N", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub concurrency: u64,
+    /// Accept any certificate (https://).
+    #[arg(short = 'k', long)]
+    pub insecure: bool,
+    /// Capture on this interface (default: the one that reaches the target).
+    #[arg(short = 'i', long, value_name = "IFACE")]
+    pub interface: Option<String>,
+    /// Table or Markdown side by side; JSON also holds both runs' reports.
+    #[arg(short = 'f', long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Write the comparison to FILE instead of standard output.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+impl CompareArgs {
+    pub fn driver(&self) -> Result<DriverConfig, ArgsError> {
+        let url_error = |detail: String| ArgsError::Url {
+            url: self.url.clone(),
+            detail,
+        };
+        let url = reqwest::Url::parse(&self.url).map_err(|e| url_error(e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(url_error("only http:// and https:// are supported".into()));
+        }
+        if url.host_str().is_none() {
+            return Err(url_error("the URL has no host".into()));
+        }
+        let mut d = DriverConfig::new(url, self.count);
+        d.concurrency = self.concurrency as usize;
+        d.insecure = self.insecure;
+        Ok(d)
+    }
+
+    pub fn capture(&self) -> CaptureSettings {
+        CaptureSettings {
+            interface: self.interface.clone(),
+            ..CaptureSettings::default()
+        }
+    }
+}
+
 /// One of `probe --only`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ProbeKind {

@@ -153,3 +153,40 @@ pub fn probe(args: crate::live::args::ProbeArgs) -> Result<Exit> {
     emit(&report, &output)?;
     Ok(Exit::Success)
 }
+
+/// `conntrace compare`: HTTP/1.1 against HTTP/2 on the same load.
+pub fn compare(args: crate::live::args::CompareArgs) -> Result<Exit> {
+    use crate::render::Format;
+    let driver = args.driver()?;
+    let comparison = match crate::live::compare::compare(&driver, args.capture()) {
+        Ok(c) => c,
+        Err(SessionError::Capture(e @ CaptureError::Permission { .. })) => {
+            return Err(Refused::no_privilege(e.to_string()).into())
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p)
+                .with_context(|| format!("cannot write the comparison to {}", p.display()))?,
+        )),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    match args.format {
+        Format::Json | Format::Jsonl => {
+            serde_json::to_writer_pretty(&mut out, &comparison)?;
+            writeln!(out)?;
+        }
+        Format::Markdown => crate::live::compare::write_text(&comparison, &mut out, true)?,
+        Format::Table | Format::Summary => {
+            crate::live::compare::write_text(&comparison, &mut out, false)?
+        }
+    }
+    out.flush()?;
+    let failed = comparison.http1.errors + comparison.http2.errors > 0;
+    Ok(if failed {
+        Exit::RequestsFailed
+    } else {
+        Exit::Success
+    })
+}

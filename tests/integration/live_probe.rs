@@ -264,3 +264,54 @@ fn probe_interrupted_reports_what_it_measured() {
     );
     assert_eq!(p["requests_per_connection"], 3, "{p:#}");
 }
+
+#[test]
+fn compare_runs_the_same_load_over_http1_and_http2() {
+    if !common::can_capture("compare_runs_the_same_load_over_http1_and_http2") {
+        return;
+    }
+    // 20 ms per response: four workers keep four HTTP/1.1 exchanges in
+    // flight, which need four connections; HTTP/2 carries them on one.
+    let server = TestServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        ServerConfig {
+            delay: Some(Duration::from_millis(20)),
+            ..ServerConfig::default()
+        },
+    )
+    .unwrap();
+    let out = Command::new(common::binary())
+        .args([
+            "compare",
+            &server.url(),
+            "-n",
+            "40",
+            "-c",
+            "4",
+            "-f",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c = common::report_of(&out);
+    let (h1, h2) = (&c["http1"], &c["http2"]);
+    assert_eq!(h1["requests"], 40, "{h1:#}");
+    assert_eq!(h2["requests"], 40, "{h2:#}");
+    assert_eq!(h1["errors"], 0);
+    assert_eq!(h2["errors"], 0);
+    assert!(h1["connections"].as_u64().unwrap() >= 4, "{h1:#}");
+    assert_eq!(h1["syn"], h1["connections"]);
+    assert_eq!(h1["streams"], 0);
+    assert_eq!(h2["connections"], 1, "{h2:#}");
+    assert_eq!(h2["streams"], 40);
+    assert_eq!(
+        c["connections_saved"].as_i64().unwrap(),
+        h1["connections"].as_i64().unwrap() - 1
+    );
+    assert_eq!(c["reports"]["http2"]["summary"]["connections"], 1);
+}
