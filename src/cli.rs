@@ -60,6 +60,11 @@ pub enum Command {
     /// connection, streams and handshake time. Needs root or the capture
     /// capabilities.
     Compare(crate::live::args::CompareArgs),
+    /// Capture whatever passes on an interface (any client, any process) until
+    /// Ctrl-C, SIGTERM or --duration, then report as replay does; with
+    /// --format jsonl the records stream out as connections are finalised.
+    /// Needs root or the capture capabilities.
+    Watch(WatchArgs),
 }
 
 const RUN_EXAMPLES: &str = "\
@@ -133,6 +138,33 @@ pub struct ReplayArgs {
     pub expiry: ExpiryArgs,
 }
 
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The interface to capture on (`any`: every interface).
+    #[arg(short = 'i', long, value_name = "IFACE", default_value = "any")]
+    pub interface: String,
+    /// Stop after this long (e.g. 30s, 10m); without it, at Ctrl-C or SIGTERM.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub duration: Option<std::time::Duration>,
+    /// Only packets matching this BPF filter (tcpdump syntax; `tcp` by
+    /// default); the same as giving it after `--`.
+    #[arg(long, value_name = "EXPR", conflicts_with = "filter_words")]
+    pub filter: Option<String>,
+    /// A BPF filter after `--`, as tcpdump takes it: `-- tcp port 80`.
+    #[arg(last = true, value_name = "FILTER")]
+    pub filter_words: Vec<String>,
+    /// Save the captured packets to this pcap file.
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    pub savefile: Option<PathBuf>,
+    /// Track TCP only; do not parse HTTP, h2c or TLS inside connections.
+    #[arg(long)]
+    pub no_http: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub expiry: ExpiryArgs,
+}
+
 /// When the tracker lets a connection go, in capture time. Packets that come
 /// for a connection already let go are counted as late (`tracker.late_packets`).
 #[derive(Debug, Args, Clone)]
@@ -181,7 +213,57 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Demo(args) => crate::live::commands::demo(args),
         Command::Probe(args) => crate::live::commands::probe(args),
         Command::Compare(args) => crate::live::commands::compare(args),
+        Command::Watch(args) => watch(args),
     }
+}
+
+fn watch(args: WatchArgs) -> Result<Exit> {
+    use crate::live::capture::CaptureError;
+    use crate::live::watch::{Rows, WatchConfig};
+    let filter = match (&args.filter, args.filter_words.is_empty()) {
+        (Some(f), _) => f.clone(),
+        (None, false) => args.filter_words.join(" "),
+        (None, true) => "tcp".to_string(),
+    };
+    check_filter(&filter).map_err(|e| Refused::bad_input(format!("bad filter {filter:?}: {e}")))?;
+    let config = WatchConfig {
+        interface: args.interface.clone(),
+        filter,
+        savefile: args.savefile.clone(),
+        duration: args.duration,
+        pipeline: PipelineOptions {
+            http: !args.no_http,
+            expiry: args.expiry.expiry(),
+            diagnose: true,
+        },
+    };
+    let rows = match args.output.format {
+        // A line at a time, so that `watch -f jsonl | jq` sees each record
+        // as its connection is finalised.
+        Format::Jsonl => {
+            let out: Box<dyn Write + Send> = match &args.output.output {
+                Some(p) => Box::new(io::LineWriter::new(
+                    File::create(p).with_context(|| output_error(p))?,
+                )),
+                None => Box::new(io::LineWriter::new(io::stdout())),
+            };
+            Rows::Stream(Box::new(JsonlSink::new(out)))
+        }
+        Format::Summary => Rows::Count,
+        _ => Rows::Keep,
+    };
+    let streaming = matches!(rows, Rows::Stream(_));
+    let report = match crate::live::watch::watch(&config, rows) {
+        Ok(r) => r,
+        Err(e @ CaptureError::Permission { .. }) => {
+            return Err(Refused::no_privilege(e.to_string()).into())
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if !streaming {
+        emit(&report, &args.output)?;
+    }
+    Ok(Exit::Success)
 }
 
 fn replay(args: ReplayArgs) -> Result<()> {

@@ -1,7 +1,7 @@
 //! The live half of conntrace: a built-in test server ([`server`]), a request
 //! driver ([`driver`]), a libpcap capture thread ([`capture`]) and the
 //! attribution of each driven request to the connection that carried it
-//! ([`correlate`]). `conntrace run`, `serve`, `demo`, `probe` and `compare` are built from these.
+//! ([`correlate`]). `conntrace run`, `serve`, `demo`, `probe`, `compare` and `watch` are built from these.
 
 pub mod args;
 pub mod capture;
@@ -13,3 +13,4 @@ pub mod driver;
 pub mod probe;
 pub mod server;
 pub mod session;
+pub mod watch;

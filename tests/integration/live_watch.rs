@@ -1,0 +1,112 @@
+//! `conntrace watch`: a live capture of whatever passes, here a client this
+//! test drives on loopback against the built-in server, reported at the end
+//! (`-f json`) or streamed (`-f jsonl`).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use conntrace::live::server::{ServerConfig, TestServer};
+
+use crate::common;
+
+/// `requests` GETs on one keep-alive connection, each read to its end.
+fn keep_alive(addr: std::net::SocketAddr, requests: usize) {
+    let mut sock = TcpStream::connect(addr).unwrap();
+    for _ in 0..requests {
+        sock.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                if buf.len() >= end + 4 + length {
+                    break;
+                }
+            }
+            let n = sock.read(&mut chunk).unwrap();
+            assert!(n > 0, "closed before the response ended");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// Watches the server's port for 2 s while three requests go on one
+/// connection and one on another.
+fn watch(format: &str) -> Output {
+    let server =
+        TestServer::start("127.0.0.1:0".parse().unwrap(), ServerConfig::default()).unwrap();
+    let addr = server.addr();
+    let port = addr.port().to_string();
+    let child = Command::new(common::binary())
+        .args([
+            "watch",
+            "-i",
+            "lo",
+            "--duration",
+            "2s",
+            "-f",
+            format,
+            "--",
+            "tcp",
+            "port",
+            &port,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    keep_alive(addr, 3);
+    keep_alive(addr, 1);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn watch_reports_what_passed_during_its_duration() {
+    if !common::can_capture("watch_reports_what_passed_during_its_duration") {
+        return;
+    }
+    let r = common::report_of(&watch("json"));
+    assert_eq!(r["source"]["kind"], "live");
+    assert_eq!(r["summary"]["connections"], 2, "{:#}", r["summary"]);
+    assert_eq!(r["summary"]["requests"], 4);
+    assert_eq!(r["summary"]["reused_requests"], 2);
+    let depths: Vec<u64> = r["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["depth"].as_u64().unwrap())
+        .collect();
+    assert_eq!(depths, [1, 2, 3, 1]);
+}
+
+#[test]
+fn watch_streams_json_lines() {
+    if !common::can_capture("watch_streams_json_lines") {
+        return;
+    }
+    let out = watch("jsonl");
+    let lines: Vec<serde_json::Value> = common::stdout_of(&out)
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    let kinds = |t: &str| lines.iter().filter(|l| l["type"] == t).count();
+    assert_eq!(kinds("connection"), 2);
+    assert_eq!(kinds("request"), 4);
+    assert_eq!(lines.last().unwrap()["type"], "summary");
+    assert_eq!(lines.last().unwrap()["summary"]["requests"], 4);
+}
