@@ -65,6 +65,11 @@ pub enum Command {
     /// --format jsonl the records stream out as connections are finalised.
     /// Needs root or the capture capabilities.
     Watch(WatchArgs),
+    /// The kernel's TCP sockets by state, as `ss -tan` lists them (netlink
+    /// sock_diag); with ADDRESS[:PORT], the sockets to that server, with
+    /// TIME-WAIT counted against the ephemeral port range and CLOSE-WAIT
+    /// named. Needs no privileges.
+    Sockets(SocketsArgs),
 }
 
 const RUN_EXAMPLES: &str = "\
@@ -136,6 +141,17 @@ pub struct ReplayArgs {
     pub output: OutputArgs,
     #[command(flatten)]
     pub expiry: ExpiryArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SocketsArgs {
+    /// Only sockets whose remote end is this address (and port), e.g.
+    /// 10.0.0.1:443 or ::1.
+    #[arg(value_name = "ADDRESS[:PORT]")]
+    pub peer: Option<crate::live::sockets::Peer>,
+    /// `table` (lines), or `json`.
+    #[arg(short = 'f', long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
 }
 
 #[derive(Debug, Args)]
@@ -214,7 +230,31 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Probe(args) => crate::live::commands::probe(args),
         Command::Compare(args) => crate::live::commands::compare(args),
         Command::Watch(args) => watch(args),
+        Command::Sockets(args) => sockets(args),
     }
+}
+
+fn sockets(args: SocketsArgs) -> Result<Exit> {
+    use crate::live::sockets;
+    let all = sockets::tcp_sockets().context("cannot read the TCP sockets (netlink sock_diag)")?;
+    let filter = args.peer.map(|p| match p.port {
+        Some(port) => std::net::SocketAddr::new(p.ip, port).to_string(),
+        None => p.ip.to_string(),
+    });
+    let report = sockets::report(&all, args.peer, filter);
+    let mut out = io::stdout().lock();
+    match args.format {
+        Format::Json | Format::Jsonl => {
+            serde_json::to_writer_pretty(&mut out, &report)?;
+            writeln!(out)?;
+        }
+        _ => {
+            for line in crate::render::sockets_lines(&report) {
+                writeln!(out, "{line}")?;
+            }
+        }
+    }
+    Ok(Exit::Success)
 }
 
 fn watch(args: WatchArgs) -> Result<Exit> {

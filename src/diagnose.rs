@@ -1441,6 +1441,7 @@ mod tests {
             tracker: None,
             diagnosis: Vec::new(),
             probe: None,
+            sockets: None,
         };
         explain_new_connections(&mut r);
         r

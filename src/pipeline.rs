@@ -306,6 +306,7 @@ impl Pipeline {
             tracker: Some(self.table.stats()).filter(TrackerStats::noteworthy),
             diagnosis: self.diagnoser.finish(),
             probe: None,
+            sockets: None,
         };
         if let Some(sink) = &mut sink {
             sink.finish(&report)?;

@@ -198,7 +198,13 @@ fn write_text(
     if let Some(rows) = rows {
         write_tables(report, rows, out, markdown)?;
     }
-    write_totals(report, out, markdown)
+    write_totals(report, out, markdown)?;
+    if let Some(s) = &report.sockets {
+        for line in sockets_lines(s) {
+            writeln!(out, "{}{line}", if markdown { "\n" } else { "" })?;
+        }
+    }
+    Ok(())
 }
 
 /// The probe's numbers, how each was read, and its advice.
@@ -576,4 +582,43 @@ fn requests_per_connection(report: &Report, markdown: bool) -> Table {
         ]);
     }
     t
+}
+
+/// One line per server, then the totals by state.
+pub fn sockets_lines(r: &crate::report::SocketsReport) -> Vec<String> {
+    let states = |m: &std::collections::BTreeMap<&'static str, u64>| {
+        if m.is_empty() {
+            "none".to_string()
+        } else {
+            m.iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    let mut out = Vec::new();
+    let what = r.filter.as_ref().map_or_else(
+        || "all TCP sockets".to_string(),
+        |f| format!("TCP sockets to {f}"),
+    );
+    out.push(format!("{what}: {} ({})", r.total, states(&r.by_state)));
+    for s in &r.servers {
+        let mut line = format!("  to {}: {}", s.server, states(&s.by_state));
+        if let Some(n) = s.ephemeral_ports {
+            if s.time_wait_ports > 0 {
+                line.push_str(&format!(
+                    "; {} of {n} local ports to {} are in TIME-WAIT",
+                    s.time_wait_ports, s.server
+                ));
+            }
+        }
+        if s.close_wait > 0 {
+            line.push_str(&format!(
+                "; {} in CLOSE-WAIT: the server closed them and this host never did (a socket leak if it lasts)",
+                s.close_wait
+            ));
+        }
+        out.push(line);
+    }
+    out
 }

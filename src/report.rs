@@ -307,6 +307,10 @@ pub struct Report {
     /// docs/report-schema.md). An addition; absent from other reports.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probe: Option<ProbeReport>,
+    /// `run`: the client-side TCP sockets to the target at the end, by
+    /// state, from the kernel. An addition; absent elsewhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sockets: Option<SocketsReport>,
 }
 
 /// What `conntrace probe` measured, each number read off the capture.
@@ -718,4 +722,33 @@ pub struct ClientRequestRecord {
     pub stream_by_port: Option<u64>,
     /// Set when the two attributions disagree.
     pub disagreement: Option<String>,
+}
+
+/// The sockets to one server, by state.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PeerSockets {
+    pub server: SocketAddr,
+    pub by_state: std::collections::BTreeMap<&'static str, u64>,
+    /// TIME-WAIT sockets whose local port is in the ephemeral range, out
+    /// of the ports that range holds: a client needs a free one for each
+    /// new connection to this server.
+    pub time_wait_ports: u64,
+    pub ephemeral_ports: Option<u64>,
+    /// Sockets the server closed that were never closed here (a leak, if
+    /// it lasts).
+    pub close_wait: u64,
+}
+
+/// `conntrace sockets`, and the `sockets` section of a live report: the
+/// kernel's TCP sockets by state (netlink sock_diag).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SocketsReport {
+    /// `ADDRESS[:PORT]` asked for, if any.
+    pub filter: Option<String>,
+    pub total: u64,
+    pub by_state: std::collections::BTreeMap<&'static str, u64>,
+    pub ephemeral_range: Option<(u16, u16)>,
+    /// Per server (the remote end), when an address was given: the
+    /// sockets connected to it.
+    pub servers: Vec<PeerSockets>,
 }

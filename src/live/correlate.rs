@@ -146,6 +146,7 @@ pub fn client_only(
         tracker: None,
         diagnosis: Vec::new(),
         probe: None,
+        sockets: None,
     }
 }
 
@@ -311,6 +312,7 @@ mod tests {
             tracker: None,
             diagnosis: Vec::new(),
             probe: None,
+            sockets: None,
         }
     }
 

@@ -13,4 +13,5 @@ pub mod driver;
 pub mod probe;
 pub mod server;
 pub mod session;
+pub mod sockets;
 pub mod watch;

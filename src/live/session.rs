@@ -196,6 +196,16 @@ pub fn run_session(config: SessionConfig) -> Result<SessionOutcome, SessionError
         }
     };
     runtime.shutdown_background();
+    // The client's sockets to the target as the run leaves them (TIME-WAIT
+    // from the connections it closed first, CLOSE-WAIT it never closed).
+    let mut report = report;
+    report.sockets = crate::live::sockets::tcp_sockets().ok().map(|all| {
+        let peer = crate::live::sockets::Peer {
+            ip: target.ip(),
+            port: Some(target.port()),
+        };
+        crate::live::sockets::report(&all, Some(peer), Some(target.to_string()))
+    });
     if let Some(c) = &report.client {
         for r in &c.requests {
             if let Some(d) = &r.disagreement {

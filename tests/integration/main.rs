@@ -19,6 +19,7 @@ mod live_nginx;
 mod live_probe;
 mod live_run;
 mod live_server;
+mod live_sockets;
 mod live_watch;
 mod lossy_capture;
 mod tshark_crosscheck;
