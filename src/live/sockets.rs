@@ -141,11 +141,20 @@ impl std::str::FromStr for Peer {
 
 /// The sockets matching `peer` (every TCP socket without one), counted.
 pub fn report(sockets: &[TcpSocket], peer: Option<Peer>, filter: Option<String>) -> SocketsReport {
+    report_of(sockets, peer.as_slice(), filter)
+}
+
+/// The sockets whose remote end is one of `peers` (every TCP socket when
+/// there are none), counted per server.
+pub fn report_of(sockets: &[TcpSocket], peers: &[Peer], filter: Option<String>) -> SocketsReport {
     let range = ephemeral_range();
-    let matches = |s: &TcpSocket| match peer {
-        None => true,
-        Some(p) => s.remote.ip() == p.ip && p.port.is_none_or(|port| s.remote.port() == port),
+    let matches = |s: &TcpSocket| {
+        peers.is_empty()
+            || peers
+                .iter()
+                .any(|p| s.remote.ip() == p.ip && p.port.is_none_or(|port| s.remote.port() == port))
     };
+    let peer = peers.first();
     let chosen: Vec<&TcpSocket> = sockets.iter().filter(|s| matches(s)).collect();
     let mut by_state = BTreeMap::new();
     for s in &chosen {

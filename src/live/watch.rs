@@ -61,9 +61,37 @@ pub fn watch(config: &WatchConfig, rows: Rows) -> Result<Report, CaptureError> {
     source.names = vec![cc.interface.clone()];
     source.filter = Some(cc.filter.clone());
     source.dropped = Some(stats.dropped);
-    pipeline
+    let mut report = pipeline
         .finish()
-        .map_err(|e| CaptureError::Read(e.to_string()))
+        .map_err(|e| CaptureError::Read(e.to_string()))?;
+    report.sockets = sockets_to_servers(&report);
+    Ok(report)
+}
+
+/// This host's sockets to the servers of the connections watched (the 64
+/// with the most connections), by state.
+fn sockets_to_servers(report: &Report) -> Option<crate::report::SocketsReport> {
+    use crate::live::sockets::{self, Peer};
+    let mut servers: std::collections::HashMap<std::net::SocketAddr, u64> = Default::default();
+    for c in &report.connections {
+        *servers.entry(c.server).or_insert(0) += 1;
+    }
+    if servers.is_empty() {
+        return None;
+    }
+    let mut servers: Vec<_> = servers.into_iter().collect();
+    servers.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let peers: Vec<Peer> = servers
+        .iter()
+        .take(64)
+        .map(|(s, _)| Peer {
+            ip: s.ip(),
+            port: Some(s.port()),
+        })
+        .collect();
+    let all = sockets::tcp_sockets().ok()?;
+    let filter = format!("the {} server(s) watched", peers.len());
+    Some(sockets::report_of(&all, &peers, Some(filter)))
 }
 
 /// Until `duration` has passed, or Ctrl-C (SIGINT) or SIGTERM came.

@@ -91,6 +91,22 @@ fn watch_reports_what_passed_during_its_duration() {
         .map(|q| q["depth"].as_u64().unwrap())
         .collect();
     assert_eq!(depths, [1, 2, 3, 1]);
+    // The test's two sockets, closed by it first, as the kernel holds them.
+    let sockets = &r["sockets"];
+    assert_eq!(
+        sockets["servers"].as_array().unwrap().len(),
+        1,
+        "{sockets:#}"
+    );
+    assert_eq!(sockets["total"], 2, "{sockets:#}");
+    assert!(
+        sockets["by_state"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .all(|k| ["FIN-WAIT-2", "TIME-WAIT"].contains(&k.as_str())),
+        "{sockets:#}"
+    );
 }
 
 #[test]
