@@ -132,5 +132,11 @@ fn a_run_reports_the_sockets_it_leaves_behind() {
             n.as_u64().unwrap()
         })
         .sum();
-    assert_eq!(closing, opened, "{s:#}");
+    // Without a capture, `connections` counts the sockets that carried a
+    // request; a connection dialled and never used (hyper's dial race) is
+    // a socket too, at most one per worker.
+    assert!(
+        closing >= opened && closing <= opened + 2,
+        "{opened} connections: {s:#}"
+    );
 }
