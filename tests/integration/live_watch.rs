@@ -5,7 +5,6 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Output};
-use std::time::Duration;
 
 use conntrace::live::server::{ServerConfig, TestServer};
 
@@ -44,7 +43,7 @@ fn watch(format: &str) -> Output {
         TestServer::start("127.0.0.1:0".parse().unwrap(), ServerConfig::default()).unwrap();
     let addr = server.addr();
     let port = addr.port().to_string();
-    let child = Command::new(common::binary())
+    let mut child = Command::new(common::binary())
         .args([
             "watch",
             "-i",
@@ -62,10 +61,26 @@ fn watch(format: &str) -> Output {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(700));
+    // Once it says it is capturing, the capture is reading.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("capturing on") {
+        let mut line = String::new();
+        assert!(
+            std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0,
+            "watch ended before capturing: {said}"
+        );
+        said.push_str(&line);
+    }
     keep_alive(addr, 3);
     keep_alive(addr, 1);
-    let out = child.wait_with_output().unwrap();
+    let rest = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let mut out = child.wait_with_output().unwrap();
+    out.stderr = rest.join().unwrap().into_bytes();
     assert!(
         out.status.success(),
         "{}",
