@@ -128,17 +128,7 @@ pub struct CompareArgs {
 
 impl CompareArgs {
     pub fn driver(&self) -> Result<DriverConfig, ArgsError> {
-        let url_error = |detail: String| ArgsError::Url {
-            url: self.url.clone(),
-            detail,
-        };
-        let url = reqwest::Url::parse(&self.url).map_err(|e| url_error(e.to_string()))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(url_error("only http:// and https:// are supported".into()));
-        }
-        if url.host_str().is_none() {
-            return Err(url_error("the URL has no host".into()));
-        }
+        let url = http_url(&self.url)?;
         let mut d = DriverConfig::new(url, self.count);
         d.concurrency = self.concurrency as usize;
         d.insecure = self.insecure;
@@ -163,14 +153,7 @@ pub enum ProbeKind {
 
 impl ProbeArgs {
     pub fn config(&self) -> Result<crate::live::probe::ProbeConfig, ArgsError> {
-        let url_error = |detail: String| ArgsError::Url {
-            url: self.url.clone(),
-            detail,
-        };
-        let url = reqwest::Url::parse(&self.url).map_err(|e| url_error(e.to_string()))?;
-        if url.host_str().is_none() {
-            return Err(url_error("the URL has no host".into()));
-        }
+        let url = http_url(&self.url)?;
         Ok(crate::live::probe::ProbeConfig {
             url,
             idle: self.only.contains(&ProbeKind::Idle),
@@ -274,6 +257,22 @@ pub struct RunArgs {
     pub rows: RequestRows,
 }
 
+/// An http:// or https:// URL with a host.
+fn http_url(text: &str) -> Result<reqwest::Url, ArgsError> {
+    let url_error = |detail: String| ArgsError::Url {
+        url: text.to_string(),
+        detail,
+    };
+    let url = reqwest::Url::parse(text).map_err(|e| url_error(e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(url_error("only http:// and https:// are supported".into()));
+    }
+    if url.host_str().is_none() {
+        return Err(url_error("the URL has no host".into()));
+    }
+    Ok(url)
+}
+
 /// Why the command line was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ArgsError {
@@ -287,17 +286,7 @@ pub enum ArgsError {
 
 impl RunArgs {
     pub fn driver(&self) -> Result<DriverConfig, ArgsError> {
-        let url_error = |detail: String| ArgsError::Url {
-            url: self.url.clone(),
-            detail,
-        };
-        let url = reqwest::Url::parse(&self.url).map_err(|e| url_error(e.to_string()))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(url_error("only http:// and https:// are supported".into()));
-        }
-        if url.host_str().is_none() {
-            return Err(url_error("the URL has no host".into()));
-        }
+        let url = http_url(&self.url)?;
         let method = reqwest::Method::from_bytes(self.method.to_uppercase().as_bytes())
             .map_err(|_| ArgsError::Method(self.method.clone()))?;
         let headers = self

@@ -22,6 +22,20 @@ pub trait FrameSink: Send + 'static {
     fn all_closed(&self) -> bool;
 }
 
+/// Name a finished live capture in the report's `source`: the interface,
+/// the filter and what the kernel dropped.
+pub fn describe_source(
+    pipeline: &mut crate::pipeline::Pipeline,
+    config: &CaptureConfig,
+    stats: &CaptureStats,
+) {
+    let source = pipeline.source_mut();
+    source.kind = "live";
+    source.names = vec![config.interface.clone()];
+    source.filter = Some(config.filter.clone());
+    source.dropped = Some(stats.dropped);
+}
+
 /// What to capture, and where to save it.
 #[derive(Debug, Clone)]
 pub struct CaptureConfig {

@@ -153,11 +153,7 @@ pub fn probe(config: &ProbeConfig) -> Result<Report, ProbeError> {
         }
     };
     let (mut pipeline, stats) = capture.finish(config.capture.linger)?;
-    let source = pipeline.source_mut();
-    source.kind = "live";
-    source.names = vec![cc.interface.clone()];
-    source.filter = Some(cc.filter.clone());
-    source.dropped = Some(stats.dropped);
+    crate::live::capture::describe_source(&mut pipeline, &cc, &stats);
     let mut report = pipeline
         .finish()
         .expect("a pipeline that keeps its rows writes nowhere");
@@ -581,38 +577,51 @@ fn idle_probe(
     if response.to_close || response.close {
         return Ok(client);
     }
-    // The server's close (EOF or a reset) ends the wait; so does --max-idle.
+    // The server's close (EOF or a reset) ends the wait; so do --max-idle
+    // and Ctrl-C. Bytes nobody asked for are not a close.
+    client.interrupted = wait_idle(&stream, &mut reader, max_idle, stop, |r| {
+        let n = r.buffer().len();
+        r.consume(n);
+        Ok(false)
+    })
+    .map_err(io("waiting"))?;
+    Ok(client)
+}
+
+/// Waits on an idle connection until the server ends it (EOF or a reset),
+/// `max_idle` passes or `stop` is set. `on_data` takes what the server sends
+/// meanwhile (the buffer holds some) and says whether that ended the
+/// connection. Returns how long it waited when `stop` ended the wait.
+fn wait_idle(
+    stream: &TcpStream,
+    r: &mut BufReader<TcpStream>,
+    max_idle: Duration,
+    stop: &AtomicBool,
+    mut on_data: impl FnMut(&mut BufReader<TcpStream>) -> std::io::Result<bool>,
+) -> std::io::Result<Option<Duration>> {
     let start = Instant::now();
     let deadline = start + max_idle;
-    let mut byte = [0u8; 1];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            break;
+            return Ok(None);
         }
         if stop.load(Ordering::SeqCst) {
-            client.interrupted = Some(start.elapsed());
-            break;
+            return Ok(Some(start.elapsed()));
         }
-        stream
-            .set_read_timeout(Some(left.min(Duration::from_millis(200))))
-            .map_err(io("waiting"))?;
-        match reader.read(&mut byte) {
-            Ok(0) => break,
-            // Bytes nobody asked for: not a close; keep waiting.
+        stream.set_read_timeout(Some(left.min(Duration::from_millis(200))))?;
+        match r.fill_buf() {
+            Ok([]) => return Ok(None),
             Ok(_) => {}
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(e) if is_closed(&e) => break,
-            Err(e) => {
-                return Err(ProbeError::Io {
-                    target,
-                    what: "waiting",
-                    error: e,
-                })
-            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
+            Err(e) if is_closed(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        stream.set_read_timeout(None)?;
+        if on_data(r)? {
+            return Ok(None);
         }
     }
-    Ok(client)
 }
 
 /// Sequential requests on one connection until the server ends it.
@@ -892,39 +901,17 @@ fn h2_probe(
         }
     }
     // Idle: the server's GOAWAY, FIN or RST ends the wait; so do --max-idle
-    // and Ctrl-C. A PING it sends is answered (it is not our traffic).
-    let start = Instant::now();
-    let deadline = start + max_idle;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
+    // and Ctrl-C. A PING it sends is answered (it is not our traffic); after
+    // GOAWAY the server closes: that is waited for too.
+    client.interrupted = wait_idle(&stream, &mut r, max_idle, stop, |r| match read_frame(r)? {
+        None => Ok(true),
+        Some((FRAME_PING, flags, _, payload)) if flags & FLAG_ACK == 0 => {
+            w.write_all(&frame(FRAME_PING, FLAG_ACK, 0, &payload))?;
+            Ok(false)
         }
-        if stop.load(Ordering::SeqCst) {
-            client.interrupted = Some(start.elapsed());
-            break;
-        }
-        stream
-            .set_read_timeout(Some(left.min(Duration::from_millis(200))))
-            .map_err(io("waiting"))?;
-        match r.fill_buf() {
-            Ok([]) => break,
-            Ok(_) => {}
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
-            Err(e) if is_closed(&e) => break,
-            Err(e) => return Err(io("waiting")(e)),
-        }
-        stream.set_read_timeout(None).map_err(io("reading"))?;
-        match read_frame(&mut r).map_err(io("reading"))? {
-            None => break,
-            Some((FRAME_PING, flags, _, payload)) if flags & FLAG_ACK == 0 => {
-                w.write_all(&frame(FRAME_PING, FLAG_ACK, 0, &payload))
-                    .map_err(io("sending"))?;
-            }
-            // After GOAWAY the server closes: wait for that too.
-            Some(_) => {}
-        }
-    }
+        Some(_) => Ok(false),
+    })
+    .map_err(io("waiting"))?;
     Ok(client)
 }
 

@@ -183,11 +183,7 @@ pub fn run_session(config: SessionConfig) -> Result<SessionOutcome, SessionError
             // The runtime keeps running: the client's connections close now,
             // also after Ctrl-C, so their FINs and RSTs are in the report.
             let (mut pipeline, stats) = capture.finish(linger)?;
-            let source = pipeline.source_mut();
-            source.kind = "live";
-            source.names = vec![cc.interface.clone()];
-            source.filter = Some(cc.filter.clone());
-            source.dropped = Some(stats.dropped);
+            crate::live::capture::describe_source(&mut pipeline, &cc, &stats);
             let mut report = pipeline
                 .finish()
                 .expect("a pipeline that keeps its rows writes nowhere");

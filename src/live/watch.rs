@@ -56,11 +56,7 @@ pub fn watch(config: &WatchConfig, rows: Rows) -> Result<Report, CaptureError> {
     drop(err);
     wait(config.duration);
     let (mut pipeline, stats) = capture.stop()?;
-    let source = pipeline.source_mut();
-    source.kind = "live";
-    source.names = vec![cc.interface.clone()];
-    source.filter = Some(cc.filter.clone());
-    source.dropped = Some(stats.dropped);
+    crate::live::capture::describe_source(&mut pipeline, &cc, &stats);
     let mut report = pipeline
         .finish()
         .map_err(|e| CaptureError::Read(e.to_string()))?;

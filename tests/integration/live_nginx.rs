@@ -4,6 +4,7 @@
 //! the command line.)
 
 use crate::common;
+use crate::common::nginx;
 
 use std::process::Command;
 
@@ -25,39 +26,15 @@ fn connection_count_matches_tshark_against_nginx() {
     ) {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("conntrace-nginx-{}", std::process::id()));
-    std::fs::create_dir_all(dir.join("www")).unwrap();
-    std::fs::write(dir.join("www/index.html"), "hello\n").unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let conf = dir.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "worker_processes 1;\ndaemon on;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-             events {{ worker_connections 64; }}\n\
-             http {{ access_log off; keepalive_requests 3; keepalive_timeout 10s;\n\
-             server {{ listen 127.0.0.1:{port}; root {d}/www; }} }}\n",
-            d = dir.display()
+    let port = nginx::free_port();
+    let server = nginx::Nginx::start(
+        "nginx",
+        &format!(
+            "keepalive_requests 3; keepalive_timeout 10s; server {{ listen 127.0.0.1:{port}; root {{root}}; }}"
         ),
-    )
-    .unwrap();
-    let nginx = |extra: &[&str]| {
-        Command::new("nginx")
-            .arg("-c")
-            .arg(&conf)
-            .arg("-p")
-            .arg(&dir)
-            .args(extra)
-            .status()
-            .unwrap()
-    };
-    // With `daemon on`, nginx returns once its socket is listening.
-    assert!(nginx(&[]).success(), "nginx starts");
-    let pcap = dir.join("run.pcap");
+    );
+    let pcap =
+        std::env::temp_dir().join(format!("conntrace-nginx-run-{}.pcap", std::process::id()));
     let mut driver = DriverConfig::new(format!("http://127.0.0.1:{port}/").parse().unwrap(), 20);
     driver.concurrency = 2;
     let outcome = run_session(SessionConfig {
@@ -69,7 +46,7 @@ fn connection_count_matches_tshark_against_nginx() {
         progress: false,
         handle_ctrl_c: false,
     });
-    nginx(&["-s", "stop"]);
+    drop(server);
     let report = outcome.expect("the run completes").report;
     assert_eq!(report.client.as_ref().unwrap().errors, 0);
     let conv = Command::new("tshark")
@@ -85,5 +62,5 @@ fn connection_count_matches_tshark_against_nginx() {
     // 20 requests, 3 per connection at most: at least 7 connections.
     assert!(report.summary.connections >= 7);
     assert_eq!(report.summary.connections as usize, theirs);
-    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_file(pcap);
 }

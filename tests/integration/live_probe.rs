@@ -11,6 +11,7 @@ use conntrace::live::server::{ServerConfig, TestServer};
 use serde_json::Value;
 
 use crate::common;
+use crate::common::nginx;
 
 /// `conntrace probe URL -f json ARGS`: the report's `probe` section.
 fn probe(url: &str, args: &[&str]) -> Value {
@@ -86,51 +87,21 @@ fn probe_measures_nginx_keepalive_timeout_and_requests() {
     if !common::can_capture("probe_measures_nginx_keepalive_timeout_and_requests") {
         return;
     }
-    let nginx_there = Command::new("nginx").arg("-v").output().is_ok();
-    if !common::need("nginx", nginx_there) {
+    if !common::need("nginx", nginx::installed()) {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("conntrace-probe-nginx-{}", std::process::id()));
-    std::fs::create_dir_all(dir.join("www")).unwrap();
-    std::fs::write(dir.join("www/index.html"), "hello\n").unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let h2c_port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let conf = dir.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "worker_processes 1;\ndaemon on;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-             events {{ worker_connections 64; }}\n\
-             http {{ access_log off; keepalive_timeout 3s; keepalive_requests 7;\n\
-             server {{ listen 127.0.0.1:{port}; root {d}/www; }}\n\
-             server {{ listen 127.0.0.1:{h2c} http2; root {d}/www; }} }}\n",
-            d = dir.display(),
-            h2c = h2c_port
+    let (port, h2c_port) = (nginx::free_port(), nginx::free_port());
+    let server = nginx::Nginx::start(
+        "probe-nginx",
+        &format!(
+            "keepalive_timeout 3s; keepalive_requests 7; \
+             server {{ listen 127.0.0.1:{port}; root {{root}}; }} \
+             server {{ listen 127.0.0.1:{h2c_port} http2; root {{root}}; }}"
         ),
-    )
-    .unwrap();
-    let nginx = |extra: &[&str]| {
-        Command::new("nginx")
-            .arg("-c")
-            .arg(&conf)
-            .arg("-p")
-            .arg(&dir)
-            .args(extra)
-            .status()
-            .unwrap()
-    };
-    assert!(nginx(&[]).success(), "nginx starts");
+    );
     let p = probe(&format!("http://127.0.0.1:{port}/"), &[]);
     let h2c = probe(&format!("http://127.0.0.1:{h2c_port}/"), &["--only", "h2"]);
-    nginx(&["-s", "stop"]);
+    drop(server);
     near(&p["idle_timeout_ms"], 3000.0);
     assert_eq!(p["requests_per_connection"], 7, "{p:#}");
     assert_eq!(p["h2"]["speaks_h2"], false, "an HTTP/1.1 port: {p:#}");

@@ -4,6 +4,7 @@
 //! the tshark reference ([`tshark`]).
 
 pub mod capture;
+pub mod nginx;
 pub mod tshark;
 
 use std::path::{Path, PathBuf};
