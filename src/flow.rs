@@ -1250,6 +1250,15 @@ impl FlowTable {
 
     /// Finalise every connection whose time is up at `self.now`, and let
     /// tombstones past their time go.
+    /// Capture time reached `now` with no packet (a live capture on a quiet
+    /// link): let go of what expired by then.
+    pub fn advance_to(&mut self, now: Timestamp, out: &mut Vec<FlowEvent>) {
+        if now > self.now {
+            self.now = now;
+            self.expire(out);
+        }
+    }
+
     fn expire(&mut self, out: &mut Vec<FlowEvent>) {
         // Entries of connections gone or rescheduled earlier linger until
         // their time; drop them when they outnumber the live ones.

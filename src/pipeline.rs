@@ -154,6 +154,13 @@ impl Pipeline {
     /// Account one frame captured with link type `link` and already decoded;
     /// a segment's payload range indexes `data` (the frame itself, or
     /// wherever its payload was copied to).
+    /// Capture time is at least `now` though no packet came: connections
+    /// whose time is up are finalised (and streamed) now.
+    pub fn advance_clock(&mut self, now: Timestamp) {
+        self.table.advance_to(now, &mut self.events);
+        self.pass_events(Some(now));
+    }
+
     pub fn push_decoded(&mut self, link: LinkType, decoded: &Decoded, data: &[u8]) {
         self.source.packets += 1;
         if self.link_types.last() != Some(&link) && self.link_type_set.insert(link) {

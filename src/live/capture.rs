@@ -20,7 +20,17 @@ pub trait FrameSink: Send + 'static {
     fn push(&mut self, link: LinkType, frame: &Frame<'_>);
     /// Whether every connection seen so far has ended (both FINs, or a RST).
     fn all_closed(&self) -> bool;
+    /// No packet came for a read timeout; capture time is at least `now`.
+    fn quiet_until(&mut self, _now: crate::wire::Timestamp) {}
 }
+
+/// How far behind the wall clock the capture clock is moved on a quiet
+/// link: more than a packet can wait in libpcap's buffer before delivery
+/// (the read timeout), so that none arrives stamped before the time moved.
+const QUIET_LAG: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long the capture thread sleeps when libpcap has nothing to deliver.
+const IDLE_POLL: Duration = Duration::from_millis(2);
 
 /// Name a finished live capture in the report's `source`: the interface,
 /// the filter and what the kernel dropped.
@@ -182,6 +192,7 @@ impl LingerCut {
 /// A running capture.
 pub struct LiveCapture<S> {
     breaker: pcap::BreakLoop,
+    stopped: Arc<AtomicBool>,
     finishing: Arc<AtomicBool>,
     quiet: Arc<AtomicBool>,
     linger_cut: LingerCut,
@@ -196,6 +207,7 @@ impl<S: FrameSink> LiveCapture<S> {
         let mut cap = open(config)?;
         let breaker = cap.breakloop_handle();
         let finishing = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::new(AtomicBool::new(false));
         let quiet = Arc::new(AtomicBool::new(true));
         let (ready_tx, ready_rx) = mpsc::channel();
         let (done_tx, done) = mpsc::channel();
@@ -220,18 +232,20 @@ impl<S: FrameSink> LiveCapture<S> {
         };
         let thread = {
             let finishing = finishing.clone();
+            let stopped = stopped.clone();
             let quiet = quiet.clone();
             thread::Builder::new()
                 .name("conntrace-capture".into())
                 .spawn(move || {
                     let _ = ready_tx.send(());
-                    read_loop(cap, savefile, sink, &finishing, &quiet, done_tx)
+                    read_loop(cap, savefile, sink, &finishing, &stopped, &quiet, done_tx)
                 })
                 .map_err(|e| CaptureError::Read(e.to_string()))?
         };
         ready_rx.recv().map_err(|_| CaptureError::Thread)?;
         Ok(LiveCapture {
             breaker,
+            stopped,
             finishing,
             quiet,
             linger_cut,
@@ -270,6 +284,7 @@ impl<S: FrameSink> LiveCapture<S> {
 
     /// Stops at once (after a drain of what libpcap already holds).
     pub fn stop(self) -> Result<(S, CaptureStats), CaptureError> {
+        self.stopped.store(true, Ordering::SeqCst);
         self.breaker.breakloop();
         self.thread.join().map_err(|_| CaptureError::Thread)?
     }
@@ -322,10 +337,17 @@ fn read_loop<S: FrameSink>(
     mut savefile: Option<pcap::Savefile>,
     mut sink: S,
     finishing: &AtomicBool,
+    stopped: &AtomicBool,
     quiet: &AtomicBool,
     done: mpsc::Sender<()>,
 ) -> Result<(S, CaptureStats), CaptureError> {
-    let mut cap = cap;
+    // Non-blocking, with a short sleep when nothing is there: with
+    // TPACKET_V3 a blocking read never returns on a quiet link (an empty
+    // block is not retired), and the capture clock must move on by the
+    // wall clock for connections to be finalised while nothing passes.
+    let mut cap = cap
+        .setnonblock()
+        .map_err(|e| CaptureError::Read(e.to_string()))?;
     let link = LinkType::from(cap.get_datalink());
     let mut frames = 0u64;
     let mut take = |p: &pcap::Packet<'_>, sink: &mut S| {
@@ -337,6 +359,9 @@ fn read_loop<S: FrameSink>(
     };
     let mut failure = None;
     loop {
+        if stopped.load(Ordering::SeqCst) {
+            break;
+        }
         match cap.next_packet() {
             Ok(p) => {
                 take(&p, &mut sink);
@@ -346,7 +371,13 @@ fn read_loop<S: FrameSink>(
                     let _ = done.send(());
                 }
             }
-            Err(pcap::Error::TimeoutExpired) => {}
+            Err(pcap::Error::TimeoutExpired) => {
+                let now = crate::live::driver::now();
+                sink.quiet_until(crate::wire::Timestamp(
+                    now.0 - i64::try_from(QUIET_LAG.as_micros()).unwrap_or(i64::MAX),
+                ));
+                thread::sleep(IDLE_POLL);
+            }
             Err(pcap::Error::NoMorePackets) => break,
             Err(e) => {
                 failure = Some(e.to_string());
@@ -355,13 +386,14 @@ fn read_loop<S: FrameSink>(
         }
     }
     // What libpcap already holds after breakloop is still part of the capture.
-    if let Ok(mut rest) = cap.setnonblock() {
-        while let Ok(p) = rest.next_packet() {
-            take(&p, &mut sink);
+    // (A breakloop not yet seen by a read comes out once, first.)
+    let mut break_seen = false;
+    loop {
+        match cap.next_packet() {
+            Ok(p) => take(&p, &mut sink),
+            Err(pcap::Error::NoMorePackets) if !break_seen => break_seen = true,
+            Err(_) => break,
         }
-        cap = rest;
-    } else {
-        return Err(CaptureError::Read("cannot drain the capture".into()));
     }
     if let Some(mut f) = savefile {
         f.flush().map_err(|e| CaptureError::Read(e.to_string()))?;
@@ -390,6 +422,10 @@ impl FrameSink for crate::pipeline::Pipeline {
 
     fn all_closed(&self) -> bool {
         self.open_connections() == 0
+    }
+
+    fn quiet_until(&mut self, now: crate::wire::Timestamp) {
+        self.advance_clock(now);
     }
 }
 

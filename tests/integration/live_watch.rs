@@ -141,3 +141,64 @@ fn watch_streams_json_lines() {
     assert_eq!(lines.last().unwrap()["type"], "summary");
     assert_eq!(lines.last().unwrap()["summary"]["requests"], 4);
 }
+
+#[test]
+fn watch_streams_a_finished_connection_while_the_link_is_quiet() {
+    if !common::can_capture("watch_streams_a_finished_connection_while_the_link_is_quiet") {
+        return;
+    }
+    let server =
+        TestServer::start("127.0.0.1:0".parse().unwrap(), ServerConfig::default()).unwrap();
+    let addr = server.addr();
+    let port = addr.port().to_string();
+    let mut child = Command::new(common::binary())
+        .args([
+            "watch",
+            "-i",
+            "lo",
+            "--duration",
+            "60s",
+            "--close-grace",
+            "1s",
+            "-f",
+            "jsonl",
+        ])
+        .args(["--", "tcp", "port", &port])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("capturing on") {
+        let mut line = String::new();
+        assert!(
+            std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0,
+            "{said}"
+        );
+        said.push_str(&line);
+    }
+    let started = std::time::Instant::now();
+    keep_alive(addr, 2);
+    // Nothing else passes: the connection's record comes out once its close
+    // grace has passed by the clock, long before the watch ends.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    let mut kinds = Vec::new();
+    while !kinds.contains(&"connection".to_string()) {
+        line.clear();
+        assert!(std::io::BufRead::read_line(&mut stdout, &mut line).unwrap() > 0);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        kinds.push(v["type"].as_str().unwrap().to_string());
+    }
+    let waited = started.elapsed();
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    assert_eq!(kinds, ["request", "request", "connection"]);
+    assert!(
+        waited < std::time::Duration::from_secs(20),
+        "the record came after {waited:?}"
+    );
+}
