@@ -28,6 +28,7 @@ pub mod reassembly;
 pub mod render;
 pub mod report;
 pub mod source;
+pub mod svg;
 pub mod wire;
 
 #[cfg(test)]

@@ -23,6 +23,9 @@ pub enum Format {
     Jsonl,
     /// The verdict and the totals only: one screen, however large the capture.
     Summary,
+    /// A timeline picture (SVG): one lane per connection, a bar per request
+    /// coloured by reuse and cause; use with -o FILE.svg.
+    Svg,
 }
 
 /// How many request rows the table and Markdown formats print.
@@ -60,6 +63,7 @@ pub fn write_report(
         Format::Summary => write_text(report, None, out, false),
         // The rows went out as they completed; the summary line ends them.
         Format::Jsonl => crate::jsonl::write_summary(report, out),
+        Format::Svg => crate::svg::write_svg(report, out),
     }
 }
 

@@ -22,5 +22,6 @@ mod live_server;
 mod live_sockets;
 mod live_watch;
 mod lossy_capture;
+mod svg;
 mod tshark_crosscheck;
 mod zeek_crosscheck;
