@@ -104,7 +104,19 @@ fn c_pool_idle_limit_10_keeps_ten_connections() {
     assert_eq!(s.requests, 50);
     assert_eq!(carrying(&r), 10, "{}", r.verdict.line);
     assert_eq!(s.reused_requests, 40);
-    assert_eq!(causes(&r), [("concurrency", 9), ("first", 1)]);
+    // Ten workers warm the pool: the first connection, then nine opened
+    // while every open one was busy. Under load hyper's pool sometimes
+    // dials for a worker just as another connection comes back idle (its
+    // checkout races the return): that one is, on the wire, idle_available.
+    let causes = causes(&r);
+    let count = |code: &str| causes.iter().find(|c| c.0 == code).map_or(0, |c| c.1);
+    assert_eq!(count("first"), 1, "{causes:?}");
+    assert_eq!(
+        count("concurrency") + count("idle_available"),
+        9,
+        "{causes:?}"
+    );
+    assert!(count("concurrency") >= 8, "{causes:?}");
     assert!(r.verdict.expected);
 }
 
