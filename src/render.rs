@@ -26,6 +26,8 @@ pub enum Format {
     /// A timeline picture (SVG): one lane per connection, a bar per request
     /// coloured by reuse and cause; use with -o FILE.svg.
     Svg,
+    /// The same timeline in the terminal: one line per connection.
+    Timeline,
 }
 
 /// How many request rows the table and Markdown formats print.
@@ -64,6 +66,7 @@ pub fn write_report(
         // The rows went out as they completed; the summary line ends them.
         Format::Jsonl => crate::jsonl::write_summary(report, out),
         Format::Svg => crate::svg::write_svg(report, out),
+        Format::Timeline => crate::svg::write_timeline(report, out),
     }
 }
 

@@ -316,3 +316,99 @@ fn lane(
     }
     s.push_str("</g>\n");
 }
+
+/// `--format timeline`: the same timeline in the terminal, one line per
+/// connection (folded past [`MAX_LANES`] as the SVG folds): `─` while the
+/// connection is open, `█` while a request that reused it is in flight,
+/// `▓` for the request that opened it, `▲` its SYN, `|` a FIN and `x` an
+/// RST (upper case: the server's), then the new connection's cause.
+pub fn write_timeline(report: &Report, out: &mut dyn Write) -> io::Result<()> {
+    const COLS: usize = 72;
+    let mut conns: Vec<&ConnectionRecord> = report.connections.iter().collect();
+    conns.sort_by_key(|c| (c.client.ip(), c.server, c.first_seen, c.stream));
+    let mut by_stream: std::collections::HashMap<u64, Vec<&RequestRecord>> = Default::default();
+    for r in &report.requests {
+        by_stream.entry(r.stream).or_default().push(r);
+    }
+    let t0 = conns.iter().map(|c| c.first_seen.0).min().unwrap_or(0);
+    let t1 = conns
+        .iter()
+        .map(|c| c.last_seen.0)
+        .chain(
+            report
+                .requests
+                .iter()
+                .filter_map(|r| r.completed.map(|t| t.0)),
+        )
+        .max()
+        .unwrap_or(t0);
+    let span = (t1 - t0).max(1) as f64;
+    let col = |t: i64| (((t - t0) as f64 / span) * (COLS - 1) as f64).round() as usize;
+    let per_row = conns.len().div_ceil(MAX_LANES).max(1);
+    writeln!(
+        out,
+        "{} connections, {} requests over {:.3} s ({} per column){}",
+        conns.len(),
+        report.requests.len(),
+        span / 1e6,
+        humantime::format_duration(std::time::Duration::from_micros(
+            (span / COLS as f64) as u64
+        )),
+        if per_row > 1 {
+            format!("; {per_row} connections folded to a line")
+        } else {
+            String::new()
+        }
+    )?;
+    writeln!(
+        out,
+        "  ─ open  ▓ request that opened it  █ reused  ▲ SYN  | FIN  x RST (upper case: the server's)"
+    )?;
+    for chunk in conns.chunks(per_row) {
+        let mut line = vec![' '; COLS];
+        let mut cause = None;
+        for c in chunk {
+            let (a, b) = (col(c.first_seen.0), col(c.last_seen.0));
+            for cell in line.iter_mut().take(b + 1).skip(a) {
+                if *cell == ' ' {
+                    *cell = '─';
+                }
+            }
+            for r in by_stream.get(&c.stream).into_iter().flatten() {
+                let end = r.completed.or(r.answered).map_or(b, |t| col(t.0));
+                let mark = if r.reused { '█' } else { '▓' };
+                for cell in line.iter_mut().take(end + 1).skip(col(r.sent.0)) {
+                    *cell = mark;
+                }
+                if let (false, Some(w)) = (r.reused, &r.why_new) {
+                    cause.get_or_insert(w.code.as_str());
+                }
+            }
+            if c.syn > 0 {
+                line[a] = '▲';
+            }
+            if let (Some(at), Some(by), Some(kind)) = (c.closed_at, c.closed_by, c.closed_with) {
+                let mark = match (kind, by) {
+                    (CloseKind::Fin, Role::Client) => '|',
+                    (CloseKind::Fin, Role::Server) => 'I',
+                    (CloseKind::Rst, Role::Client) => 'x',
+                    (CloseKind::Rst, Role::Server) => 'X',
+                };
+                line[col(at.0).min(COLS - 1)] = mark;
+            }
+        }
+        let first = chunk[0];
+        let label = if per_row == 1 {
+            format!("{:>5} {}", first.stream, first.client)
+        } else {
+            format!("{:>5}+ {}", first.stream, first.client.ip())
+        };
+        writeln!(
+            out,
+            "{label:<28} {} {}",
+            line.into_iter().collect::<String>(),
+            cause.unwrap_or("")
+        )?;
+    }
+    Ok(())
+}

@@ -88,3 +88,32 @@ fn many_connections_fold_into_rows_the_legend_explains() {
         "the legend says so"
     );
 }
+
+#[test]
+fn the_terminal_timeline_has_a_line_per_connection() {
+    let file = common::root().join("fixtures/causes/go-pool-limit.pcap");
+    let report = common::replay(&file).report().unwrap();
+    let out = Command::new(common::binary())
+        .args(["replay", "-f", "timeline"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lanes: Vec<&str> = text.lines().skip(2).collect();
+    assert_eq!(
+        lanes.len() as u64,
+        report["summary"]["connections"].as_u64().unwrap()
+    );
+    // The two connections Go kept are the only ones with reused requests.
+    let reusing = lanes.iter().filter(|l| l.contains('█')).count();
+    assert_eq!(reusing, 2, "{text}");
+    let pool_limit = lanes.iter().filter(|l| l.ends_with(" pool_limit")).count() as u64;
+    assert_eq!(
+        pool_limit,
+        report["summary"]["new_connection_causes"]["pool_limit"]
+            .as_u64()
+            .unwrap(),
+        "{text}"
+    );
+}
