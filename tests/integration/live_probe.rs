@@ -207,12 +207,14 @@ fn probe_interrupted_reports_what_it_measured() {
     .unwrap();
     let child = Command::new(common::binary())
         .args(["probe", &server.url(), "-f", "json", "--max-idle", "60s"])
+        .args(["--only", "idle,requests"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Past the requests probe and into the idle wait.
-    std::thread::sleep(Duration::from_millis(1200));
+    // Past the requests probe (3 answered) and into the idle wait (its one
+    // request answered).
+    assert!(server.wait_for_requests(4, Duration::from_secs(10)));
     let killed = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

@@ -36,6 +36,24 @@ fn keep_alive(addr: std::net::SocketAddr, requests: usize) {
     }
 }
 
+/// Reads the child's stderr until watch says it is capturing (then the
+/// capture is reading); the rest of stderr stays to be read.
+fn until_capturing(
+    child: &mut std::process::Child,
+) -> std::io::BufReader<std::process::ChildStderr> {
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("capturing on") {
+        let mut line = String::new();
+        assert!(
+            std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0,
+            "watch ended before capturing: {said}"
+        );
+        said.push_str(&line);
+    }
+    stderr
+}
+
 /// Watches the server's port for 2 s while three requests go on one
 /// connection and one on another.
 fn watch(format: &str) -> Output {
@@ -61,17 +79,7 @@ fn watch(format: &str) -> Output {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Once it says it is capturing, the capture is reading.
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut said = String::new();
-    while !said.contains("capturing on") {
-        let mut line = String::new();
-        assert!(
-            std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0,
-            "watch ended before capturing: {said}"
-        );
-        said.push_str(&line);
-    }
+    let mut stderr = until_capturing(&mut child);
     keep_alive(addr, 3);
     keep_alive(addr, 1);
     let rest = std::thread::spawn(move || {
@@ -168,16 +176,7 @@ fn watch_streams_a_finished_connection_while_the_link_is_quiet() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut said = String::new();
-    while !said.contains("capturing on") {
-        let mut line = String::new();
-        assert!(
-            std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0,
-            "{said}"
-        );
-        said.push_str(&line);
-    }
+    let _stderr = until_capturing(&mut child);
     let started = std::time::Instant::now();
     keep_alive(addr, 2);
     // Nothing else passes: the connection's record comes out once its close
