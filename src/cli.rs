@@ -107,8 +107,8 @@ pub struct OutputArgs {
     /// Write the report to FILE instead of standard output.
     #[arg(short = 'o', long, value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// Request rows in table and Markdown reports: `auto` lists up to 200
-    /// requests, then one row per connection.
+    /// Request rows in table, Markdown and HTML reports: `auto` lists up to
+    /// 200 requests (20,000 in HTML), then one row per connection.
     #[arg(long = "rows", alias = "requests", value_enum, default_value_t = RequestRows::Auto)]
     pub rows: RequestRows,
 }

@@ -20,6 +20,7 @@ pub mod exit;
 pub mod flow;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod html;
 pub mod http;
 pub mod jsonl;
 pub mod live;

@@ -28,6 +28,9 @@ pub enum Format {
     Svg,
     /// The same timeline in the terminal: one line per connection.
     Timeline,
+    /// One self-contained HTML page: the verdict, the timeline and tables
+    /// that sort on a click; use with -o FILE.html.
+    Html,
 }
 
 /// How many request rows the table and Markdown formats print.
@@ -67,12 +70,13 @@ pub fn write_report(
         Format::Jsonl => crate::jsonl::write_summary(report, out),
         Format::Svg => crate::svg::write_svg(report, out),
         Format::Timeline => crate::svg::write_timeline(report, out),
+        Format::Html => crate::html::write_html(report, options.requests, out),
     }
 }
 
 /// The capture's start, for relative times in tables (the first request's
 /// when nothing was captured).
-fn origin(report: &Report) -> f64 {
+pub(crate) fn origin(report: &Report) -> f64 {
     let t0 = report
         .connections
         .iter()
@@ -88,7 +92,7 @@ fn origin(report: &Report) -> f64 {
 
 /// What a live run adds to the text report: how requests were attributed, and
 /// anything the client saw go wrong.
-fn client_notes(report: &Report) -> Vec<String> {
+pub(crate) fn client_notes(report: &Report) -> Vec<String> {
     let Some(c) = &report.client else {
         return Vec::new();
     };
@@ -140,7 +144,7 @@ fn right(s: impl ToString) -> Cell {
     Cell::new(s.to_string()).set_alignment(CellAlignment::Right)
 }
 
-fn opt<T: ToString>(v: Option<T>) -> String {
+pub(crate) fn opt<T: ToString>(v: Option<T>) -> String {
     v.map_or_else(|| "-".to_string(), |v| v.to_string())
 }
 
@@ -215,7 +219,7 @@ fn write_text(
 }
 
 /// The probe's numbers, how each was read, and its advice.
-fn probe_lines(p: &crate::report::ProbeReport) -> Vec<String> {
+pub(crate) fn probe_lines(p: &crate::report::ProbeReport) -> Vec<String> {
     let mut lines = Vec::new();
     if let Some(idle) = &p.idle {
         let announced = idle.announced_timeout_s.map_or_else(String::new, |s| {
@@ -296,7 +300,7 @@ fn write_tables(
     Ok(())
 }
 
-fn write_totals(report: &Report, out: &mut dyn Write, markdown: bool) -> io::Result<()> {
+pub(crate) fn write_totals(report: &Report, out: &mut dyn Write, markdown: bool) -> io::Result<()> {
     let s = &report.summary;
     let src = &report.source;
     if markdown {
@@ -368,7 +372,7 @@ fn write_totals(report: &Report, out: &mut dyn Write, markdown: bool) -> io::Res
 
 /// Per client host and server: what happened, then what to change for each
 /// cause that cost connections.
-fn diagnosis_lines(report: &Report) -> Vec<String> {
+pub(crate) fn diagnosis_lines(report: &Report) -> Vec<String> {
     let mut lines = Vec::new();
     for d in &report.diagnosis {
         lines.push(format!("{} → {}: {}", d.client, d.server, d.verdict));
@@ -427,7 +431,7 @@ fn reason_phrase(reason: &str) -> &str {
 }
 
 /// A table cell's worth of `why_new`.
-fn why_new_cell(report: &Report, r: &RequestRecord) -> String {
+pub(crate) fn why_new_cell(report: &Report, r: &RequestRecord) -> String {
     let Some(why) = &r.why_new else {
         return String::new();
     };
@@ -463,7 +467,7 @@ fn plural(n: u64) -> &'static str {
     }
 }
 
-fn closed_text(c: &ConnectionRecord) -> String {
+pub(crate) fn closed_text(c: &ConnectionRecord) -> String {
     match (c.closed_by, c.closed_with) {
         (Some(by), Some(how)) => format!("{by} {}", how.flag()),
         _ => "open".to_string(),
@@ -549,7 +553,7 @@ fn requests_table(report: &Report, markdown: bool) -> Table {
     t
 }
 
-fn reuse_mark(r: &RequestRecord) -> &'static str {
+pub(crate) fn reuse_mark(r: &RequestRecord) -> &'static str {
     if r.reused {
         "reused"
     } else {

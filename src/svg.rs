@@ -229,7 +229,8 @@ fn lane(
     };
     let _ = writeln!(
         s,
-        r##"<g opacity="{opacity}"><line x1="{a:.1}" y1="{mid:.1}" x2="{:.1}" y2="{mid:.1}" stroke="#9e9e9e" stroke-width="2"><title>{}</title></line>"##,
+        r##"<g class="lane" data-stream="{}" opacity="{opacity}"><line x1="{a:.1}" y1="{mid:.1}" x2="{:.1}" y2="{mid:.1}" stroke="#9e9e9e" stroke-width="2"><title>{}</title></line>"##,
+        c.stream,
         b.max(a + 1.0),
         esc(&format!(
             "stream {}: {} → {}, {} request(s), {:.3} ms, {closed}",

@@ -178,9 +178,7 @@ pub fn compare(args: crate::live::args::CompareArgs) -> Result<Exit> {
             writeln!(out)?;
         }
         Format::Markdown => crate::live::compare::write_text(&comparison, &mut out, true)?,
-        Format::Table | Format::Summary | Format::Svg | Format::Timeline => {
-            crate::live::compare::write_text(&comparison, &mut out, false)?
-        }
+        _ => crate::live::compare::write_text(&comparison, &mut out, false)?,
     }
     out.flush()?;
     let failed = comparison.http1.errors + comparison.http2.errors > 0;

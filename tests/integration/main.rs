@@ -13,6 +13,7 @@ mod fuzz_seeds;
 mod golden;
 mod hardening_live;
 mod hostile;
+mod html;
 mod http_crosscheck;
 mod live_demo;
 mod live_nginx;
