@@ -60,6 +60,14 @@ pub enum Command {
     /// connection, streams and handshake time. Needs root or the capture
     /// capabilities.
     Compare(crate::live::args::CompareArgs),
+    /// Run a command and report its connections only (and its children's),
+    /// as replay does: its packets are told apart in the kernel at socket
+    /// birth (cgroup v2, nftables, NFLOG). The command keeps the terminal;
+    /// the report goes to standard error or -o FILE. Exits with the
+    /// command's status. Needs root; under sudo the command runs as the
+    /// invoking user.
+    #[command(after_help = AUDIT_EXAMPLES)]
+    Audit(AuditArgs),
     /// Capture whatever passes on an interface (any client, any process) until
     /// Ctrl-C, SIGTERM or --duration, then report as replay does; with
     /// --format jsonl the records stream out as connections are finalised.
@@ -97,6 +105,22 @@ Examples:
 
 Stream numbers equal Wireshark's tcp.stream for the same capture, so a row can
 be opened with the display filter `tcp.stream == N`.";
+
+const AUDIT_EXAMPLES: &str = "\
+Examples:
+  sudo conntrace audit -- ./my-client --flags
+  sudo conntrace audit -f json -o report.json -- python3 job.py
+  sudo conntrace audit -w client.pcap -- go run ./cmd/load     (only its packets saved)
+  conntrace audit --filter 'tcp port 8080' -- ./client   (no cgroup/nftables: by filter)
+
+Only the command's packets are captured: a cgroup v2 of its own, an nftables
+rule that labels the connections of sockets in it, and NFLOG that hands their
+packets to conntrace; everything is removed when it ends (and, after a run
+killed with SIGKILL, by the next). Where that cannot be set up (no root, no
+cgroup v2, no nft), --filter captures by BPF filter instead and the report
+says it may include other processes. Ctrl-C at the terminal reaches the
+command; SIGTERM and SIGHUP sent to conntrace are passed on to it. Then
+conntrace waits up to --linger for its connections to close and reports.";
 
 /// Options shared by every command that prints a report.
 #[derive(Debug, Args, Clone)]
@@ -152,6 +176,40 @@ pub struct SocketsArgs {
     /// `table` (lines), or `json`.
     #[arg(short = 'f', long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// After the command ends, wait at most this long for its connections
+    /// to close.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub linger: Duration,
+    /// Run the command as root even under sudo (by default it runs as
+    /// SUDO_USER, with SUDO_UID, SUDO_GID and that user's groups).
+    #[arg(long)]
+    pub as_root: bool,
+    /// Where the command's packets cannot be told apart (no root, no cgroup
+    /// v2, no nft): capture this BPF filter instead; the report then says it
+    /// may include other processes.
+    #[arg(long, value_name = "EXPR")]
+    pub filter: Option<String>,
+    /// The interface for --filter capture.
+    #[arg(short = 'i', long, value_name = "IFACE", default_value = "any")]
+    pub interface: String,
+    /// Save the command's packets to this pcap file (NFLOG link type;
+    /// `conntrace replay FILE` and tshark read it).
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    pub savefile: Option<PathBuf>,
+    /// Track TCP only; do not parse HTTP, h2c or TLS inside connections.
+    #[arg(long)]
+    pub no_http: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub expiry: ExpiryArgs,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Args)]
@@ -229,6 +287,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Demo(args) => crate::live::commands::demo(args),
         Command::Probe(args) => crate::live::commands::probe(args),
         Command::Compare(args) => crate::live::commands::compare(args),
+        Command::Audit(args) => audit(args),
         Command::Watch(args) => watch(args),
         Command::Sockets(args) => sockets(args),
     }
@@ -255,6 +314,73 @@ fn sockets(args: SocketsArgs) -> Result<Exit> {
         }
     }
     Ok(Exit::Success)
+}
+
+fn audit(args: AuditArgs) -> Result<Exit> {
+    use crate::live::audit::{AuditConfig, AuditError};
+    use crate::live::capture::CaptureError;
+    use crate::live::watch::Rows;
+    if let Some(f) = &args.filter {
+        check_filter(f).map_err(|e| Refused::bad_input(format!("bad filter {f:?}: {e}")))?;
+    }
+    let config = AuditConfig {
+        argv: args.command.clone(),
+        linger: args.linger,
+        as_root: args.as_root,
+        savefile: args.savefile.clone(),
+        fallback_filter: args.filter.clone(),
+        interface: args.interface.clone(),
+        pipeline: PipelineOptions {
+            http: !args.no_http,
+            expiry: args.expiry.expiry(),
+            diagnose: true,
+        },
+    };
+    // Standard output is the command's: the report goes to -o or stderr.
+    let open = || -> Result<Box<dyn Write + Send>> {
+        Ok(match &args.output.output {
+            Some(p) => Box::new(io::LineWriter::new(
+                File::create(p).with_context(|| output_error(p))?,
+            )),
+            None => Box::new(io::LineWriter::new(io::stderr())),
+        })
+    };
+    let rows = match args.output.format {
+        Format::Jsonl => Rows::Stream(Box::new(JsonlSink::new(open()?))),
+        Format::Summary => Rows::Count,
+        _ => Rows::Keep,
+    };
+    let streaming = matches!(rows, Rows::Stream(_));
+    let outcome = match crate::live::audit::audit(&config, rows) {
+        Ok(o) => o,
+        Err(AuditError::Capture(e @ CaptureError::Permission { .. })) => {
+            return Err(Refused::no_privilege(e.to_string()).into())
+        }
+        Err(e @ AuditError::Attribution(_)) => {
+            return Err(Refused::no_privilege(e.to_string()).into())
+        }
+        Err(e @ AuditError::Spawn { .. }) => return Err(Refused::bad_input(e.to_string()).into()),
+        Err(e) => return Err(e.into()),
+    };
+    let report = &outcome.report;
+    let options = RenderOptions {
+        format: args.output.format,
+        requests: args.output.rows,
+    };
+    // Streamed rows end with the summary line the sink wrote.
+    if !streaming {
+        let mut out = open()?;
+        write_report(report, &options, &mut out)
+            .and_then(|()| out.flush())
+            .context("cannot write the report")?;
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let status = &outcome.status;
+    let code = status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1);
+    Ok(Exit::Command(u8::try_from(code).unwrap_or(1)))
 }
 
 fn watch(args: WatchArgs) -> Result<Exit> {

@@ -1442,6 +1442,7 @@ mod tests {
             diagnosis: Vec::new(),
             probe: None,
             sockets: None,
+            audit: None,
         };
         explain_new_connections(&mut r);
         r

@@ -26,6 +26,8 @@ pub enum Exit {
     RequestsFailed,
     /// 5: `demo`: at least one experiment's verdict was UNEXPECTED.
     Unexpected,
+    /// `audit`: the command's own exit status (128 + N when signal N ended it).
+    Command(u8),
 }
 
 /// The exit code table, as `--help` prints it.
@@ -36,7 +38,9 @@ Exit codes:
   2  bad argument or unreadable input file
   3  no privilege to capture
   4  run: at least one request failed (the report is still written)
-  5  demo: at least one UNEXPECTED verdict";
+  5  demo: at least one UNEXPECTED verdict
+  audit exits with the command's own status (128+N when signal N ended it),
+  or with one of the above when conntrace itself failed";
 
 impl Exit {
     pub fn code(self) -> u8 {
@@ -47,6 +51,7 @@ impl Exit {
             Exit::NoPrivilege => 3,
             Exit::RequestsFailed => 4,
             Exit::Unexpected => 5,
+            Exit::Command(code) => code,
         }
     }
 

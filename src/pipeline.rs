@@ -314,6 +314,7 @@ impl Pipeline {
             diagnosis: self.diagnoser.finish(),
             probe: None,
             sockets: None,
+            audit: None,
         };
         if let Some(sink) = &mut sink {
             sink.finish(&report)?;

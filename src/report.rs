@@ -311,6 +311,34 @@ pub struct Report {
     /// state, from the kernel. An addition; absent elsewhere.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sockets: Option<SocketsReport>,
+    /// `audit`: the command, how it ended and how its packets were told
+    /// apart from other processes'. An addition; absent elsewhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditReport>,
+}
+
+/// What `conntrace audit` ran and how it chose the packets.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AuditReport {
+    pub command: Vec<String>,
+    pub pid: Option<u32>,
+    /// The command's exit status; null when a signal ended it.
+    pub exit_code: Option<i32>,
+    /// The signal that ended it, if one did.
+    pub signal: Option<i32>,
+    /// The user it ran as (the one behind sudo); null: as conntrace's user.
+    pub user: Option<String>,
+    /// "cgroup": only the command's packets (cgroup v2, nftables, NFLOG);
+    /// "filter": a BPF filter chose them, other processes' may be in.
+    pub attribution: &'static str,
+    pub may_include_other_processes: bool,
+    /// TCP packets of other processes that passed meanwhile, not captured.
+    pub excluded_packets: Option<u64>,
+    /// Processes of the command's still running at its end (moved out of
+    /// its cgroup; their later packets are not seen).
+    pub left_running: usize,
+    /// A signal (Ctrl-C, SIGTERM, SIGHUP) came while it ran.
+    pub interrupted: bool,
 }
 
 /// What `conntrace probe` measured, each number read off the capture.

@@ -290,6 +290,14 @@ impl<S: FrameSink> LiveCapture<S> {
     }
 }
 
+fn is_nothing_yet(e: &pcap::Error) -> bool {
+    match e {
+        pcap::Error::TimeoutExpired => true,
+        pcap::Error::PcapError(detail) => detail.contains("temporarily unavailable"),
+        _ => false,
+    }
+}
+
 fn open(config: &CaptureConfig) -> Result<pcap::Capture<pcap::Active>, CaptureError> {
     let open_error = |e: pcap::Error| {
         let detail = e.to_string();
@@ -371,7 +379,9 @@ fn read_loop<S: FrameSink>(
                     let _ = done.send(());
                 }
             }
-            Err(pcap::Error::TimeoutExpired) => {
+            // Nothing to read now; libpcap's NFLOG reader says so with
+            // EAGAIN as an error where its packet-socket reader times out.
+            Err(e) if is_nothing_yet(&e) => {
                 let now = crate::live::driver::now();
                 sink.quiet_until(crate::wire::Timestamp(
                     now.0 - i64::try_from(QUIET_LAG.as_micros()).unwrap_or(i64::MAX),

@@ -147,6 +147,7 @@ pub fn client_only(
         diagnosis: Vec::new(),
         probe: None,
         sockets: None,
+        audit: None,
     }
 }
 
@@ -313,6 +314,7 @@ mod tests {
             diagnosis: Vec::new(),
             probe: None,
             sockets: None,
+            audit: None,
         }
     }
 

@@ -4,6 +4,7 @@
 //! ([`correlate`]). `conntrace run`, `serve`, `demo`, `probe`, `compare` and `watch` are built from these.
 
 pub mod args;
+pub mod audit;
 pub mod capture;
 pub mod commands;
 pub mod compare;

@@ -66,7 +66,7 @@ pub fn watch(config: &WatchConfig, rows: Rows) -> Result<Report, CaptureError> {
 
 /// This host's sockets to the servers of the connections watched (the 64
 /// with the most connections), by state.
-fn sockets_to_servers(report: &Report) -> Option<crate::report::SocketsReport> {
+pub(crate) fn sockets_to_servers(report: &Report) -> Option<crate::report::SocketsReport> {
     use crate::live::sockets::{self, Peer};
     let mut servers: std::collections::HashMap<std::net::SocketAddr, u64> = Default::default();
     for c in &report.connections {

@@ -15,6 +15,7 @@ mod hardening_live;
 mod hostile;
 mod html;
 mod http_crosscheck;
+mod live_audit;
 mod live_demo;
 mod live_nginx;
 mod live_probe;

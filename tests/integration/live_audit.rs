@@ -1,0 +1,334 @@
+//! `conntrace audit -- CMD`: only the command's connections (and its
+//! children's), while another process talks to the same server and port;
+//! its stdout, exit status and user are its own; signals reach it; nothing
+//! of the audit (cgroup, nftables table) outlives it, even a SIGKILL.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use conntrace::live::server::{ServerConfig, TestServer};
+
+use crate::common;
+
+fn server() -> TestServer {
+    TestServer::start("127.0.0.1:0".parse().unwrap(), ServerConfig::default()).unwrap()
+}
+
+fn curl_installed() -> bool {
+    Command::new("curl")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn nft_installed() -> bool {
+    Command::new("nft")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn can_audit() -> bool {
+    common::can_capture("audit")
+        && common::need("nft (apt install nftables)", nft_installed())
+        && common::need("curl (apt install curl)", curl_installed())
+}
+
+/// Someone else's traffic to `addr` until `stop`: a keep-alive connection
+/// and a new connection per request, from this test's own process.
+fn neighbour(addr: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u32> {
+    std::thread::spawn(move || {
+        let mut connections = 0;
+        while !stop.load(Ordering::SeqCst) {
+            let mut sock = TcpStream::connect(addr).unwrap();
+            connections += 1;
+            for _ in 0..2 {
+                sock.write_all(b"GET /other HTTP/1.1\r\nHost: t\r\n\r\n")
+                    .unwrap();
+                let mut buf = [0u8; 4096];
+                let n = sock.read(&mut buf).unwrap();
+                assert!(n > 0);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        connections
+    })
+}
+
+/// What nftables and the cgroup v2 tree hold of audits, read without
+/// conntrace: `nft list tables` and the cgroup2 mount's directories.
+fn leftovers() -> Vec<String> {
+    let mut found = Vec::new();
+    let tables = Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .unwrap();
+    for line in String::from_utf8_lossy(&tables.stdout).lines() {
+        if line.contains("conntrace_audit_") {
+            found.push(line.to_string());
+        }
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    for line in mounts.lines().filter(|l| l.contains(" - cgroup2 ")) {
+        let dir = line.split_whitespace().nth(4).unwrap();
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with("conntrace_audit_")
+            {
+                found.push(e.path().display().to_string());
+            }
+        }
+    }
+    found
+}
+
+fn audit(args: &[&str]) -> Output {
+    Command::new(common::binary())
+        .arg("audit")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn only_the_commands_connections_and_its_childrens_are_reported() {
+    if !can_audit() {
+        return;
+    }
+    let server = server();
+    let url = format!("http://{}/", server.addr());
+    let stop = Arc::new(AtomicBool::new(false));
+    let other = neighbour(server.addr(), stop.clone());
+    std::thread::sleep(Duration::from_millis(100));
+    // Two curls, children of a shell: the first reuses its connection for
+    // its second URL. Each prints the local port of every transfer: the
+    // client's own view of its connections.
+    let script = format!(
+        "curl -s -o /dev/null -o /dev/null -w '%{{local_port}}\\n' {url} {url}; \
+         sleep 0.2; curl -s -o /dev/null -w '%{{local_port}}\\n' {url}"
+    );
+    let out = audit(&["-f", "json", "--", "sh", "-c", &script]);
+    stop.store(true, Ordering::SeqCst);
+    let others = other.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Standard output is the command's; the report went to stderr.
+    let ports: Vec<u16> = String::from_utf8(out.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(ports.len(), 3, "one port per transfer");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let json = &stderr[stderr.find("{\n").expect("a JSON report on stderr")..];
+    let report: serde_json::Value = serde_json::from_str(json).unwrap();
+    let mut seen: Vec<u16> = report["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            c["client"]
+                .as_str()
+                .unwrap()
+                .parse::<SocketAddr>()
+                .unwrap()
+                .port()
+        })
+        .collect();
+    seen.sort_unstable();
+    let mut expected = ports.clone();
+    expected.sort_unstable();
+    expected.dedup();
+    assert_eq!(seen, expected, "exactly the command's connections");
+    assert_eq!(report["summary"]["requests"], 3);
+    assert_eq!(report["summary"]["reused_requests"], 1);
+    assert!(report["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["target"] == "/"));
+    let a = &report["audit"];
+    assert_eq!(a["attribution"], "cgroup");
+    assert_eq!(a["may_include_other_processes"], false);
+    assert_eq!(a["exit_code"], 0);
+    assert!(others >= 2, "the neighbour ran meanwhile ({others})");
+    assert!(
+        a["excluded_packets"].as_u64().unwrap() > 0,
+        "the neighbour's packets counted as excluded: {a}"
+    );
+    assert_eq!(leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn the_exit_status_and_the_user_are_the_commands() {
+    if !can_audit() {
+        return;
+    }
+    let out = audit(&["-f", "summary", "--", "sh", "-c", "echo out; exit 7"]);
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(out.stdout, b"out\n");
+    // Under sudo the command runs as the invoking user, with that user's
+    // groups; --as-root keeps root.
+    let as_user = |extra: &[&str]| {
+        let out = Command::new(common::binary())
+            .arg("audit")
+            .args(extra)
+            .args(["-f", "summary", "--", "sh", "-c", "id -u; id -g"])
+            .env("SUDO_UID", "65534")
+            .env("SUDO_GID", "65534")
+            .env("SUDO_USER", "nobody")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(as_user(&[]), "65534\n65534\n");
+    assert_eq!(as_user(&["--as-root"]), "0\n0\n");
+    assert_eq!(leftovers(), Vec::<String>::new());
+}
+
+/// Reads `child`'s stderr until the audit says the command runs.
+fn until_running(child: &mut Child) -> BufReader<std::process::ChildStderr> {
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("running") {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "audit ended before running the command: {said}"
+        );
+        said.push_str(&line);
+    }
+    stderr
+}
+
+fn spawn_audit(args: &[&str]) -> Child {
+    use std::os::unix::process::CommandExt;
+    Command::new(common::binary())
+        .arg("audit")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // A process group of its own, as a terminal's job: Ctrl-C goes to
+        // the whole group.
+        .process_group(0)
+        .spawn()
+        .unwrap()
+}
+
+fn signal(pid: i32, sig: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{sig}"), "--", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn wait_for(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(start.elapsed() < limit, "still running after {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn ctrl_c_and_sigterm_reach_the_command_and_the_report_follows() {
+    if !can_audit() {
+        return;
+    }
+    // Ctrl-C: the terminal signals the job's whole process group.
+    let mut child = spawn_audit(&["-f", "json", "--", "sleep", "30"]);
+    let mut stderr = until_running(&mut child);
+    let pid = child.id() as i32;
+    signal(-pid, "INT");
+    let status = wait_for(&mut child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(130), "128 + SIGINT");
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&rest[rest.find("{\n").unwrap()..]).unwrap();
+    assert_eq!(report["audit"]["signal"], 2);
+    assert_eq!(report["audit"]["interrupted"], true);
+
+    // SIGTERM to conntrace alone is passed on.
+    let mut child = spawn_audit(&["-f", "summary", "--", "sleep", "30"]);
+    let _stderr = until_running(&mut child);
+    signal(child.id() as i32, "TERM");
+    let status = wait_for(&mut child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(143), "128 + SIGTERM");
+    assert_eq!(leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn after_a_sigkill_the_next_audit_works_and_removes_what_was_left() {
+    if !can_audit() {
+        return;
+    }
+    let mut child = spawn_audit(&["-f", "summary", "--", "sleep", "1"]);
+    let _stderr = until_running(&mut child);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !leftovers().is_empty(),
+        "a SIGKILL leaves the table and the cgroup"
+    );
+    let server = server();
+    let url = format!("http://{}/", server.addr());
+    let out = audit(&[
+        "-f",
+        "json",
+        "-o",
+        "/dev/null",
+        "--",
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        &url,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The killed audit's sleep may still run; the sweep moved it out.
+    assert_eq!(leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn without_root_it_says_why_in_one_line_and_offers_filter() {
+    if !can_audit() {
+        return;
+    }
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(common::binary())
+        .args(["audit", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "no privilege");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("needs root") && stderr.contains("--filter"),
+        "{stderr}"
+    );
+}
