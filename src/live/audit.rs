@@ -544,7 +544,7 @@ pub fn audit(
         Credentials::of_sudo_user()
     };
     let shown = shell_words(&config.argv);
-    eprintln!(
+    let announce = format!(
         "conntrace audit: {}; running {shown}{}",
         match &attribution {
             Some(a) => format!("capturing the command's packets only ({})", a.interface()),
@@ -559,7 +559,7 @@ pub fn audit(
         attribution.as_ref().map(Attribution::procs_fd),
         credentials.as_ref(),
     );
-    let ran = run_child(&mut cmd).map_err(|source| AuditError::Spawn {
+    let ran = run_child(&mut cmd, &announce).map_err(|source| AuditError::Spawn {
         command: shown.clone(),
         source,
     });
@@ -607,6 +607,7 @@ pub fn audit(
 /// (it shares conntrace's process group), so SIGINT is only noted.
 fn run_child(
     cmd: &mut tokio::process::Command,
+    announce: &str,
 ) -> io::Result<(std::process::ExitStatus, Option<u32>, bool)> {
     use tokio::signal::unix::{signal, SignalKind};
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -617,6 +618,9 @@ fn run_child(
         let mut term = signal(SignalKind::terminate())?;
         let mut hup = signal(SignalKind::hangup())?;
         let mut child = cmd.spawn()?;
+        // Said once the command runs (spawn returns after its exec), so a
+        // Ctrl-C that follows reaches it, not a process still forking.
+        eprintln!("{announce}");
         let pid = child.id();
         let pass = |sig: libc::c_int| {
             if let Some(pid) = pid.and_then(|p| libc::pid_t::try_from(p).ok()) {
@@ -627,7 +631,25 @@ fn run_child(
         let mut interrupted = false;
         loop {
             tokio::select! {
-                status = child.wait() => return Ok((status?, pid, interrupted)),
+                status = child.wait() => {
+                    // A Ctrl-C reaches the command and conntrace together:
+                    // the command may be reaped before conntrace's own
+                    // signal is read. Look for one a moment longer.
+                    let late = async {
+                        tokio::select! {
+                            _ = int.recv() => {}
+                            _ = term.recv() => {}
+                            _ = hup.recv() => {}
+                        }
+                    };
+                    if tokio::time::timeout(std::time::Duration::from_millis(50), late)
+                        .await
+                        .is_ok()
+                    {
+                        interrupted = true;
+                    }
+                    return Ok((status?, pid, interrupted));
+                }
                 _ = int.recv() => interrupted = true,
                 _ = term.recv() => { interrupted = true; pass(libc::SIGTERM) }
                 _ = hup.recv() => { interrupted = true; pass(libc::SIGHUP) }

@@ -34,6 +34,15 @@ fn nft_installed() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Audits run one at a time here: each test checks that nothing of any
+/// audit is left in nftables or the cgroup tree, which a concurrent audit
+/// would fill.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn can_audit() -> bool {
     common::can_capture("audit")
         && common::need("nft (apt install nftables)", nft_installed())
@@ -102,6 +111,7 @@ fn only_the_commands_connections_and_its_childrens_are_reported() {
     if !can_audit() {
         return;
     }
+    let _one = one_at_a_time();
     let server = server();
     let url = format!("http://{}/", server.addr());
     let stop = Arc::new(AtomicBool::new(false));
@@ -174,6 +184,7 @@ fn the_exit_status_and_the_user_are_the_commands() {
     if !can_audit() {
         return;
     }
+    let _one = one_at_a_time();
     let out = audit(&["-f", "summary", "--", "sh", "-c", "echo out; exit 7"]);
     assert_eq!(out.status.code(), Some(7));
     assert_eq!(out.stdout, b"out\n");
@@ -254,6 +265,7 @@ fn ctrl_c_and_sigterm_reach_the_command_and_the_report_follows() {
     if !can_audit() {
         return;
     }
+    let _one = one_at_a_time();
     // Ctrl-C: the terminal signals the job's whole process group.
     let mut child = spawn_audit(&["-f", "json", "--", "sleep", "30"]);
     let mut stderr = until_running(&mut child);
@@ -282,6 +294,7 @@ fn after_a_sigkill_the_next_audit_works_and_removes_what_was_left() {
     if !can_audit() {
         return;
     }
+    let _one = one_at_a_time();
     let mut child = spawn_audit(&["-f", "summary", "--", "sleep", "1"]);
     let _stderr = until_running(&mut child);
     child.kill().unwrap();
@@ -318,6 +331,7 @@ fn without_root_it_says_why_in_one_line_and_offers_filter() {
     if !can_audit() {
         return;
     }
+    let _one = one_at_a_time();
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(common::binary())
