@@ -90,13 +90,51 @@ pub(crate) fn origin(report: &Report) -> f64 {
     }
 }
 
+/// One line on what `audit` ran, how it ended and whose packets these are.
+fn audit_note(a: &crate::report::AuditReport) -> String {
+    let ended = match (a.exit_code, a.signal) {
+        (Some(code), _) => format!("exit {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        (None, None) => "not started".to_string(),
+    };
+    let user = a
+        .user
+        .as_ref()
+        .map_or_else(String::new, |u| format!(", as {u}"));
+    let whose = if a.may_include_other_processes {
+        "MAY INCLUDE OTHER PROCESSES: packets chosen by a filter, not by process".to_string()
+    } else {
+        let excluded = a.excluded_packets.map_or_else(String::new, |n| {
+            format!("; {} of other processes excluded", count(n, "packet"))
+        });
+        format!("only its packets (cgroup v2 + nftables + NFLOG{excluded})")
+    };
+    let mut note = format!(
+        "Audit of `{}` ({ended}{user}): {whose}.",
+        crate::live::audit::shell_words(&a.command)
+    );
+    if a.left_running > 0 {
+        note.push_str(&format!(
+            " {} still running at its end: their later packets are not seen.",
+            count(a.left_running as u64, "process")
+        ));
+    }
+    if a.interrupted {
+        note.push_str(" Interrupted by a signal.");
+    }
+    note
+}
+
 /// What a live run adds to the text report: how requests were attributed, and
 /// anything the client saw go wrong.
 pub(crate) fn client_notes(report: &Report) -> Vec<String> {
-    let Some(c) = &report.client else {
-        return Vec::new();
-    };
     let mut notes = Vec::new();
+    if let Some(a) = &report.audit {
+        notes.push(audit_note(a));
+    }
+    let Some(c) = &report.client else {
+        return notes;
+    };
     match c.attribution {
         "client-only" => notes.push(
             "CLIENT-SIDE ATTRIBUTION ONLY (--no-capture): nothing was captured; a stream is \

@@ -659,10 +659,10 @@ fn run_child(
 }
 
 /// The command as a shell would show it.
-fn shell_words(argv: &[OsString]) -> String {
+pub fn shell_words<S: AsRef<std::ffi::OsStr>>(argv: &[S]) -> String {
     argv.iter()
         .map(|a| {
-            let s = a.to_string_lossy();
+            let s = a.as_ref().to_string_lossy();
             if !s.is_empty()
                 && s.chars()
                     .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%".contains(c))

@@ -188,6 +188,20 @@ fn the_exit_status_and_the_user_are_the_commands() {
     let out = audit(&["-f", "summary", "--", "sh", "-c", "echo out; exit 7"]);
     assert_eq!(out.status.code(), Some(7));
     assert_eq!(out.stdout, b"out\n");
+    // Other tests' traffic may pass meanwhile: the count of excluded
+    // packets is theirs.
+    let said = String::from_utf8_lossy(&out.stderr);
+    let note = said
+        .lines()
+        .find(|l| l.starts_with("Audit of "))
+        .unwrap_or_else(|| panic!("no audit note: {said}"));
+    assert!(
+        note.starts_with(
+            "Audit of `sh -c 'echo out; exit 7'` (exit 7): only its packets \
+             (cgroup v2 + nftables + NFLOG; "
+        ) && note.ends_with(" of other processes excluded)."),
+        "{note}"
+    );
     // Under sudo the command runs as the invoking user, with that user's
     // groups; --as-root keeps root.
     let as_user = |extra: &[&str]| {
