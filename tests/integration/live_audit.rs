@@ -26,6 +26,14 @@ fn curl_installed() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+fn python3_installed() -> bool {
+    Command::new("python3")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 fn nft_installed() -> bool {
     Command::new("nft")
         .arg("--version")
@@ -359,4 +367,103 @@ fn without_root_it_says_why_in_one_line_and_offers_filter() {
         stderr.contains("needs root") && stderr.contains("--filter"),
         "{stderr}"
     );
+}
+
+/// The JSON report an audit wrote to its standard error.
+fn report_of(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let json = &stderr[stderr.find("{\n").expect("a JSON report on stderr")..];
+    serde_json::from_str(json).unwrap()
+}
+
+#[test]
+fn curl_with_five_urls_is_one_connection_at_depths_one_to_five() {
+    if !can_audit() {
+        return;
+    }
+    let _one = one_at_a_time();
+    let server = server();
+    let urls: Vec<String> = (1..=5)
+        .map(|i| format!("http://{}/{i}", server.addr()))
+        .collect();
+    let mut args = vec!["-f", "json", "--", "curl", "-s"];
+    for url in &urls {
+        args.extend(["-o", "/dev/null", url.as_str()]);
+    }
+    let report = report_of(&audit(&args));
+    assert_eq!(report["summary"]["connections"], 1);
+    assert_eq!(report["summary"]["requests"], 5);
+    let depths: Vec<u64> = report["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["depth"].as_u64().unwrap())
+        .collect();
+    assert_eq!(depths, [1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn python_urllib_opens_a_connection_per_request() {
+    if !can_audit() || !common::need("python3 (apt install python3)", python3_installed()) {
+        return;
+    }
+    let _one = one_at_a_time();
+    let server = server();
+    let url = format!("http://{}/", server.addr());
+    // urllib.request sends `Connection: close`: a connection per request,
+    // and the client's own view is its five local ports, printed.
+    let script = "import sys, urllib.request\n\
+                  for _ in range(5):\n    \
+                  with urllib.request.urlopen(sys.argv[1]) as r:\n        \
+                  r.read()\n";
+    let report = report_of(&audit(&["-f", "json", "--", "python3", "-c", script, &url]));
+    assert_eq!(report["summary"]["connections"], 5);
+    assert_eq!(report["summary"]["requests"], 5);
+    assert_eq!(report["summary"]["reused_requests"], 0);
+}
+
+#[test]
+fn connections_shorter_than_a_millisecond_are_all_seen() {
+    if !can_audit() || !common::need("python3 (apt install python3)", python3_installed()) {
+        return;
+    }
+    let _one = one_at_a_time();
+    let server = server();
+    // Twenty connections opened and closed at once; the client prints the
+    // local port of each, its own view of them.
+    let script = "import socket, sys\n\
+                  host, port = sys.argv[1].rsplit(':', 1)\n\
+                  for _ in range(20):\n    \
+                  s = socket.create_connection((host, int(port)))\n    \
+                  print(s.getsockname()[1])\n    \
+                  s.close()\n";
+    let addr = server.addr().to_string();
+    let out = audit(&["-f", "json", "--", "python3", "-c", script, &addr]);
+    let mut ports: Vec<u16> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    let report = report_of(&out);
+    let conns = report["connections"].as_array().unwrap();
+    let mut seen: Vec<u16> = conns
+        .iter()
+        .map(|c| {
+            let client: SocketAddr = c["client"].as_str().unwrap().parse().unwrap();
+            client.port()
+        })
+        .collect();
+    ports.sort_unstable();
+    seen.sort_unstable();
+    assert_eq!(ports.len(), 20);
+    assert_eq!(seen, ports, "every connection, however short");
+    let short = conns
+        .iter()
+        .filter(|c| (c["closed_at"].as_f64().unwrap() - c["first_seen"].as_f64().unwrap()) < 0.001)
+        .count();
+    assert!(short > 0, "some closed within a millisecond of their SYN");
 }
