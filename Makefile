@@ -9,7 +9,7 @@ BIN := target/release/conntrace
 # wrk and ab (apache2-utils) as real load, ss (iproute2) to see sockets close,
 # chromium to render the HTML report as a person sees it, nftables for audit,
 # curl as a real client.
-DEB_PACKAGES := libpcap-dev tshark tcpdump nginx-light nghttp2-client wrk apache2-utils iproute2 chromium nftables curl
+DEB_PACKAGES := libpcap-dev tshark tcpdump nginx-light nghttp2-client wrk apache2-utils iproute2 chromium nftables curl python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all build deps test demo lint bench fixtures fuzz clean
