@@ -233,6 +233,10 @@ pub struct WatchArgs {
     /// Track TCP only; do not parse HTTP, h2c or TLS inside connections.
     #[arg(long)]
     pub no_http: bool,
+    /// No view of the tallies updating in place on standard error (shown
+    /// once a second while it is a terminal).
+    #[arg(long)]
+    pub no_live: bool,
     #[command(flatten)]
     pub output: OutputArgs,
     #[command(flatten)]
@@ -402,6 +406,7 @@ fn watch(args: WatchArgs) -> Result<Exit> {
             expiry: args.expiry.expiry(),
             diagnose: true,
         },
+        live_view: !args.no_live && std::io::IsTerminal::is_terminal(&io::stderr()),
     };
     let rows = match args.output.format {
         // A line at a time, so that `watch -f jsonl | jq` sees each record

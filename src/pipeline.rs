@@ -86,6 +86,23 @@ impl std::fmt::Debug for Rows {
     }
 }
 
+/// The tallies of a pipeline at one moment. Requests are counted as their
+/// connection is finalised.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Glance {
+    pub packets: u64,
+    /// Streams numbered so far.
+    pub connections: u64,
+    /// Seen and not yet ended.
+    pub open: u64,
+    /// Finalised, with their requests counted below.
+    pub finalised: u64,
+    pub requests: u64,
+    pub reused_requests: u64,
+    /// Requests that opened a connection, by `why_new.code`.
+    pub causes: BTreeMap<String, u64>,
+}
+
 /// Frames in, report out: decode → tracker → reuse judge → rows.
 #[derive(Debug)]
 pub struct Pipeline {
@@ -266,6 +283,19 @@ impl Pipeline {
     /// Connections seen and not yet ended (a live capture lingers for these).
     pub fn open_connections(&self) -> usize {
         self.table.open()
+    }
+
+    /// The tallies so far, for a view that updates while a capture runs.
+    pub fn glance(&self) -> Glance {
+        Glance {
+            packets: self.source.packets,
+            connections: self.table.len() as u64,
+            open: self.table.open() as u64,
+            finalised: self.summary.connections,
+            requests: self.summary.requests,
+            reused_requests: self.summary.reused_requests,
+            causes: self.summary.new_connection_causes.clone(),
+        }
     }
 
     /// The input ended: finalise every connection and assemble the report

@@ -1,14 +1,19 @@
 //! `conntrace watch`: live capture of whatever passes on an interface (any
 //! client, any process), as `tcpdump -i` captures, until Ctrl-C, SIGTERM or
 //! `--duration`, then the report. With JSON Lines the records go out as
-//! connections are finalised, while the capture runs.
+//! connections are finalised, while the capture runs. On a terminal, a view
+//! of the tallies updates in place on standard error once a second.
 
 use std::io::Write;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::live::capture::{CaptureConfig, CaptureError, LiveCapture, DEFAULT_BUFFER_SIZE};
-use crate::pipeline::{Pipeline, PipelineOptions, RecordSink};
+use crate::live::capture::{
+    CaptureConfig, CaptureError, FrameSink, LiveCapture, DEFAULT_BUFFER_SIZE,
+};
+use crate::pipeline::{Glance, Pipeline, PipelineOptions, RecordSink};
 use crate::report::Report;
+use crate::source::{Frame, LinkType};
 
 /// What to watch, and for how long.
 #[derive(Debug, Clone)]
@@ -20,6 +25,9 @@ pub struct WatchConfig {
     /// Stop after this long; `None` runs until Ctrl-C or SIGTERM.
     pub duration: Option<Duration>,
     pub pipeline: PipelineOptions,
+    /// Redraw the tallies in place on standard error (a terminal) while
+    /// capturing.
+    pub live_view: bool,
 }
 
 /// How the rows leave: kept for a document, streamed, or only counted.
@@ -42,7 +50,13 @@ pub fn watch(config: &WatchConfig, rows: Rows) -> Result<Report, CaptureError> {
         Rows::Stream(sink) => Pipeline::streaming(&config.pipeline, sink),
         Rows::Count => Pipeline::counting(&config.pipeline),
     };
-    let capture = LiveCapture::start(&cc, pipeline)?;
+    let shown = Arc::new(Mutex::new(pipeline.glance()));
+    let sink = Glancing {
+        pipeline,
+        shown: shown.clone(),
+        updated: Instant::now(),
+    };
+    let capture = LiveCapture::start(&cc, sink)?;
     let mut err = std::io::stderr().lock();
     let until = config.duration.map_or_else(
         || "Ctrl-C".to_string(),
@@ -54,8 +68,20 @@ pub fn watch(config: &WatchConfig, rows: Rows) -> Result<Report, CaptureError> {
         cc.interface, cc.filter
     );
     drop(err);
-    wait(config.duration);
-    let (mut pipeline, stats) = capture.stop()?;
+    let start = Instant::now();
+    let mut drawn = 0;
+    let mut tick = || {
+        if config.live_view {
+            let glance = shown.lock().map(|g| g.clone()).unwrap_or_default();
+            drawn = redraw(drawn, &view(&glance, start.elapsed()));
+        }
+    };
+    wait(config.duration, &mut tick);
+    if config.live_view {
+        redraw(drawn, &[]);
+    }
+    let (sink, stats) = capture.stop()?;
+    let mut pipeline = sink.pipeline;
     crate::live::capture::describe_source(&mut pipeline, &cc, &stats);
     let mut report = pipeline
         .finish()
@@ -90,8 +116,103 @@ pub(crate) fn sockets_to_servers(report: &Report) -> Option<crate::report::Socke
     Some(sockets::report_of(&all, &peers, Some(filter)))
 }
 
-/// Until `duration` has passed, or Ctrl-C (SIGINT) or SIGTERM came.
-fn wait(duration: Option<Duration>) {
+/// The pipeline, and a copy of its tallies for the view, refreshed at most
+/// every 200 ms as packets come (and when the link is quiet).
+struct Glancing {
+    pipeline: Pipeline,
+    shown: Arc<Mutex<Glance>>,
+    updated: Instant,
+}
+
+impl Glancing {
+    fn refresh(&mut self) {
+        if self.updated.elapsed() >= Duration::from_millis(200) {
+            self.updated = Instant::now();
+            if let Ok(mut g) = self.shown.lock() {
+                *g = self.pipeline.glance();
+            }
+        }
+    }
+}
+
+impl FrameSink for Glancing {
+    fn push(&mut self, link: LinkType, frame: &Frame<'_>) {
+        self.pipeline.push(link, frame);
+        self.refresh();
+    }
+
+    fn all_closed(&self) -> bool {
+        self.pipeline.open_connections() == 0
+    }
+
+    fn quiet_until(&mut self, now: crate::wire::Timestamp) {
+        self.pipeline.advance_clock(now);
+        self.refresh();
+    }
+}
+
+/// The view's lines: what is open now, what was finalised, why connections
+/// were opened.
+pub fn view(g: &Glance, elapsed: Duration) -> Vec<String> {
+    use crate::render::count;
+    let ratio = if g.requests > 0 {
+        format!(
+            " ({:.0}%)",
+            100.0 * g.reused_requests as f64 / g.requests as f64
+        )
+    } else {
+        String::new()
+    };
+    let mut causes: Vec<(&String, &u64)> = g.causes.iter().collect();
+    causes.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let causes = if causes.is_empty() {
+        "none yet".to_string()
+    } else {
+        causes
+            .iter()
+            .take(5)
+            .map(|(c, n)| format!("{c} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    vec![
+        format!(
+            "{:.0} s: {}, {} ({} open now)",
+            elapsed.as_secs_f64(),
+            count(g.packets, "packet"),
+            count(g.connections, "connection"),
+            g.open
+        ),
+        format!(
+            "finalised: {}, {}, {} reused a connection{ratio}",
+            count(g.finalised, "connection"),
+            count(g.requests, "request"),
+            g.reused_requests
+        ),
+        format!("why new connections: {causes}"),
+    ]
+}
+
+/// Replaces the `drawn` lines last written to standard error with `lines`
+/// (cursor up, clear to the end of the screen); returns how many it drew.
+fn redraw(drawn: usize, lines: &[String]) -> usize {
+    let mut out = String::new();
+    if drawn > 0 {
+        out.push_str(&format!("\x1b[{drawn}A\r\x1b[J"));
+    }
+    for l in lines {
+        out.push_str(l);
+        out.push('\n');
+    }
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(out.as_bytes());
+    let _ = err.flush();
+    lines.len()
+}
+
+/// Until `duration` has passed, or Ctrl-C (SIGINT) or SIGTERM came; `tick`
+/// runs once a second meanwhile.
+fn wait(duration: Option<Duration>, tick: &mut dyn FnMut()) {
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -121,10 +242,22 @@ fn wait(duration: Option<Duration>) {
                 timer.await;
                 return;
             };
-            tokio::select! {
-                () = timer => {}
-                _ = int.recv() => eprintln!("\nconntrace watch: interrupted; reporting"),
-                _ = term.recv() => eprintln!("conntrace watch: SIGTERM; reporting"),
+            let mut second = tokio::time::interval(Duration::from_secs(1));
+            second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            tokio::pin!(timer);
+            loop {
+                tokio::select! {
+                    () = &mut timer => break,
+                    _ = int.recv() => {
+                        eprintln!("\nconntrace watch: interrupted; reporting");
+                        break;
+                    }
+                    _ = term.recv() => {
+                        eprintln!("conntrace watch: SIGTERM; reporting");
+                        break;
+                    }
+                    _ = second.tick() => tick(),
+                }
             }
         }
         #[cfg(not(unix))]

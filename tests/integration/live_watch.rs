@@ -90,6 +90,10 @@ fn watch(format: &str) -> Output {
     let mut out = child.wait_with_output().unwrap();
     out.stderr = rest.join().unwrap().into_bytes();
     assert!(
+        !out.stderr.contains(&0x1b),
+        "no view drawn where standard error is not a terminal"
+    );
+    assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
@@ -200,4 +204,60 @@ fn watch_streams_a_finished_connection_while_the_link_is_quiet() {
         waited < std::time::Duration::from_secs(20),
         "the record came after {waited:?}"
     );
+}
+
+#[test]
+fn on_a_terminal_the_tallies_update_in_place() {
+    if !common::can_capture("on_a_terminal_the_tallies_update_in_place")
+        || !common::need(
+            "script (util-linux)",
+            Command::new("script").arg("--version").output().is_ok(),
+        )
+    {
+        return;
+    }
+    let server =
+        TestServer::start("127.0.0.1:0".parse().unwrap(), ServerConfig::default()).unwrap();
+    let addr = server.addr();
+    // `script` gives watch a terminal; standard error and output both go to it.
+    let watch = format!(
+        "{} watch -i lo --duration 4s --close-grace 200ms -f summary -- tcp port {}",
+        common::binary().display(),
+        addr.port()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &watch, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("capturing on") {
+        let mut line = String::new();
+        assert!(
+            std::io::BufRead::read_line(&mut stdout, &mut line).unwrap() > 0,
+            "watch ended before capturing: {said}"
+        );
+        said.push_str(&line);
+    }
+    keep_alive(addr, 3);
+    keep_alive(addr, 1);
+    stdout.read_to_string(&mut said).unwrap();
+    assert!(child.wait().unwrap().success(), "{said}");
+    assert!(
+        said.contains("\x1b[3A\r\x1b[J"),
+        "redrawn in place: {said:?}"
+    );
+    assert!(
+        said.contains("finalised: 2 connections, 4 requests, 2 reused a connection (50%)"),
+        "{said}"
+    );
+    // The view is cleared before the report.
+    let report = &said[said.rfind("\x1b[J").unwrap()..];
+    assert!(
+        report.contains("2 connections, 4 requests (2 reused a connection)"),
+        "{report}"
+    );
+    assert!(!report.contains("finalised:"), "{report}");
 }
