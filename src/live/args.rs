@@ -57,14 +57,16 @@ impl ServeArgs {
 /// `conntrace probe`.
 #[derive(Debug, Args)]
 pub struct ProbeArgs {
-    /// The http:// URL to probe (GET).
+    /// The http:// or https:// URL to probe (GET). Over https the capture
+    /// cannot read the HTTP: the end of a response and the request count
+    /// are then the probe client's, the close the capture's.
     #[arg(value_name = "URL")]
     pub url: String,
     /// The probes to run, at once, each on its own connection: `idle` (one
     /// request, then wait for the server to close the connection),
     /// `requests` (requests one after another until the server closes it)
-    /// and `h2` (HTTP/2 with prior knowledge: its SETTINGS, a PING, and how
-    /// it ends an idle connection).
+    /// and `h2` (HTTP/2, with prior knowledge on http:// and by ALPN on
+    /// https://: its SETTINGS, a PING, and how it ends an idle connection).
     #[arg(
         long,
         value_name = "PROBES",
@@ -72,6 +74,9 @@ pub struct ProbeArgs {
         default_value = "idle,requests,h2"
     )]
     pub only: Vec<ProbeKind>,
+    /// https://: accept any server certificate (self-signed, another name).
+    #[arg(short = 'k', long)]
+    pub insecure: bool,
     /// Wait at most this long for the server to close an idle connection.
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_timeout)]
     pub max_idle: Duration,
@@ -159,6 +164,7 @@ impl ProbeArgs {
             idle: self.only.contains(&ProbeKind::Idle),
             requests: self.only.contains(&ProbeKind::Requests),
             h2: self.only.contains(&ProbeKind::H2),
+            insecure: self.insecure,
             max_idle: self.max_idle,
             max_requests: self.max_requests,
             capture: CaptureSettings {

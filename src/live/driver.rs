@@ -236,23 +236,7 @@ fn client(config: &DriverConfig) -> Result<reqwest::Client, DriverError> {
 /// A rustls client configuration of our own, for what reqwest's builder cannot
 /// say: a key log written to a chosen file, and ALPN offering only h2.
 fn tls_config(config: &DriverConfig) -> Result<rustls::ClientConfig, DriverError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| DriverError::Tls(e.to_string()))?;
-    let mut tls = if config.insecure {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
-            .with_no_client_auth()
-    } else {
-        let verifier = rustls_platform_verifier::Verifier::new(provider)
-            .map_err(|e| DriverError::Tls(e.to_string()))?;
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth()
-    };
+    let mut tls = client_tls(config.insecure).map_err(DriverError::Tls)?;
     tls.alpn_protocols = match config.http {
         HttpVersion::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
         HttpVersion::Http1Only => vec![b"http/1.1".to_vec()],
@@ -262,6 +246,29 @@ fn tls_config(config: &DriverConfig) -> Result<rustls::ClientConfig, DriverError
         tls.key_log = Arc::new(KeyLogFile::create(path)?);
     }
     Ok(tls)
+}
+
+/// A rustls client configuration that checks the server's certificate
+/// against the platform's roots, or, `insecure`, accepts any (still checking
+/// the handshake's signatures). No ALPN yet.
+pub(crate) fn client_tls(insecure: bool) -> Result<rustls::ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    Ok(if insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+            .with_no_client_auth()
+    } else {
+        let verifier =
+            rustls_platform_verifier::Verifier::new(provider).map_err(|e| e.to_string())?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth()
+    })
 }
 
 /// TLS secrets in the NSS key log format (SSLKEYLOGFILE) that Wireshark and

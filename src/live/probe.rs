@@ -11,6 +11,11 @@
 //! The probe's client is a few lines of HTTP/1.1 on a plain socket, so that
 //! nothing reconnects behind its back: each probe is exactly one connection,
 //! known by its local port. Nothing is judged by whether a request "worked".
+//!
+//! Over https the capture sees the connection (its SYN, its close, by whom)
+//! but not the HTTP inside: the end of a response is then when the probe's
+//! client read its last byte (the same clock as the capture's timestamps),
+//! and the requests are counted by the client; the report says so.
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -25,6 +30,7 @@ use crate::report::{
     CloseKind, ConnectionRecord, H2Probe, H2Setting, IdleProbe, ProbeAdvice, ProbeReport, Report,
     RequestsProbe, Role,
 };
+use crate::wire::Timestamp;
 
 /// What to probe, and how long to wait.
 #[derive(Debug, Clone)]
@@ -32,8 +38,10 @@ pub struct ProbeConfig {
     pub url: reqwest::Url,
     pub idle: bool,
     pub requests: bool,
-    /// HTTP/2 with prior knowledge (http:// only).
+    /// HTTP/2: with prior knowledge on http://, by ALPN on https://.
     pub h2: bool,
+    /// https://: accept any server certificate.
+    pub insecure: bool,
     /// Wait at most this long for the server to close an idle connection.
     pub max_idle: Duration,
     /// Send at most this many requests on the requests probe's connection.
@@ -52,8 +60,10 @@ pub enum ProbeError {
     Session(#[from] SessionError),
     #[error(transparent)]
     Capture(#[from] CaptureError),
-    #[error("{0}: only http:// URLs can be probed so far (the probe reads the HTTP it sends in the capture)")]
+    #[error("{0}: only http:// and https:// URLs can be probed")]
     Scheme(String),
+    #[error("probe of {target}: TLS: {detail}")]
+    Tls { target: SocketAddr, detail: String },
     #[error("probe of {target}: {what}: {error}")]
     Io {
         target: SocketAddr,
@@ -76,6 +86,128 @@ struct Client {
     interrupted: Option<Duration>,
     /// Why the server's answer could not be read as HTTP/1.1.
     failure: Option<String>,
+    /// When the client read the last byte of its last response (wall clock,
+    /// as the capture's timestamps); what https is measured from.
+    done_at: Option<Timestamp>,
+}
+
+/// Now, on the capture's clock (the system's).
+fn now() -> Timestamp {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp(i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// How the probes reach the server: TLS settings for https.
+#[derive(Clone)]
+struct Dial {
+    target: SocketAddr,
+    tls: Option<(
+        Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
+}
+
+/// A probe's connection: a socket, or TLS over one.
+enum Wire {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Wire {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Wire::Plain(s) => s,
+            Wire::Tls(t) => &t.sock,
+        }
+    }
+}
+
+impl Read for Wire {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Wire::Plain(s) => s.read(buf),
+            Wire::Tls(t) => t.read(buf),
+        }
+    }
+}
+
+impl Write for Wire {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Wire::Plain(s) => s.write(buf),
+            Wire::Tls(t) => t.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Wire::Plain(s) => s.flush(),
+            Wire::Tls(t) => t.flush(),
+        }
+    }
+}
+
+impl Dial {
+    fn new(url: &reqwest::Url, target: SocketAddr, insecure: bool) -> Result<Dial, ProbeError> {
+        if url.scheme() != "https" {
+            return Ok(Dial { target, tls: None });
+        }
+        let tls_error = |detail: String| ProbeError::Tls { target, detail };
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let config = crate::live::driver::client_tls(insecure).map_err(tls_error)?;
+        let host = url
+            .host_str()
+            .unwrap_or("")
+            .trim_matches(|c| c == '[' || c == ']');
+        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|e| tls_error(format!("{host}: {e}")))?;
+        Ok(Dial {
+            target,
+            tls: Some((Arc::new(config), name)),
+        })
+    }
+
+    fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Connects (and shakes hands, offering `alpn`), returning the
+    /// connection, its local port and the protocol the server chose.
+    fn connect(&self, alpn: &[&[u8]]) -> Result<(Wire, u16, Option<Vec<u8>>), ProbeError> {
+        let (stream, port) = connect(self.target)?;
+        let Some((config, name)) = &self.tls else {
+            return Ok((Wire::Plain(stream), port, None));
+        };
+        let target = self.target;
+        let mut config = (**config).clone();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let conn = rustls::ClientConnection::new(Arc::new(config), name.clone()).map_err(|e| {
+            ProbeError::Tls {
+                target,
+                detail: e.to_string(),
+            }
+        })?;
+        let mut tls = rustls::StreamOwned::new(conn, stream);
+        tls.sock
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|error| ProbeError::Io {
+                target,
+                what: "connect",
+                error,
+            })?;
+        while tls.conn.is_handshaking() {
+            tls.conn
+                .complete_io(&mut tls.sock)
+                .map_err(|e| ProbeError::Tls {
+                    target,
+                    detail: e.to_string(),
+                })?;
+        }
+        let _ = tls.sock.set_read_timeout(None);
+        let alpn = tls.conn.alpn_protocol().map(<[u8]>::to_vec);
+        Ok((Wire::Tls(Box::new(tls)), port, alpn))
+    }
 }
 
 impl ProbeError {
@@ -99,16 +231,19 @@ impl Client {
             close_at: None,
             interrupted: None,
             failure: Some(why.to_string()),
+            done_at: None,
         }
     }
 }
 
 /// Runs the probes and returns the capture's report with its `probe` section.
 pub fn probe(config: &ProbeConfig) -> Result<Report, ProbeError> {
-    if config.url.scheme() != "http" {
+    if !matches!(config.url.scheme(), "http" | "https") {
         return Err(ProbeError::Scheme(config.url.to_string()));
     }
     let target = resolve_target(&config.url)?;
+    let dial = Dial::new(&config.url, target, config.insecure)?;
+    let dial = &dial;
     let mut cc = CaptureConfig::for_target(target, config.capture.interface.clone())?;
     cc.savefile = config.capture.savefile.clone();
     cc.buffer_size = config.capture.buffer_size;
@@ -120,18 +255,17 @@ pub fn probe(config: &ProbeConfig) -> Result<Report, ProbeError> {
     }
     let stop = &*stop;
 
-    let h2_only_on_http = config.h2 && config.url.scheme() == "http";
+    let h2 = config.h2;
     let (idle, requests, h2) = std::thread::scope(|s| {
         let idle = config.idle.then(|| {
             let request = request.clone();
-            s.spawn(move || idle_probe(target, &request, config.max_idle, stop))
+            s.spawn(move || idle_probe(dial, &request, config.max_idle, stop))
         });
         let requests = config.requests.then(|| {
             let request = request.clone();
-            s.spawn(move || requests_probe(target, &request, config.max_requests, stop))
+            s.spawn(move || requests_probe(dial, &request, config.max_requests, stop))
         });
-        let h2 = h2_only_on_http
-            .then(|| s.spawn(move || h2_probe(target, &config.url, config.max_idle, stop)));
+        let h2 = h2.then(|| s.spawn(move || h2_probe(dial, &config.url, config.max_idle, stop)));
         if let Some(h) = &idle {
             show_wait(h, config.progress, config.max_idle);
         }
@@ -181,10 +315,19 @@ fn measure(
             .max_by_key(|c| c.stream)
     };
     let max_idle_ms = ms(config.max_idle);
-    let idle = idle.map(|client| idle_result(report, conn_of(client.port), &client, max_idle_ms));
-    let requests = requests
-        .map(|client| requests_result(report, conn_of(client.port), &client, config.max_requests));
-    let h2 = h2.map(|client| h2_result(report, conn_of(client.port), &client, max_idle_ms));
+    let tls = config.url.scheme() == "https";
+    let idle =
+        idle.map(|client| idle_result(report, conn_of(client.port), &client, max_idle_ms, tls));
+    let requests = requests.map(|client| {
+        requests_result(
+            report,
+            conn_of(client.port),
+            &client,
+            config.max_requests,
+            tls,
+        )
+    });
+    let h2 = h2.map(|client| h2_result(report, conn_of(client.port), &client, max_idle_ms, tls));
     // HTTP/1.1's idle probe, else HTTP/2's (a server that speaks only h2c).
     let idle_timeout_ms = idle
         .as_ref()
@@ -212,6 +355,7 @@ fn idle_result(
     conn: Option<&ConnectionRecord>,
     client: &Client,
     max_idle_ms: f64,
+    tls: bool,
 ) -> (IdleProbe, Option<f64>) {
     let mut probe = IdleProbe {
         stream: conn.map(|c| c.stream),
@@ -230,18 +374,29 @@ fn idle_result(
         probe.detail = format!("stream {}: no HTTP/1.1 answer to read: {why}", conn.stream);
         return (probe, None);
     }
-    let done = report
-        .requests
-        .iter()
-        .filter(|r| r.stream == conn.stream)
-        .filter_map(|r| r.completed)
-        .max();
+    // Over TLS the capture cannot read the response: its end is when the
+    // probe's client read it.
+    let done = if tls {
+        client.done_at
+    } else {
+        report
+            .requests
+            .iter()
+            .filter(|r| r.stream == conn.stream)
+            .filter_map(|r| r.completed)
+            .max()
+    };
+    let read_by = if tls {
+        ", as the probe's client read it (TLS)"
+    } else {
+        ""
+    };
     let timeout = match (conn.closed_by, conn.closed_at, done) {
         (Some(Role::Server), Some(at), Some(done)) => {
             let t = (at.0 - done.0) as f64 / 1000.0;
             let how = conn.closed_with.map_or("close", CloseKind::flag);
             probe.detail = format!(
-                "stream {}: the server's {how} came {t:.1} ms after the last byte of its response",
+                "stream {}: the server's {how} came {t:.1} ms after the last byte of its response{read_by}",
                 conn.stream
             );
             Some(t)
@@ -281,6 +436,7 @@ fn requests_result(
     conn: Option<&ConnectionRecord>,
     client: &Client,
     max_requests: u64,
+    tls: bool,
 ) -> (RequestsProbe, Option<u32>) {
     let on_conn: Vec<_> = conn
         .map(|c| {
@@ -291,17 +447,28 @@ fn requests_result(
                 .collect()
         })
         .unwrap_or_default();
-    let answered = on_conn.iter().filter(|r| r.status.is_some()).count() as u32;
+    // Over TLS the capture cannot count the requests: the client does.
+    let (sent, answered) = if tls {
+        (client.sent, client.answered)
+    } else {
+        (
+            on_conn.len() as u32,
+            on_conn.iter().filter(|r| r.status.is_some()).count() as u32,
+        )
+    };
     let mut probe = RequestsProbe {
         stream: conn.map(|c| c.stream),
         client_port: client.port,
-        sent: on_conn.len() as u32,
+        sent,
         answered,
         closed_by: conn.and_then(|c| c.closed_by),
         closed_with: conn.and_then(|c| c.closed_with),
-        announced_close_at: conn
-            .and_then(|c| c.http.as_ref())
-            .and_then(|h| h.server_close_depth),
+        announced_close_at: if tls {
+            client.close_at
+        } else {
+            conn.and_then(|c| c.http.as_ref())
+                .and_then(|h| h.server_close_depth)
+        },
         announced_max: client.keep_alive.1,
         max_requests,
         detail: String::new(),
@@ -328,8 +495,14 @@ fn requests_result(
         (None, None) => "a close".to_string(),
     };
     probe.detail = format!(
-        "stream {}: the server answered {answered} of {} requests, then ended the connection ({how})",
-        conn.stream, probe.sent
+        "stream {}: the server answered {answered} of {} requests, then ended the connection ({how}){}",
+        conn.stream,
+        probe.sent,
+        if tls {
+            ", counted by the probe's client (TLS)"
+        } else {
+            ""
+        }
     );
     (probe, Some(answered))
 }
@@ -430,7 +603,7 @@ struct Response {
 /// Reads one HTTP/1.1 response to a GET; `None` when the connection ended
 /// before any of it.
 fn read_response(
-    r: &mut BufReader<TcpStream>,
+    r: &mut BufReader<Wire>,
     target: SocketAddr,
 ) -> Result<Option<Response>, ProbeError> {
     let http = |m: String| ProbeError::Http(m, target);
@@ -543,12 +716,13 @@ fn is_closed(e: &std::io::Error) -> bool {
 
 /// One request, then wait for the server to end the connection.
 fn idle_probe(
-    target: SocketAddr,
+    dial: &Dial,
     request: &[u8],
     max_idle: Duration,
     stop: &AtomicBool,
 ) -> Result<Client, ProbeError> {
-    let (stream, port) = connect(target)?;
+    let target = dial.target;
+    let (wire, port, _) = dial.connect(&[b"http/1.1"])?;
     let io = |what| {
         move |error| ProbeError::Io {
             target,
@@ -556,10 +730,11 @@ fn idle_probe(
             error,
         }
     };
-    (&stream)
+    let mut reader = BufReader::new(wire);
+    reader
+        .get_mut()
         .write_all(request)
         .map_err(io("sending a request"))?;
-    let mut reader = BufReader::new(stream.try_clone().map_err(io("connect"))?);
     let response = match read_response(&mut reader, target) {
         Ok(Some(r)) => r,
         Ok(None) => return Ok(Client::failed(port, "the server closed before answering")),
@@ -573,13 +748,14 @@ fn idle_probe(
         close_at: response.close.then_some(1),
         interrupted: None,
         failure: None,
+        done_at: Some(now()),
     };
     if response.to_close || response.close {
         return Ok(client);
     }
     // The server's close (EOF or a reset) ends the wait; so do --max-idle
     // and Ctrl-C. Bytes nobody asked for are not a close.
-    client.interrupted = wait_idle(&stream, &mut reader, max_idle, stop, |r| {
+    client.interrupted = wait_idle(&mut reader, max_idle, stop, |r| {
         let n = r.buffer().len();
         r.consume(n);
         Ok(false)
@@ -593,11 +769,10 @@ fn idle_probe(
 /// meanwhile (the buffer holds some) and says whether that ended the
 /// connection. Returns how long it waited when `stop` ended the wait.
 fn wait_idle(
-    stream: &TcpStream,
-    r: &mut BufReader<TcpStream>,
+    r: &mut BufReader<Wire>,
     max_idle: Duration,
     stop: &AtomicBool,
-    mut on_data: impl FnMut(&mut BufReader<TcpStream>) -> std::io::Result<bool>,
+    mut on_data: impl FnMut(&mut BufReader<Wire>) -> std::io::Result<bool>,
 ) -> std::io::Result<Option<Duration>> {
     let start = Instant::now();
     let deadline = start + max_idle;
@@ -609,7 +784,9 @@ fn wait_idle(
         if stop.load(Ordering::SeqCst) {
             return Ok(Some(start.elapsed()));
         }
-        stream.set_read_timeout(Some(left.min(Duration::from_millis(200))))?;
+        r.get_ref()
+            .tcp()
+            .set_read_timeout(Some(left.min(Duration::from_millis(200))))?;
         match r.fill_buf() {
             Ok([]) => return Ok(None),
             Ok(_) => {}
@@ -617,7 +794,7 @@ fn wait_idle(
             Err(e) if is_closed(&e) => return Ok(None),
             Err(e) => return Err(e),
         }
-        stream.set_read_timeout(None)?;
+        r.get_ref().tcp().set_read_timeout(None)?;
         if on_data(r)? {
             return Ok(None);
         }
@@ -626,17 +803,14 @@ fn wait_idle(
 
 /// Sequential requests on one connection until the server ends it.
 fn requests_probe(
-    target: SocketAddr,
+    dial: &Dial,
     request: &[u8],
     max: u64,
     stop: &AtomicBool,
 ) -> Result<Client, ProbeError> {
-    let (stream, port) = connect(target)?;
-    let mut reader = BufReader::new(stream.try_clone().map_err(|error| ProbeError::Io {
-        target,
-        what: "connect",
-        error,
-    })?);
+    let target = dial.target;
+    let (wire, port, _) = dial.connect(&[b"http/1.1"])?;
+    let mut reader = BufReader::new(wire);
     let mut client = Client {
         port,
         sent: 0,
@@ -645,9 +819,10 @@ fn requests_probe(
         close_at: None,
         interrupted: None,
         failure: None,
+        done_at: None,
     };
     while u64::from(client.sent) < max && !stop.load(Ordering::SeqCst) {
-        if (&stream).write_all(request).is_err() {
+        if reader.get_mut().write_all(request).is_err() {
             break;
         }
         client.sent += 1;
@@ -675,7 +850,10 @@ fn requests_probe(
     // Read the server's FIN (or reset) before closing, so that the capture
     // shows who ended it.
     if client.close_at.is_some() {
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = reader
+            .get_ref()
+            .tcp()
+            .set_read_timeout(Some(Duration::from_secs(5)));
         let _ = std::io::copy(&mut reader, &mut std::io::sink());
     }
     Ok(client)
@@ -721,6 +899,8 @@ fn show_wait<T>(h: &std::thread::ScopedJoinHandle<'_, T>, progress: bool, max_id
 #[derive(Debug)]
 struct H2Client {
     port: u16,
+    /// When the response's END_STREAM was read (wall clock).
+    done_at: Option<Timestamp>,
     speaks_h2: bool,
     status: Option<u16>,
     settings: Vec<(u16, u32)>,
@@ -754,7 +934,7 @@ fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 type Frame = (u8, u8, u32, Vec<u8>);
 
 /// The next frame; `None` at the end of the connection.
-fn read_frame(r: &mut BufReader<TcpStream>) -> std::io::Result<Option<Frame>> {
+fn read_frame(r: &mut BufReader<Wire>) -> std::io::Result<Option<Frame>> {
     let mut head = [0u8; 9];
     match r.read_exact(&mut head) {
         Ok(()) => {}
@@ -790,12 +970,13 @@ fn setting_name(id: u16) -> String {
 /// HTTP/2 with prior knowledge: SETTINGS, one GET, a PING, then the wait
 /// for the server to end the idle connection (GOAWAY, FIN or RST).
 fn h2_probe(
-    target: SocketAddr,
+    dial: &Dial,
     url: &reqwest::Url,
     max_idle: Duration,
     stop: &AtomicBool,
 ) -> Result<H2Client, ProbeError> {
-    let (stream, port) = connect(target)?;
+    let target = dial.target;
+    let (wire, port, alpn) = dial.connect(&[b"h2", b"http/1.1"])?;
     let io = |what| {
         move |error| ProbeError::Io {
             target,
@@ -803,10 +984,10 @@ fn h2_probe(
             error,
         }
     };
-    let mut w = stream.try_clone().map_err(io("connect"))?;
-    let mut r = BufReader::new(stream.try_clone().map_err(io("connect"))?);
+    let mut r = BufReader::new(wire);
     let mut client = H2Client {
         port,
+        done_at: None,
         speaks_h2: false,
         status: None,
         settings: Vec::new(),
@@ -823,10 +1004,21 @@ fn h2_probe(
         path.push('?');
         path.push_str(q);
     }
+    if dial.is_tls() && alpn.as_deref() != Some(&b"h2"[..]) {
+        client.refusal = Some(format!(
+            "ALPN {}",
+            alpn.map_or_else(
+                || "none".to_string(),
+                |a| String::from_utf8_lossy(&a).into_owned()
+            )
+        ));
+        return Ok(client);
+    }
     let agent = format!("conntrace-probe/{}", env!("CARGO_PKG_VERSION"));
+    let scheme: &[u8] = if dial.is_tls() { b"https" } else { b"http" };
     let block = loona_hpack::Encoder::new().encode([
         (&b":method"[..], &b"GET"[..]),
-        (b":scheme", b"http"),
+        (b":scheme", scheme),
         (b":path", path.as_bytes()),
         (b":authority", authority.as_bytes()),
         (b"user-agent", agent.as_bytes()),
@@ -839,8 +1031,11 @@ fn h2_probe(
         1,
         &block,
     ));
-    w.write_all(&hello).map_err(io("sending the preface"))?;
-    stream
+    r.get_mut()
+        .write_all(&hello)
+        .map_err(io("sending the preface"))?;
+    r.get_ref()
+        .tcp()
         .set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(io("reading"))?;
     // The server's SETTINGS come first, or it does not speak h2.
@@ -871,7 +1066,8 @@ fn h2_probe(
                         })
                         .collect();
                 }
-                w.write_all(&frame(FRAME_SETTINGS, FLAG_ACK, 0, &[]))
+                r.get_mut()
+                    .write_all(&frame(FRAME_SETTINGS, FLAG_ACK, 0, &[]))
                     .map_err(io("sending"))?;
             }
             FRAME_HEADERS if sid == 1 => {
@@ -888,7 +1084,8 @@ fn h2_probe(
                 client.ping_rtt = ping_sent.map(|t| t.elapsed());
             }
             FRAME_PING => {
-                w.write_all(&frame(FRAME_PING, FLAG_ACK, 0, &payload))
+                r.get_mut()
+                    .write_all(&frame(FRAME_PING, FLAG_ACK, 0, &payload))
                     .map_err(io("sending"))?;
             }
             FRAME_GOAWAY => return Ok(client),
@@ -896,17 +1093,20 @@ fn h2_probe(
         }
         if done && ping_sent.is_none() {
             ping_sent = Some(Instant::now());
-            w.write_all(&frame(FRAME_PING, 0, 0, b"conntrac"))
+            client.done_at = Some(now());
+            r.get_mut()
+                .write_all(&frame(FRAME_PING, 0, 0, b"conntrac"))
                 .map_err(io("sending a PING"))?;
         }
     }
     // Idle: the server's GOAWAY, FIN or RST ends the wait; so do --max-idle
     // and Ctrl-C. A PING it sends is answered (it is not our traffic); after
     // GOAWAY the server closes: that is waited for too.
-    client.interrupted = wait_idle(&stream, &mut r, max_idle, stop, |r| match read_frame(r)? {
+    client.interrupted = wait_idle(&mut r, max_idle, stop, |r| match read_frame(r)? {
         None => Ok(true),
         Some((FRAME_PING, flags, _, payload)) if flags & FLAG_ACK == 0 => {
-            w.write_all(&frame(FRAME_PING, FLAG_ACK, 0, &payload))?;
+            r.get_mut()
+                .write_all(&frame(FRAME_PING, FLAG_ACK, 0, &payload))?;
             Ok(false)
         }
         Some(_) => Ok(false),
@@ -920,6 +1120,7 @@ fn h2_result(
     conn: Option<&ConnectionRecord>,
     client: &H2Client,
     max_idle_ms: f64,
+    tls: bool,
 ) -> H2Probe {
     let http = conn.and_then(|c| c.http.as_ref());
     let mut probe = H2Probe {
@@ -927,7 +1128,14 @@ fn h2_result(
         client_port: client.port,
         speaks_h2: client.speaks_h2,
         status: client.status,
-        max_concurrent_streams: http.and_then(|h| h.h2_max_concurrent_streams),
+        max_concurrent_streams: http.and_then(|h| h.h2_max_concurrent_streams).or_else(|| {
+            // SETTINGS_MAX_CONCURRENT_STREAMS as the client read it (TLS).
+            client
+                .settings
+                .iter()
+                .find(|(id, _)| *id == 3)
+                .map(|&(_, v)| v)
+        }),
         settings: client
             .settings
             .iter()
@@ -950,8 +1158,13 @@ fn h2_result(
     };
     if !client.speaks_h2 {
         probe.detail = format!(
-            "stream {}: the server does not speak HTTP/2 with prior knowledge here{}",
+            "stream {}: the server does not speak HTTP/2 {} here{}",
             conn.stream,
+            if tls {
+                "by ALPN"
+            } else {
+                "with prior knowledge"
+            },
             client
                 .refusal
                 .as_ref()
@@ -959,12 +1172,16 @@ fn h2_result(
         );
         return probe;
     }
-    let done = report
-        .requests
-        .iter()
-        .filter(|r| r.stream == conn.stream)
-        .filter_map(|r| r.completed.or(r.answered))
-        .max();
+    let done = if tls {
+        client.done_at
+    } else {
+        report
+            .requests
+            .iter()
+            .filter(|r| r.stream == conn.stream)
+            .filter_map(|r| r.completed.or(r.answered))
+            .max()
+    };
     let goaway = probe.goaway.as_ref().map_or_else(String::new, |g| {
         format!("GOAWAY (error {}), then ", g.error_code)
     });

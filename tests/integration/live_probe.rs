@@ -288,3 +288,71 @@ fn compare_runs_the_same_load_over_http1_and_http2() {
     );
     assert_eq!(c["reports"]["http2"]["summary"]["connections"], 1);
 }
+
+#[test]
+fn probe_measures_https_servers_limits() {
+    if !common::can_capture("probe_measures_https_servers_limits") {
+        return;
+    }
+    // The built-in server over TLS: HTTP/1.1 and h2 by ALPN.
+    let server = TestServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        ServerConfig {
+            idle_timeout: Some(Duration::from_millis(1500)),
+            max_requests: Some(4),
+            tls: true,
+            ..ServerConfig::default()
+        },
+    )
+    .unwrap();
+    let url = format!("https://{}/", server.addr());
+    let p = probe(&url, &["-k"]);
+    near(&p["idle_timeout_ms"], 1500.0);
+    assert_eq!(p["requests_per_connection"], 4, "{p:#}");
+    assert_eq!(p["idle"]["closed_by"], "server");
+    let h2 = &p["h2"];
+    assert_eq!(h2["speaks_h2"], true, "ALPN h2: {h2:#}");
+    assert_eq!(h2["status"], 200);
+    assert_eq!(h2["ping_answered"], true);
+    near(&h2["idle_timeout_ms"], 1500.0);
+    // Without -k the self-signed certificate is refused, in one line.
+    let out = Command::new(common::binary())
+        .args(["probe", &url, "--only", "idle"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("certificate") || said.contains("TLS"),
+        "{said}"
+    );
+
+    // nginx over TLS, with a certificate made here.
+    if !common::need("nginx", nginx::installed()) {
+        return;
+    }
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("conntrace-probe-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+    let port = nginx::free_port();
+    let server = nginx::Nginx::start(
+        "probe-nginx-tls",
+        &format!(
+            "keepalive_timeout 3s; keepalive_requests 7; \
+             server {{ listen 127.0.0.1:{port} ssl http2; root {{root}}; \
+             ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem; }}",
+            d = dir.display()
+        ),
+    );
+    let p = probe(&format!("https://localhost:{port}/"), &["-k"]);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+    near(&p["idle_timeout_ms"], 3000.0);
+    assert_eq!(p["requests_per_connection"], 7, "{p:#}");
+    let h2 = &p["h2"];
+    assert_eq!(h2["speaks_h2"], true, "{h2:#}");
+    assert_eq!(h2["max_concurrent_streams"], 128, "nginx's default: {h2:#}");
+    near(&h2["idle_timeout_ms"], 3000.0);
+}
