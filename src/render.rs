@@ -256,6 +256,17 @@ fn write_text(
     Ok(())
 }
 
+/// "1.5 s", "2 min", "800 ms".
+fn human_ms(ms: f64) -> String {
+    if ms < 1000.0 {
+        format!("{ms:.0} ms")
+    } else if ms < 120_000.0 {
+        format!("{} s", ms / 1000.0)
+    } else {
+        format!("{} min", ms / 60_000.0)
+    }
+}
+
 /// The probe's numbers, how each was read, and its advice.
 pub(crate) fn probe_lines(p: &crate::report::ProbeReport) -> Vec<String> {
     let mut lines = Vec::new();
@@ -267,6 +278,22 @@ pub(crate) fn probe_lines(p: &crate::report::ProbeReport) -> Vec<String> {
             Some(t) => format!("idle timeout: {:.0} ms ({}{announced})", t, idle.detail),
             None => format!("idle timeout: not found ({}{announced})", idle.detail),
         });
+    }
+    if !p.reuse.is_empty() {
+        let gaps: Vec<String> = p
+            .reuse
+            .iter()
+            .map(|r| format!("{} {}", human_ms(r.gap_ms), r.outcome))
+            .collect();
+        lines.push(format!("reuse after idle: {}", gaps.join(", ")));
+    }
+    if let Some(d) = &p.silent_drop {
+        lines.push(format!(
+            "DROPPED SILENTLY: idle connections stop being answered between {} and {} of idle, with no FIN or RST (a middlebox, a NAT or a load balancer forgetting them); the advice below keeps them under {}",
+            human_ms(d.alive_ms),
+            human_ms(d.dead_ms),
+            human_ms(d.alive_ms)
+        ));
     }
     if let Some(r) = &p.requests {
         let announced = r

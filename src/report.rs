@@ -358,9 +358,43 @@ pub struct ProbeReport {
     pub requests: Option<RequestsProbe>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub h2: Option<H2Probe>,
+    /// Reuse after idle gaps: one connection per gap, a request, the gap,
+    /// a second request, judged by the packets. Empty when not run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reuse: Vec<ReuseProbe>,
+    /// Idle connections that died without a FIN or RST (a middlebox that
+    /// forgets them): the longest gap still answered and the shortest that
+    /// was not. Null when every gap was answered or the server closed.
+    pub silent_drop: Option<SilentDrop>,
     /// Client settings that avoid the stale-connection race, from the
-    /// measured idle timeout.
+    /// measured idle timeout (or the longest gap that was answered before a
+    /// silent drop).
     pub advice: Vec<ProbeAdvice>,
+}
+
+/// One connection of the reuse-after-gap probe.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ReuseProbe {
+    pub gap_ms: f64,
+    pub stream: Option<u64>,
+    pub client_port: u16,
+    /// The second request, after the gap, was answered on the same
+    /// connection (the probe never reconnects).
+    pub alive: bool,
+    /// "answered", "no answer" (nothing came back: dropped silently),
+    /// "reset" (a RST), "closed" (the server's FIN during the gap), or
+    /// "failed" (the first request was not answered).
+    pub outcome: &'static str,
+    pub detail: String,
+}
+
+/// Between which idle gaps connections stopped being answered.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct SilentDrop {
+    /// The longest gap after which a request was still answered (0: none).
+    pub alive_ms: f64,
+    /// The shortest gap after which it was not.
+    pub dead_ms: f64,
 }
 
 /// The idle-timeout probe: one connection, one request, then a wait.

@@ -65,15 +65,22 @@ pub struct ProbeArgs {
     /// The probes to run, at once, each on its own connection: `idle` (one
     /// request, then wait for the server to close the connection),
     /// `requests` (requests one after another until the server closes it)
-    /// and `h2` (HTTP/2, with prior knowledge on http:// and by ALPN on
-    /// https://: its SETTINGS, a PING, and how it ends an idle connection).
+    /// `h2` (HTTP/2, with prior knowledge on http:// and by ALPN on
+    /// https://: its SETTINGS, a PING, and how it ends an idle connection)
+    /// and `reuse` (a second request after each of --gaps of idle, judged
+    /// by the packets: finds idle connections dropped without a FIN or RST).
     #[arg(
         long,
         value_name = "PROBES",
         value_delimiter = ',',
-        default_value = "idle,requests,h2"
+        default_value = "idle,requests,h2,reuse"
     )]
     pub only: Vec<ProbeKind>,
+    /// The idle gaps of the `reuse` probe (one connection each: a request,
+    /// the gap, a second request). Default: 1s,2s,5s,10s,20s,30s,45s,60s,
+    /// 90s,120s,180s,300s and --max-idle, those shorter than --max-idle.
+    #[arg(long, value_name = "DURATIONS", value_delimiter = ',', value_parser = parse_timeout)]
+    pub gaps: Vec<Duration>,
     /// https://: accept any server certificate (self-signed, another name).
     #[arg(short = 'k', long)]
     pub insecure: bool,
@@ -148,12 +155,25 @@ impl CompareArgs {
     }
 }
 
+/// The reuse probe's gaps: a rough doubling up to five minutes, those
+/// shorter than `max_idle`, and `max_idle` itself.
+fn default_gaps(max_idle: Duration) -> Vec<Duration> {
+    let mut gaps: Vec<Duration> = [1, 2, 5, 10, 20, 30, 45, 60, 90, 120, 180, 300]
+        .into_iter()
+        .map(Duration::from_secs)
+        .filter(|&g| g < max_idle)
+        .collect();
+    gaps.push(max_idle);
+    gaps
+}
+
 /// One of `probe --only`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ProbeKind {
     Idle,
     Requests,
     H2,
+    Reuse,
 }
 
 impl ProbeArgs {
@@ -165,6 +185,13 @@ impl ProbeArgs {
             requests: self.only.contains(&ProbeKind::Requests),
             h2: self.only.contains(&ProbeKind::H2),
             insecure: self.insecure,
+            gaps: if !self.only.contains(&ProbeKind::Reuse) {
+                Vec::new()
+            } else if self.gaps.is_empty() {
+                default_gaps(self.max_idle)
+            } else {
+                self.gaps.clone()
+            },
             max_idle: self.max_idle,
             max_requests: self.max_requests,
             capture: CaptureSettings {

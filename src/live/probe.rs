@@ -6,7 +6,11 @@
 //!   connection ends the wait, and the idle timeout is the time from the last
 //!   byte of the response to that close, both read off the capture;
 //! - **requests**: sequential requests on one connection until the server
-//!   closes it (`Connection: close`, FIN or RST), counted in the capture.
+//!   closes it (`Connection: close`, FIN or RST), counted in the capture;
+//! - **reuse**: one connection per idle gap: a request, the gap, a second
+//!   request, judged by the packets (answered on the same connection, a
+//!   RST, or nothing at all), which finds a middlebox that forgets idle
+//!   connections without a FIN or RST, where the idle probe waits in vain.
 //!
 //! The probe's client is a few lines of HTTP/1.1 on a plain socket, so that
 //! nothing reconnects behind its back: each probe is exactly one connection,
@@ -28,7 +32,7 @@ use crate::live::session::{resolve_target, CaptureSettings, SessionError};
 use crate::pipeline::{Pipeline, PipelineOptions};
 use crate::report::{
     CloseKind, ConnectionRecord, H2Probe, H2Setting, IdleProbe, ProbeAdvice, ProbeReport, Report,
-    RequestsProbe, Role,
+    RequestsProbe, ReuseProbe, Role, SilentDrop,
 };
 use crate::wire::Timestamp;
 
@@ -42,6 +46,8 @@ pub struct ProbeConfig {
     pub h2: bool,
     /// https://: accept any server certificate.
     pub insecure: bool,
+    /// Reuse after these idle gaps, one connection each (empty: not run).
+    pub gaps: Vec<Duration>,
     /// Wait at most this long for the server to close an idle connection.
     pub max_idle: Duration,
     /// Send at most this many requests on the requests probe's connection.
@@ -120,6 +126,19 @@ impl Wire {
         match self {
             Wire::Plain(s) => s,
             Wire::Tls(t) => &t.sock,
+        }
+    }
+}
+
+impl Wire {
+    /// After TLS's close_notify, waits (a little) for the TCP close that
+    /// follows it, so that the capture shows the server closing first.
+    fn await_tcp_close(&self) {
+        if let Wire::Tls(t) = self {
+            let mut sock = &t.sock;
+            let _ = sock.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut buf = [0u8; 512];
+            while matches!(sock.read(&mut buf), Ok(n) if n > 0) {}
         }
     }
 }
@@ -256,7 +275,7 @@ pub fn probe(config: &ProbeConfig) -> Result<Report, ProbeError> {
     let stop = &*stop;
 
     let h2 = config.h2;
-    let (idle, requests, h2) = std::thread::scope(|s| {
+    let (idle, requests, h2, reuse) = std::thread::scope(|s| {
         let idle = config.idle.then(|| {
             let request = request.clone();
             s.spawn(move || idle_probe(dial, &request, config.max_idle, stop))
@@ -266,6 +285,14 @@ pub fn probe(config: &ProbeConfig) -> Result<Report, ProbeError> {
             s.spawn(move || requests_probe(dial, &request, config.max_requests, stop))
         });
         let h2 = h2.then(|| s.spawn(move || h2_probe(dial, &config.url, config.max_idle, stop)));
+        let reuse: Vec<_> = config
+            .gaps
+            .iter()
+            .map(|&gap| {
+                let request = request.clone();
+                s.spawn(move || gap_probe(dial, &request, gap, stop))
+            })
+            .collect();
         if let Some(h) = &idle {
             show_wait(h, config.progress, config.max_idle);
         }
@@ -277,11 +304,24 @@ pub fn probe(config: &ProbeConfig) -> Result<Report, ProbeError> {
             h.join()
                 .unwrap_or_else(|_| Err(ProbeError::Http("a probe thread panicked".into(), target)))
         };
-        (idle.map(join), requests.map(join), h2)
+        let reuse: Result<Vec<GapClient>, ProbeError> = reuse
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(ProbeError::Http("a probe thread panicked".into(), target))
+                })
+            })
+            .collect();
+        (idle.map(join), requests.map(join), h2, reuse)
     });
-    let (idle, requests, h2) = match (idle.transpose(), requests.transpose(), h2.transpose()) {
-        (Ok(i), Ok(r), Ok(h)) => (i, r, h),
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+    let (idle, requests, h2, reuse) = match (
+        idle.transpose(),
+        requests.transpose(),
+        h2.transpose(),
+        reuse,
+    ) {
+        (Ok(i), Ok(r), Ok(h), Ok(g)) => (i, r, h, g),
+        (Err(e), _, _, _) | (_, Err(e), _, _) | (_, _, Err(e), _) | (_, _, _, Err(e)) => {
             let _ = capture.stop();
             return Err(e);
         }
@@ -291,7 +331,7 @@ pub fn probe(config: &ProbeConfig) -> Result<Report, ProbeError> {
     let mut report = pipeline
         .finish()
         .expect("a pipeline that keeps its rows writes nowhere");
-    report.probe = Some(measure(config, target, &report, idle, requests, h2));
+    report.probe = Some(measure(config, target, &report, idle, requests, h2, reuse));
     // The probe opens its connections on purpose, one per probe: a verdict
     // on its reuse would speak of the probe, not of the server.
     report.diagnosis.clear();
@@ -306,6 +346,7 @@ fn measure(
     idle: Option<Client>,
     requests: Option<Client>,
     h2: Option<H2Client>,
+    reuse: Vec<GapClient>,
 ) -> ProbeReport {
     let conn_of = |port: u16| {
         report
@@ -334,6 +375,12 @@ fn measure(
         .and_then(|(_, t)| *t)
         .or_else(|| h2.as_ref().and_then(|h| h.idle_timeout_ms));
     let requests_per_connection = requests.as_ref().and_then(|(_, n)| *n);
+    let reuse: Vec<ReuseProbe> = reuse
+        .iter()
+        .map(|g| gap_result(report, conn_of(g.port), g, tls))
+        .collect();
+    let silent_drop = silent_drop(&reuse);
+    let advised = idle_timeout_ms.or(silent_drop.map(|d| d.alive_ms).filter(|&t| t > 0.0));
     ProbeReport {
         url: config.url.to_string(),
         target,
@@ -342,8 +389,193 @@ fn measure(
         idle: idle.map(|(p, _)| p),
         requests: requests.map(|(p, _)| p),
         h2,
-        advice: idle_timeout_ms.map(advice).unwrap_or_default(),
+        reuse,
+        silent_drop,
+        advice: advised.map(advice).unwrap_or_default(),
     }
+}
+
+/// What the reuse probe's client saw of one connection.
+#[derive(Debug)]
+struct GapClient {
+    port: u16,
+    gap: Duration,
+    /// The first request was answered.
+    first: bool,
+    /// The server closed (or reset) the connection during the gap.
+    closed_in_gap: bool,
+    /// The second request was answered.
+    second: bool,
+    /// The second request was sent and nothing came back in time.
+    no_answer: bool,
+    interrupted: bool,
+}
+
+/// How long the second request of a reuse probe may take to be answered
+/// before the connection is judged dead (TCP retransmits meanwhile).
+const ANSWER_WAIT: Duration = Duration::from_secs(3);
+
+/// One request, `gap` of silence, then a second request on the same
+/// connection.
+fn gap_probe(
+    dial: &Dial,
+    request: &[u8],
+    gap: Duration,
+    stop: &AtomicBool,
+) -> Result<GapClient, ProbeError> {
+    let (wire, port, _) = dial.connect(&[b"http/1.1"])?;
+    let target = dial.target;
+    let mut client = GapClient {
+        port,
+        gap,
+        first: false,
+        closed_in_gap: false,
+        second: false,
+        no_answer: false,
+        interrupted: false,
+    };
+    let mut reader = BufReader::new(wire);
+    if reader.get_mut().write_all(request).is_err() {
+        return Ok(client);
+    }
+    match read_response(&mut reader, target) {
+        Ok(Some(r)) if !r.close && !r.to_close => client.first = true,
+        _ => return Ok(client),
+    }
+    let start = Instant::now();
+    let waited = wait_idle(&mut reader, gap, stop, |r| {
+        let n = r.buffer().len();
+        r.consume(n);
+        Ok(false)
+    });
+    match waited {
+        Ok(Some(_)) => {
+            client.interrupted = true;
+            return Ok(client);
+        }
+        Ok(None) if start.elapsed() + Duration::from_millis(1) < gap => {
+            client.closed_in_gap = true;
+            return Ok(client);
+        }
+        Ok(None) => {}
+        Err(_) => {
+            client.closed_in_gap = true;
+            return Ok(client);
+        }
+    }
+    if reader.get_mut().write_all(request).is_err() {
+        return Ok(client);
+    }
+    let _ = reader.get_ref().tcp().set_read_timeout(Some(ANSWER_WAIT));
+    match read_response(&mut reader, target) {
+        Ok(Some(_)) => client.second = true,
+        Ok(None) => {}
+        // The read timed out: nothing came back.
+        Err(ProbeError::Http(why, _))
+            if ["timed out", "temporarily unavailable", "would block"]
+                .iter()
+                .any(|t| why.contains(t)) =>
+        {
+            client.no_answer = true;
+        }
+        Err(_) => {}
+    }
+    Ok(client)
+}
+
+/// One gap's verdict, from the packets where they tell: the second
+/// request's answer on the same stream, the server's RST or FIN.
+fn gap_result(
+    report: &Report,
+    conn: Option<&ConnectionRecord>,
+    client: &GapClient,
+    tls: bool,
+) -> ReuseProbe {
+    let gap_ms = ms(client.gap);
+    let human_gap = human(gap_ms);
+    let mut probe = ReuseProbe {
+        gap_ms,
+        stream: conn.map(|c| c.stream),
+        client_port: client.port,
+        alive: false,
+        outcome: "failed",
+        detail: String::new(),
+    };
+    let Some(conn) = conn else {
+        probe.detail = format!("the capture has no connection from port {}", client.port);
+        return probe;
+    };
+    let answered = if tls {
+        usize::from(client.first) + usize::from(client.second)
+    } else {
+        report
+            .requests
+            .iter()
+            .filter(|r| r.stream == conn.stream && r.status.is_some())
+            .count()
+    };
+    let reset = conn.rst_server > 0;
+    let (outcome, detail) = if !client.first || client.interrupted {
+        (
+            "failed",
+            if client.interrupted {
+                "interrupted during the gap".to_string()
+            } else {
+                "the first request was not answered with keep-alive".to_string()
+            },
+        )
+    } else if answered >= 2 {
+        probe.alive = true;
+        (
+            "answered",
+            format!("a request after {human_gap} idle was answered on the same connection"),
+        )
+    } else if reset {
+        (
+            "reset",
+            format!("the server reset the connection (after {human_gap} idle or at the request)"),
+        )
+    } else if client.closed_in_gap || conn.closed_by == Some(Role::Server) {
+        (
+            "closed",
+            format!("the server closed the connection within {human_gap} idle"),
+        )
+    } else if client.no_answer {
+        (
+            "no answer",
+            format!(
+                "a request after {human_gap} idle got nothing back in {} (no FIN, no RST): dropped silently",
+                human(ms(ANSWER_WAIT))
+            ),
+        )
+    } else {
+        ("failed", "the second request failed".to_string())
+    };
+    probe.outcome = outcome;
+    probe.detail = format!("stream {}: {detail}", conn.stream);
+    probe
+}
+
+/// Where reuse stopped being answered without the server saying so: the
+/// longest gap answered below the shortest gap with no answer.
+fn silent_drop(reuse: &[ReuseProbe]) -> Option<SilentDrop> {
+    let dead = reuse
+        .iter()
+        .filter(|r| r.outcome == "no answer")
+        .map(|r| r.gap_ms)
+        .fold(f64::INFINITY, f64::min);
+    if !dead.is_finite() {
+        return None;
+    }
+    let alive = reuse
+        .iter()
+        .filter(|r| r.alive && r.gap_ms < dead)
+        .map(|r| r.gap_ms)
+        .fold(0.0, f64::max);
+    Some(SilentDrop {
+        alive_ms: alive,
+        dead_ms: dead,
+    })
 }
 
 fn ms(d: Duration) -> f64 {
@@ -788,7 +1020,10 @@ fn wait_idle(
             .tcp()
             .set_read_timeout(Some(left.min(Duration::from_millis(200))))?;
         match r.fill_buf() {
-            Ok([]) => return Ok(None),
+            Ok([]) => {
+                r.get_ref().await_tcp_close();
+                return Ok(None);
+            }
             Ok(_) => {}
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
             Err(e) if is_closed(&e) => return Ok(None),
@@ -855,6 +1090,7 @@ fn requests_probe(
             .tcp()
             .set_read_timeout(Some(Duration::from_secs(5)));
         let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        reader.get_ref().await_tcp_close();
     }
     Ok(client)
 }

@@ -356,3 +356,98 @@ fn probe_measures_https_servers_limits() {
     assert_eq!(h2["max_concurrent_streams"], 128, "nginx's default: {h2:#}");
     near(&h2["idle_timeout_ms"], 3000.0);
 }
+
+/// A server that answers with keep-alive until a connection has been idle
+/// for `idle`, then never answers on it again and never closes it: what a
+/// client sees when a middlebox forgets an idle connection without a FIN or
+/// RST (here the server's kernel still acknowledges the bytes; through a
+/// middlebox they would not even be acknowledged).
+fn silent_server(idle: Duration) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for sock in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(sock.try_clone().unwrap());
+                let mut w = sock.try_clone().unwrap();
+                sock.set_read_timeout(Some(idle)).unwrap();
+                loop {
+                    let mut line = String::new();
+                    match reader.read_line(&mut line) {
+                        Ok(0) => return,
+                        Ok(_) if line == "\r\n" => {
+                            let _ =
+                                w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n");
+                        }
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+                // Forgotten: read and drop whatever comes, answer nothing,
+                // until the client gives up.
+                sock.set_read_timeout(None).unwrap();
+                let _ = std::io::copy(&mut reader, &mut std::io::sink());
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn probe_finds_idle_connections_dropped_without_a_fin_or_rst() {
+    if !common::can_capture("probe_finds_idle_connections_dropped_without_a_fin_or_rst") {
+        return;
+    }
+    let port = silent_server(Duration::from_millis(1200));
+    let p = probe(
+        &format!("http://127.0.0.1:{port}/"),
+        &[
+            "--only",
+            "idle,reuse",
+            "--max-idle",
+            "3s",
+            "--gaps",
+            "500ms,1s,2s,3s",
+        ],
+    );
+    // The idle probe waits in vain: no close comes.
+    assert!(p["idle_timeout_ms"].is_null(), "{p:#}");
+    assert_eq!(p["idle"]["closed_by"], "client", "{p:#}");
+    let outcomes: Vec<(&str, bool)> = p["reuse"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["outcome"].as_str().unwrap(),
+                r["alive"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("answered", true),
+            ("answered", true),
+            ("no answer", false),
+            ("no answer", false)
+        ],
+        "{p:#}"
+    );
+    assert_eq!(p["silent_drop"]["alive_ms"], 1000.0, "{p:#}");
+    assert_eq!(p["silent_drop"]["dead_ms"], 2000.0, "{p:#}");
+    // Advice from the longest gap still answered.
+    let reqwest = p["advice"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["client"] == "reqwest")
+        .expect("advice for reqwest");
+    assert!(
+        reqwest["text"]
+            .as_str()
+            .unwrap()
+            .contains("from_millis(800)"),
+        "{reqwest}"
+    );
+}
