@@ -501,8 +501,6 @@ pub fn audit(
     rows: crate::live::watch::Rows,
 ) -> Result<AuditOutcome, AuditError> {
     use crate::live::capture::{CaptureConfig, LiveCapture, DEFAULT_BUFFER_SIZE};
-    use crate::live::watch::Rows;
-    use crate::pipeline::Pipeline;
 
     let attribution = match Attribution::set_up() {
         Ok(a) => Some(a),
@@ -532,11 +530,7 @@ pub fn audit(
             buffer_size: DEFAULT_BUFFER_SIZE,
         },
     };
-    let pipeline = match rows {
-        Rows::Keep => Pipeline::new(&config.pipeline),
-        Rows::Stream(sink) => Pipeline::streaming(&config.pipeline, sink),
-        Rows::Count => Pipeline::counting(&config.pipeline),
-    };
+    let pipeline = rows.pipeline(&config.pipeline);
     let capture = LiveCapture::start(&cc, pipeline)?;
     let credentials = if config.as_root {
         None

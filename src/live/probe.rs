@@ -578,6 +578,26 @@ fn silent_drop(reuse: &[ReuseProbe]) -> Option<SilentDrop> {
     })
 }
 
+/// The end of the last response on `conn`: from the capture (its last
+/// byte, or an HTTP/2 response's HEADERS), or over TLS, which the capture
+/// cannot read, when the probe's client read it (`client_done`).
+fn response_end(
+    report: &Report,
+    conn: &ConnectionRecord,
+    client_done: Option<Timestamp>,
+    tls: bool,
+) -> Option<Timestamp> {
+    if tls {
+        return client_done;
+    }
+    report
+        .requests
+        .iter()
+        .filter(|r| r.stream == conn.stream)
+        .filter_map(|r| r.completed.or(r.answered))
+        .max()
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -606,18 +626,7 @@ fn idle_result(
         probe.detail = format!("stream {}: no HTTP/1.1 answer to read: {why}", conn.stream);
         return (probe, None);
     }
-    // Over TLS the capture cannot read the response: its end is when the
-    // probe's client read it.
-    let done = if tls {
-        client.done_at
-    } else {
-        report
-            .requests
-            .iter()
-            .filter(|r| r.stream == conn.stream)
-            .filter_map(|r| r.completed)
-            .max()
-    };
+    let done = response_end(report, conn, client.done_at, tls);
     let read_by = if tls {
         ", as the probe's client read it (TLS)"
     } else {
@@ -1408,16 +1417,7 @@ fn h2_result(
         );
         return probe;
     }
-    let done = if tls {
-        client.done_at
-    } else {
-        report
-            .requests
-            .iter()
-            .filter(|r| r.stream == conn.stream)
-            .filter_map(|r| r.completed.or(r.answered))
-            .max()
-    };
+    let done = response_end(report, conn, client.done_at, tls);
     let goaway = probe.goaway.as_ref().map_or_else(String::new, |g| {
         format!("GOAWAY (error {}), then ", g.error_code)
     });

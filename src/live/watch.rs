@@ -37,6 +37,17 @@ pub enum Rows {
     Count,
 }
 
+impl Rows {
+    /// The pipeline that keeps, streams or counts the rows so.
+    pub fn pipeline(self, options: &PipelineOptions) -> Pipeline {
+        match self {
+            Rows::Keep => Pipeline::new(options),
+            Rows::Stream(sink) => Pipeline::streaming(options, sink),
+            Rows::Count => Pipeline::counting(options),
+        }
+    }
+}
+
 /// Captures until the duration passes or a signal comes, then reports.
 pub fn watch(config: &WatchConfig, rows: Rows) -> Result<Report, CaptureError> {
     let cc = CaptureConfig {
@@ -45,11 +56,7 @@ pub fn watch(config: &WatchConfig, rows: Rows) -> Result<Report, CaptureError> {
         savefile: config.savefile.clone(),
         buffer_size: DEFAULT_BUFFER_SIZE,
     };
-    let pipeline = match rows {
-        Rows::Keep => Pipeline::new(&config.pipeline),
-        Rows::Stream(sink) => Pipeline::streaming(&config.pipeline, sink),
-        Rows::Count => Pipeline::counting(&config.pipeline),
-    };
+    let pipeline = rows.pipeline(&config.pipeline);
     let shown = Arc::new(Mutex::new(pipeline.glance()));
     let sink = Glancing {
         pipeline,
