@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use std::time::Duration;
 
 use crate::exit::{Exit, Refused, EXIT_CODES};
-use crate::fleet::{self, Keep, ParquetSink, ParquetTables};
+use crate::fleet::{self, EachDataset, Keep, ParquetSink};
 use crate::flow::Expiry;
 use crate::jsonl::JsonlSink;
 use crate::live::args::{parse_duration, parse_timeout, DemoArgs, RunArgs, ServeArgs};
@@ -413,6 +413,9 @@ fn replay(args: ReplayArgs) -> Result<Exit> {
 /// written in input order; [`Exit::BadInput`] if one could not be read.
 fn replay_each(files: &[PathBuf], options: &ReplayOptions, output: &OutputArgs) -> Result<Exit> {
     let format = output.format;
+    if format == Format::Parquet {
+        return replay_each_parquet(files, options, output);
+    }
     let keep = match format {
         Format::Summary => Keep::Tallies,
         _ => Keep::Rows,
@@ -421,63 +424,83 @@ fn replay_each(files: &[PathBuf], options: &ReplayOptions, output: &OutputArgs) 
         format,
         requests: output.rows,
     };
-    let (mut tables, mut out) = match format {
-        Format::Parquet => {
-            let dir = parquet_dir(output)?;
-            let tables = ParquetTables::create(dir).with_context(|| output_error(dir))?;
-            (Some(tables), None)
-        }
-        _ => (None, Some(open_output(&output.output)?)),
-    };
+    let mut out = open_output(&output.output)?;
     let mut failed = 0;
     let mut written = 0;
     let mut write = |path: &Path, report: &Report| -> io::Result<()> {
         let name = path.display().to_string();
-        if let Some(tables) = &mut tables {
-            return tables.add_report(&name, report);
-        }
-        let Some(out) = &mut out else {
-            return Ok(());
-        };
         match format {
-            Format::Jsonl => crate::jsonl::write_tagged(report, &name, out)?,
+            Format::Jsonl => crate::jsonl::write_tagged(report, &name, &mut out)?,
             Format::Json => {
                 out.write_all(if written == 0 { b"[\n" } else { b",\n" })?;
-                serde_json::to_writer_pretty(&mut *out, report)?;
+                serde_json::to_writer_pretty(&mut out, report)?;
             }
             _ => {
                 if written > 0 {
                     writeln!(out)?;
                 }
                 writeln!(out, "==> {name} <==")?;
-                write_report(report, &render, out)?;
+                write_report(report, &render, &mut out)?;
             }
         }
         written += 1;
         Ok(())
     };
-    let outcome = fleet::replay_each(files, options, keep, |path, outcome| {
-        match outcome {
-            Ok(report) => write(path, &report).with_context(|| written_error(&output.output))?,
-            Err(e) => {
-                eprintln!("conntrace: {}", file_error(path, e));
-                failed += 1;
+    fleet::replay_each(
+        files,
+        |_, path| fleet::replay_report(path, options, keep),
+        |path, outcome| {
+            match outcome {
+                Ok(report) => {
+                    write(path, &report).with_context(|| written_error(&output.output))?
+                }
+                Err(e) => {
+                    eprintln!("conntrace: {}", file_error(path, e));
+                    failed += 1;
+                }
             }
-        }
-        Ok(())
-    });
-    outcome?;
-    if let Some(tables) = tables {
-        tables
-            .finish()
-            .with_context(|| written_error(&output.output))?;
+            Ok(())
+        },
+    )?;
+    if format == Format::Json {
+        out.write_all(if written == 0 { b"[\n]\n" } else { b"\n]\n" })?;
     }
-    if let Some(mut out) = out {
-        if format == Format::Json {
-            out.write_all(if written == 0 { b"[\n]\n" } else { b"\n]\n" })?;
-        }
-        out.flush().with_context(|| written_error(&output.output))?;
-    }
+    out.flush().with_context(|| written_error(&output.output))?;
+    Ok(if failed > 0 {
+        Exit::BadInput
+    } else {
+        Exit::Success
+    })
+}
+
+/// `replay --each -f parquet -o DIR`: one dataset, every row tagged with the
+/// file it came from, the files' rows in input order.
+fn replay_each_parquet(
+    files: &[PathBuf],
+    options: &ReplayOptions,
+    output: &OutputArgs,
+) -> Result<Exit> {
+    let dir = parquet_dir(output)?;
+    let mut dataset = EachDataset::create(dir).with_context(|| output_error(dir))?;
+    let spiller = dataset.spiller();
+    let mut failed = 0;
+    fleet::replay_each(
+        files,
+        |i, path| spiller.replay(i, path, &path.display().to_string(), options),
+        |path, outcome| {
+            match outcome {
+                Ok((_, part)) => dataset
+                    .add(&path.display().to_string(), part)
+                    .with_context(|| output_error(dir))?,
+                Err(e) => {
+                    eprintln!("conntrace: {}", file_error(path, e));
+                    failed += 1;
+                }
+            }
+            Ok(())
+        },
+    )?;
+    dataset.finish().with_context(|| output_error(dir))?;
     Ok(if failed > 0 {
         Exit::BadInput
     } else {

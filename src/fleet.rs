@@ -3,7 +3,9 @@
 //! `DIR/requests.parquet`, every row tagged with its `source` (the capture
 //! file, or `host/interface` for a live capture), for DuckDB, ClickHouse or
 //! Spark to query. `replay --each` analyses files independently, several at
-//! once, and hands their reports back in input order.
+//! once, and hands their reports back in input order; with Parquet the files'
+//! rows join one dataset in that order, a large file's rows spilled to files
+//! of its own inside DIR while it waits for its turn ([`EachDataset`]).
 //!
 //! The columns are the JSON report's (docs/report-schema.md) flattened: a
 //! nested object becomes prefixed columns (`http_...`, `why_new_...`,
@@ -17,13 +19,15 @@ use std::borrow::Cow;
 use std::fs::File;
 use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread;
 
 use parquet::basic::Compression;
+use parquet::column::writer::ColumnCloseResult;
 use parquet::data_type::{BoolType, ByteArray, ByteArrayType, DoubleType, Int32Type, Int64Type};
 use parquet::file::properties::WriterProperties;
+use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::parser::parse_message_type;
 
@@ -736,6 +740,34 @@ impl<T> TableWriter<T> {
         Ok(())
     }
 
+    /// Copy every row group of a file written with the same columns (a
+    /// spilled part) after the rows written so far, without decoding it.
+    fn append(&mut self, part: &Path) -> io::Result<()> {
+        self.flush()?;
+        let path = self.path.clone();
+        let file = File::open(part).map_err(|e| in_file(part, e))?;
+        let reader = SerializedFileReader::new(file.try_clone().map_err(|e| in_file(part, e))?)
+            .map_err(|e| in_file(part, e))?;
+        for g in reader.metadata().row_groups() {
+            let mut group = self.file.next_row_group().map_err(|e| in_file(&path, e))?;
+            for c in g.columns() {
+                let close = ColumnCloseResult {
+                    bytes_written: u64::try_from(c.compressed_size()).unwrap_or(0),
+                    rows_written: u64::try_from(g.num_rows()).unwrap_or(0),
+                    metadata: c.clone(),
+                    bloom_filter: None,
+                    column_index: None,
+                    offset_index: None,
+                };
+                group
+                    .append_column(&file, close)
+                    .map_err(|e| in_file(&path, e))?;
+            }
+            group.close().map_err(|e| in_file(&path, e))?;
+        }
+        Ok(())
+    }
+
     fn finish(mut self) -> io::Result<()> {
         self.flush()?;
         let path = self.path.clone();
@@ -750,71 +782,288 @@ impl<T> TableWriter<T> {
 /// What each file's pipeline keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Keep {
-    /// Every row (documents, JSON Lines, Parquet).
+    /// Every row (documents, JSON Lines).
     Rows,
     /// The tallies only (`--format summary`).
     Tallies,
 }
 
-/// Replay each file on its own, up to `available_parallelism` at once, and
-/// hand each outcome to `each` in input order (a later file that finished
-/// first waits for the earlier ones). When `each` fails, no further file is
-/// started and its error is returned.
-pub fn replay_each<F>(
-    files: &[PathBuf],
-    options: &ReplayOptions,
-    keep: Keep,
-    mut each: F,
-) -> anyhow::Result<()>
+/// Files a worker may run ahead of the oldest one not yet handed over, per
+/// worker: what waits for its turn is bounded, whatever the order they
+/// finish in.
+const AHEAD_PER_WORKER: usize = 2;
+
+/// Run `work` on each file, up to `available_parallelism` at once, and hand
+/// each outcome to `each` in input order (a later file that finished first
+/// waits for the earlier ones; no file is started more than
+/// [`AHEAD_PER_WORKER`] per worker ahead of the oldest one waited for).
+/// When `each` fails, no further file is started and its error is returned.
+pub fn replay_each<O, W, F>(files: &[PathBuf], work: W, mut each: F) -> anyhow::Result<()>
 where
-    F: FnMut(&Path, Result<Report, ReplayError>) -> anyhow::Result<()>,
+    O: Send,
+    W: Fn(usize, &Path) -> O + Sync,
+    F: FnMut(&Path, O) -> anyhow::Result<()>,
 {
     let workers = thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(files.len())
         .max(1);
+    let window = workers * AHEAD_PER_WORKER;
     let next = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
+    // The index of the oldest file not handed over yet, and whether to stop.
+    let turn = (Mutex::new((0usize, false)), Condvar::new());
     let (done, outcomes) = mpsc::channel();
     thread::scope(|scope| {
         for _ in 0..workers {
             let done = done.clone();
-            let (next, stop) = (&next, &stop);
+            let (next, turn, work) = (&next, &turn, &work);
             scope.spawn(move || loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= files.len() || stop.load(Ordering::Relaxed) {
+                if i >= files.len() {
                     break;
                 }
-                let outcome = replay_one(&files[i], options, keep);
-                if done.send((i, outcome)).is_err() {
+                let (oldest, moved) = turn;
+                let mut state = oldest.lock().unwrap_or_else(|e| e.into_inner());
+                while i >= state.0 + window && !state.1 {
+                    state = moved.wait(state).unwrap_or_else(|e| e.into_inner());
+                }
+                if state.1 {
+                    break;
+                }
+                drop(state);
+                if done.send((i, work(i, &files[i]))).is_err() {
                     break;
                 }
             });
         }
         drop(done);
-        let mut waiting: Vec<Option<Result<Report, ReplayError>>> =
-            (0..files.len()).map(|_| None).collect();
+        let (oldest, moved) = &turn;
+        let mut waiting: Vec<Option<O>> = (0..files.len()).map(|_| None).collect();
         let mut first = 0;
         for (i, outcome) in outcomes {
             waiting[i] = Some(outcome);
             while let Some(outcome) = waiting.get_mut(first).and_then(Option::take) {
-                if let Err(e) = each(&files[first], outcome) {
-                    stop.store(true, Ordering::Relaxed);
-                    return Err(e);
-                }
+                let handed = each(&files[first], outcome);
                 first += 1;
+                let mut state = oldest.lock().unwrap_or_else(|e| e.into_inner());
+                state.0 = first;
+                state.1 = handed.is_err();
+                moved.notify_all();
+                drop(state);
+                handed?;
             }
         }
         Ok(())
     })
 }
 
-fn replay_one(path: &Path, options: &ReplayOptions, keep: Keep) -> Result<Report, ReplayError> {
+/// One file's report, as `replay FILE` would make it.
+pub fn replay_report(
+    path: &Path,
+    options: &ReplayOptions,
+    keep: Keep,
+) -> Result<Report, ReplayError> {
     let pipeline = match keep {
         Keep::Rows => Pipeline::new(&options.pipeline),
         Keep::Tallies => Pipeline::counting(&options.pipeline),
     };
     replay_into(&[path.to_path_buf()], options, pipeline)
+}
+
+/// Rows (connections and requests) one file may hold in memory while it
+/// waits for its turn; past them, its rows go to Parquet files of its own
+/// (spilled) and are copied into the dataset, row group by row group.
+pub const SPILL_ROWS: usize = 4096;
+
+/// `replay --each -f parquet`: one dataset of many files, written in input
+/// order while the files are read several at once. A small file's rows wait
+/// in memory and join the dataset's row groups; a large one's are written as
+/// they finish to a spill directory inside DIR (`.conntrace-spill-PID`,
+/// removed at the end) and copied from there, so memory stays bounded.
+pub struct EachDataset {
+    tables: ParquetTables,
+    spill: SpillDir,
+}
+
+/// One file's rows, waiting for their turn.
+#[derive(Debug)]
+pub enum Part {
+    Rows {
+        connections: Vec<ConnectionRecord>,
+        requests: Vec<RequestRecord>,
+    },
+    /// Both tables' files of this file alone, in this directory.
+    Spilled(PathBuf),
+}
+
+/// The spill directory, removed when dropped (on success or failure).
+struct SpillDir(PathBuf);
+
+impl Drop for SpillDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl EachDataset {
+    /// Create `dir` if missing, and both tables in it.
+    pub fn create(dir: &Path) -> io::Result<EachDataset> {
+        let tables = ParquetTables::create(dir)?;
+        let spill = SpillDir(dir.join(format!(".conntrace-spill-{}", std::process::id())));
+        Ok(EachDataset { tables, spill })
+    }
+
+    /// What the workers need to replay a file into its part.
+    pub fn spiller(&self) -> Spiller {
+        Spiller {
+            dir: self.spill.0.clone(),
+        }
+    }
+
+    /// Add one file's rows (in input order).
+    pub fn add(&mut self, source: &str, part: Part) -> io::Result<()> {
+        match part {
+            Part::Rows {
+                connections,
+                requests,
+            } => {
+                for c in &connections {
+                    self.tables.connections.push(source, c)?;
+                }
+                for r in &requests {
+                    self.tables.requests.push(source, r)?;
+                }
+                Ok(())
+            }
+            Part::Spilled(dir) => {
+                self.tables
+                    .connections
+                    .append(&dir.join(CONNECTIONS_FILE))?;
+                self.tables.requests.append(&dir.join(REQUESTS_FILE))?;
+                std::fs::remove_dir_all(&dir).map_err(|e| in_file(&dir, e))
+            }
+        }
+    }
+
+    /// Write the last row groups and both footers; remove the spill directory.
+    pub fn finish(self) -> io::Result<()> {
+        self.tables.finish()
+    }
+}
+
+/// Replays files for an [`EachDataset`], on any thread.
+#[derive(Debug, Clone)]
+pub struct Spiller {
+    dir: PathBuf,
+}
+
+impl Spiller {
+    /// Replay file number `index` (run on a worker thread): its rows are
+    /// tagged with `source`.
+    pub fn replay(
+        &self,
+        index: usize,
+        path: &Path,
+        source: &str,
+        options: &ReplayOptions,
+    ) -> Result<(Report, Part), ReplayError> {
+        let dir = self.dir.join(index.to_string());
+        let slot = Arc::new(Mutex::new(None));
+        let sink = SpillSink {
+            source: source.to_string(),
+            dir: dir.clone(),
+            held: Held::Rows(Vec::new(), Vec::new(), 0),
+            slot: Arc::clone(&slot),
+        };
+        let pipeline = Pipeline::streaming(&options.pipeline, Box::new(sink));
+        let outcome = replay_into(&[path.to_path_buf()], options, pipeline);
+        let part = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match (outcome, part) {
+            (Ok(report), Some(part)) => Ok((report, part)),
+            (Ok(_), None) => Err(ReplayError::Write(io::Error::other(
+                "the rows were not handed over",
+            ))),
+            (Err(e), _) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A file's rows: in memory up to [`SPILL_ROWS`], then in its own tables.
+enum Held {
+    /// Connections, requests, and how many rows both hold.
+    Rows(Vec<ConnectionRecord>, Vec<RequestRecord>, usize),
+    Spilled(Box<ParquetTables>),
+    Done,
+}
+
+struct SpillSink {
+    source: String,
+    dir: PathBuf,
+    held: Held,
+    /// Where the rows go when the input ends.
+    slot: Arc<Mutex<Option<Part>>>,
+}
+
+impl SpillSink {
+    /// Write the rows held so far to this file's own tables, and the rest
+    /// after them as they come.
+    fn spill(&mut self) -> io::Result<()> {
+        let Held::Rows(connections, requests, _) = std::mem::replace(&mut self.held, Held::Done)
+        else {
+            return Ok(());
+        };
+        std::fs::create_dir_all(&self.dir).map_err(|e| in_file(&self.dir, e))?;
+        let mut tables = ParquetTables::create(&self.dir)?;
+        for c in &connections {
+            tables.connections.push(&self.source, c)?;
+        }
+        for r in &requests {
+            tables.requests.push(&self.source, r)?;
+        }
+        self.held = Held::Spilled(Box::new(tables));
+        Ok(())
+    }
+}
+
+impl RecordSink for SpillSink {
+    fn connection(
+        &mut self,
+        record: &ConnectionRecord,
+        requests: &[RequestRecord],
+    ) -> io::Result<()> {
+        if let Held::Rows(connections, held, rows) = &mut self.held {
+            if *rows + 1 + requests.len() <= SPILL_ROWS {
+                connections.push(record.clone());
+                held.extend_from_slice(requests);
+                *rows += 1 + requests.len();
+                return Ok(());
+            }
+            self.spill()?;
+        }
+        match &mut self.held {
+            Held::Spilled(tables) => tables.add(&self.source, record, requests),
+            Held::Rows(..) | Held::Done => Ok(()),
+        }
+    }
+
+    fn finish(&mut self, _: &Report) -> io::Result<()> {
+        let part = match std::mem::replace(&mut self.held, Held::Done) {
+            Held::Rows(connections, requests, _) => Part::Rows {
+                connections,
+                requests,
+            },
+            Held::Spilled(tables) => {
+                tables.finish()?;
+                Part::Spilled(self.dir.clone())
+            }
+            Held::Done => return Ok(()),
+        };
+        *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(part);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -886,6 +1135,54 @@ mod tests {
         let meta = SerializedFileReader::new(file).unwrap().metadata().clone();
         assert_eq!(meta.file_metadata().num_rows(), 0);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn each_hands_outcomes_over_in_input_order_and_runs_a_bounded_window_ahead() {
+        let files: Vec<PathBuf> = (0..50)
+            .map(|i| PathBuf::from(format!("{i}.pcap")))
+            .collect();
+        let workers = thread::available_parallelism().map_or(1, |n| n.get());
+        let window = workers.min(files.len()) * AHEAD_PER_WORKER;
+        let handed = AtomicUsize::new(0);
+        let mut seen = Vec::new();
+        replay_each(
+            &files,
+            |i, path| {
+                assert_eq!(path, files[i]);
+                let oldest = handed.load(Ordering::SeqCst);
+                assert!(
+                    i < oldest + window,
+                    "file {i} started, {oldest} handed over"
+                );
+                i
+            },
+            |path, i| {
+                assert_eq!(path, files[i]);
+                seen.push(i);
+                handed.store(i + 1, Ordering::SeqCst);
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(seen, (0..50).collect::<Vec<_>>());
+
+        // A failure to write stops the batch: nothing past the window starts.
+        let started = AtomicUsize::new(0);
+        let e = replay_each(
+            &files,
+            |i, _| {
+                started.fetch_max(i + 1, Ordering::SeqCst);
+                i
+            },
+            |_, i| match i {
+                3 => Err(anyhow::anyhow!("disk full")),
+                _ => Ok(()),
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), "disk full");
+        assert!(started.load(Ordering::SeqCst) <= 3 + window);
     }
 
     #[test]
