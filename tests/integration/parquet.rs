@@ -54,7 +54,7 @@ fn parquet(files: &[&Path], each: bool, dir: &TempDir) -> Output {
 
 /// Rows of a DuckDB query as JSON objects; timestamps as integer
 /// microseconds since the epoch, LISTs as arrays, structs as objects.
-fn duckdb(sql: &str) -> Vec<Map<String, Value>> {
+pub fn duckdb(sql: &str) -> Vec<Map<String, Value>> {
     const SCRIPT: &str = r#"
 import datetime, json, sys
 import duckdb
