@@ -372,7 +372,8 @@ const GOAWAY: Shape = Shape::StructList {
 };
 
 /// The `connections` table: after `source`, the JSON connection object's
-/// fields in its order, then the addresses split into ip and port.
+/// fields in its order, the addresses also split into ip and port after
+/// `client` and `server`.
 fn connection_columns() -> Vec<Column<ConnectionRecord>> {
     vec![
         col("stream", I, Req, |c| c.stream.into()),
