@@ -8,8 +8,9 @@ BIN := target/release/conntrace
 # tshark and tcpdump as independent cross-checks, nginx and nghttp2 as real peers,
 # wrk and ab (apache2-utils) as real load, ss (iproute2) to see sockets close,
 # chromium to render the HTML report as a person sees it, nftables for audit,
-# curl as a real client.
-DEB_PACKAGES := libpcap-dev tshark tcpdump nginx-light nghttp2-client wrk apache2-utils iproute2 chromium nftables curl python3
+# curl and python3 as real clients, python3-pip for DuckDB (the tests read the
+# Parquet output back with its Python module).
+DEB_PACKAGES := libpcap-dev tshark tcpdump nginx-light nghttp2-client wrk apache2-utils iproute2 chromium nftables curl python3 python3-pip
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all build deps test demo lint bench fixtures fuzz clean
@@ -26,6 +27,7 @@ deps:
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
+	@python3 -c 'import duckdb' 2>/dev/null || python3 -m pip install -q duckdb || python3 -m pip install -q --break-system-packages duckdb
 
 build: deps
 	$(CARGO) build --release --locked

@@ -12,11 +12,12 @@ use clap::{Args, Parser, Subcommand};
 use std::time::Duration;
 
 use crate::exit::{Exit, Refused, EXIT_CODES};
+use crate::fleet::{self, EachDataset, Keep, ParquetSink};
 use crate::flow::Expiry;
 use crate::jsonl::JsonlSink;
 use crate::live::args::{parse_duration, parse_timeout, DemoArgs, RunArgs, ServeArgs};
 use crate::pipeline::{
-    check_filter, replay_into, Pipeline, PipelineOptions, ReaderKind, ReplayOptions,
+    check_filter, replay_into, Pipeline, PipelineOptions, ReaderKind, ReplayError, ReplayOptions,
 };
 use crate::render::{write_report, Format, RenderOptions, RequestRows};
 use crate::source::is_stdin;
@@ -102,6 +103,8 @@ Examples:
   conntrace replay capture.pcap -- tcp port 8080          (tcpdump-style filter)
   conntrace replay capture.pcap --format markdown | pbcopy   (paste into a bug report)
   conntrace replay huge.pcap -f jsonl | jq -c 'select(.type == \"request\")'   (rows as they finish)
+  conntrace replay --each captures/*.pcap -f parquet -o ds/   (one dataset, rows tagged by file)
+  conntrace replay --each a.pcap b.pcap                    (a report per file, as tail -n +1 heads them)
 
 Stream numbers equal Wireshark's tcp.stream for the same capture, so a row can
 be opened with the display filter `tcp.stream == N`.";
@@ -128,7 +131,9 @@ pub struct OutputArgs {
     /// Report format.
     #[arg(short = 'f', long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
-    /// Write the report to FILE instead of standard output.
+    /// Write the report to FILE instead of standard output (`-f parquet`: a
+    /// directory, created if missing, for connections.parquet and
+    /// requests.parquet).
     #[arg(short = 'o', long, value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Request rows in table, Markdown and HTML reports: `auto` lists up to
@@ -143,6 +148,14 @@ pub struct ReplayArgs {
     /// (`tcpdump -w - | conntrace replay -`).
     #[arg(value_name = "FILE", required_unless_present = "read")]
     pub files: Vec<PathBuf>,
+    /// Analyse each file on its own, several at once (up to one per CPU), and
+    /// write one report per file in the order given: `-f jsonl` rows and `-f
+    /// parquet` rows tagged with `source`, `-f json` an array of reports, the
+    /// text formats a `==> FILE <==` line before each. A file that cannot be
+    /// read is named on stderr, the others still reported, and the exit
+    /// code is 2.
+    #[arg(long)]
+    pub each: bool,
     /// A capture file to read, as tcpdump and tshark take it (`-r -` for
     /// standard input); may be repeated. Read before the FILEs.
     #[arg(short = 'r', long = "read", value_name = "FILE")]
@@ -285,7 +298,7 @@ impl ExpiryArgs {
 /// Run the parsed command; the [`Exit`] says how it ended when it ran to its end.
 pub fn run(cli: Cli) -> Result<Exit> {
     match cli.command {
-        Command::Replay(args) => replay(args).map(|()| Exit::Success),
+        Command::Replay(args) => replay(args),
         Command::Run(args) => crate::live::commands::run(args),
         Command::Serve(args) => crate::live::commands::serve(args),
         Command::Demo(args) => crate::live::commands::demo(args),
@@ -304,6 +317,11 @@ fn sockets(args: SocketsArgs) -> Result<Exit> {
         Some(port) => std::net::SocketAddr::new(p.ip, port).to_string(),
         None => p.ip.to_string(),
     });
+    if args.format == Format::Parquet {
+        return Err(
+            Refused::bad_input("sockets: --format parquet is not supported (use json)").into(),
+        );
+    }
     let report = sockets::report(&all, args.peer, filter);
     let mut out = io::stdout().lock();
     match args.format {
@@ -396,6 +414,7 @@ fn watch(args: WatchArgs) -> Result<Exit> {
         (None, true) => "tcp".to_string(),
     };
     check_filter(&filter).map_err(|e| Refused::bad_input(format!("bad filter {filter:?}: {e}")))?;
+    fleet::check_output(args.output.format, args.output.output.as_deref())?;
     let config = WatchConfig {
         interface: args.interface.clone(),
         filter,
@@ -420,6 +439,14 @@ fn watch(args: WatchArgs) -> Result<Exit> {
             };
             Rows::Stream(Box::new(JsonlSink::new(out)))
         }
+        // Row groups as connections are finalised, tagged `host/interface`.
+        Format::Parquet => {
+            let dir = parquet_dir(&args.output)?;
+            let source = format!("{}/{}", fleet::host_name(), args.interface);
+            Rows::Stream(Box::new(
+                ParquetSink::create(dir, source).with_context(|| output_error(dir))?,
+            ))
+        }
         Format::Summary => Rows::Count,
         _ => Rows::Keep,
     };
@@ -437,7 +464,7 @@ fn watch(args: WatchArgs) -> Result<Exit> {
     Ok(Exit::Success)
 }
 
-fn replay(args: ReplayArgs) -> Result<()> {
+fn replay(args: ReplayArgs) -> Result<Exit> {
     let filter = match (&args.filter, args.filter_words.is_empty()) {
         (Some(f), _) => Some(f.clone()),
         (None, false) => Some(args.filter_words.join(" ")),
@@ -446,11 +473,19 @@ fn replay(args: ReplayArgs) -> Result<()> {
     if let Some(f) = &filter {
         check_filter(f).map_err(|e| Refused::bad_input(format!("bad filter {f:?}: {e}")))?;
     }
+    fleet::check_output(args.output.format, args.output.output.as_deref())?;
     let files: Vec<PathBuf> = args.read.iter().chain(&args.files).cloned().collect();
     if files.iter().filter(|f| is_stdin(f)).count() > 1 {
         return Err(Refused::bad_input("-: standard input can be read only once").into());
     }
-    for f in &files {
+    if args.each && matches!(args.output.format, Format::Svg | Format::Html) {
+        return Err(Refused::bad_input(format!(
+            "--each writes a report per file; --format {} holds one: replay the files one at a time",
+            if args.output.format == Format::Svg { "svg" } else { "html" }
+        ))
+        .into());
+    }
+    for f in files.iter().filter(|_| !args.each) {
         if !is_stdin(f) && !f.exists() {
             return Err(Refused::bad_input(format!("{}: no such file", f.display())).into());
         }
@@ -463,13 +498,29 @@ fn replay(args: ReplayArgs) -> Result<()> {
         },
         filter,
         reader: args.reader,
-        progress: true,
+        // Several bars at once would garble each other.
+        progress: !args.each || files.len() == 1,
     };
+    if args.each {
+        return replay_each(&files, &options, &args.output);
+    }
     match args.output.format {
         Format::Jsonl => {
             // Rows go out as connections finish; the summary line ends them.
             let out = open_output(&args.output.output)?;
             let pipeline = Pipeline::streaming(&options.pipeline, Box::new(JsonlSink::new(out)));
+            replay_into(&files, &options, pipeline)?;
+        }
+        Format::Parquet => {
+            // Row groups as connections finish, tagged with the file names.
+            let dir = parquet_dir(&args.output)?;
+            let source = files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(",");
+            let sink = ParquetSink::create(dir, source).with_context(|| output_error(dir))?;
+            let pipeline = Pipeline::streaming(&options.pipeline, Box::new(sink));
             replay_into(&files, &options, pipeline)?;
         }
         Format::Summary => {
@@ -486,11 +537,141 @@ fn replay(args: ReplayArgs) -> Result<()> {
             std::mem::forget(report);
         }
     }
-    Ok(())
+    Ok(Exit::Success)
+}
+
+/// `replay --each`: the files analysed apart, several at once, their reports
+/// written in input order; [`Exit::BadInput`] if one could not be read.
+fn replay_each(files: &[PathBuf], options: &ReplayOptions, output: &OutputArgs) -> Result<Exit> {
+    let format = output.format;
+    if format == Format::Parquet {
+        return replay_each_parquet(files, options, output);
+    }
+    let keep = match format {
+        Format::Summary => Keep::Tallies,
+        _ => Keep::Rows,
+    };
+    let render = RenderOptions {
+        format,
+        requests: output.rows,
+    };
+    let mut out = open_output(&output.output)?;
+    let mut failed = 0;
+    let mut written = 0;
+    let mut write = |path: &Path, report: &Report| -> io::Result<()> {
+        let name = path.display().to_string();
+        match format {
+            Format::Jsonl => crate::jsonl::write_tagged(report, &name, &mut out)?,
+            Format::Json => {
+                out.write_all(if written == 0 { b"[\n" } else { b",\n" })?;
+                serde_json::to_writer_pretty(&mut out, report)?;
+            }
+            _ => {
+                if written > 0 {
+                    writeln!(out)?;
+                }
+                writeln!(out, "==> {name} <==")?;
+                write_report(report, &render, &mut out)?;
+            }
+        }
+        written += 1;
+        Ok(())
+    };
+    fleet::replay_each(
+        files,
+        |_, path| fleet::replay_report(path, options, keep),
+        |path, outcome| {
+            match outcome {
+                Ok(report) => {
+                    write(path, &report).with_context(|| written_error(&output.output))?
+                }
+                Err(e) => {
+                    eprintln!("conntrace: {}", file_error(path, e));
+                    failed += 1;
+                }
+            }
+            Ok(())
+        },
+    )?;
+    if format == Format::Json {
+        out.write_all(if written == 0 { b"[\n]\n" } else { b"\n]\n" })?;
+    }
+    out.flush().with_context(|| written_error(&output.output))?;
+    Ok(if failed > 0 {
+        Exit::BadInput
+    } else {
+        Exit::Success
+    })
+}
+
+/// `replay --each -f parquet -o DIR`: one dataset, every row tagged with the
+/// file it came from, the files' rows in input order.
+fn replay_each_parquet(
+    files: &[PathBuf],
+    options: &ReplayOptions,
+    output: &OutputArgs,
+) -> Result<Exit> {
+    let dir = parquet_dir(output)?;
+    let mut dataset = EachDataset::create(dir).with_context(|| output_error(dir))?;
+    let spiller = dataset.spiller();
+    let mut failed = 0;
+    fleet::replay_each(
+        files,
+        |i, path| spiller.replay(i, path, &path.display().to_string(), options),
+        |path, outcome| {
+            match outcome {
+                Ok((_, part)) => dataset
+                    .add(&path.display().to_string(), part)
+                    .with_context(|| output_error(dir))?,
+                Err(e) => {
+                    eprintln!("conntrace: {}", file_error(path, e));
+                    failed += 1;
+                }
+            }
+            Ok(())
+        },
+    )?;
+    dataset.finish().with_context(|| output_error(dir))?;
+    Ok(if failed > 0 {
+        Exit::BadInput
+    } else {
+        Exit::Success
+    })
+}
+
+/// One line naming the file that failed, and why.
+fn file_error(path: &Path, e: ReplayError) -> String {
+    let message = format!("{:#}", anyhow::Error::new(e));
+    let name = path.display().to_string();
+    if message.contains(&name) {
+        message
+    } else {
+        format!("{name}: {message}")
+    }
+}
+
+fn written_error(path: &Option<PathBuf>) -> String {
+    match path {
+        Some(p) => output_error(p),
+        None => "cannot write the report".to_string(),
+    }
+}
+
+/// The `-o DIR` of `--format parquet` ([`fleet::check_output`] made sure
+/// there is one).
+fn parquet_dir(output: &OutputArgs) -> Result<&Path> {
+    output
+        .output
+        .as_deref()
+        .ok_or_else(|| Refused::bad_input("--format parquet needs -o DIR").into())
 }
 
 /// Write a report where the output options say.
 pub fn emit(report: &Report, output: &OutputArgs) -> Result<()> {
+    if output.format == Format::Parquet {
+        let dir = parquet_dir(output)?;
+        return fleet::write_report(report, dir).with_context(|| output_error(dir));
+    }
     let options = RenderOptions {
         format: output.format,
         requests: output.rows,

@@ -17,6 +17,9 @@ use crate::report::{ToolInfo, TrackerStats};
 struct Line<'a, T> {
     #[serde(rename = "type")]
     kind: &'static str,
+    /// `replay --each`: the file the row came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<&'a str>,
     #[serde(flatten)]
     row: &'a T,
 }
@@ -45,8 +48,13 @@ impl<W: Write + Send> JsonlSink<W> {
     }
 }
 
-fn line<T: Serialize>(out: &mut dyn Write, kind: &'static str, row: &T) -> io::Result<()> {
-    serde_json::to_writer(&mut *out, &Line { kind, row })?;
+fn line<T: Serialize>(
+    out: &mut dyn Write,
+    kind: &'static str,
+    source: Option<&str>,
+    row: &T,
+) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, &Line { kind, source, row })?;
     out.write_all(b"\n")
 }
 
@@ -57,9 +65,9 @@ impl<W: Write + Send> RecordSink for JsonlSink<W> {
         requests: &[RequestRecord],
     ) -> io::Result<()> {
         for r in requests {
-            line(&mut self.out, "request", r)?;
+            line(&mut self.out, "request", None, r)?;
         }
-        line(&mut self.out, "connection", record)
+        line(&mut self.out, "connection", None, record)
     }
 
     fn finish(&mut self, report: &Report) -> io::Result<()> {
@@ -71,14 +79,25 @@ impl<W: Write + Send> RecordSink for JsonlSink<W> {
 /// The summary line (after the rows a [`JsonlSink`] wrote); for a report
 /// assembled whole, its rows first.
 pub fn write_summary(report: &Report, out: &mut dyn Write) -> io::Result<()> {
+    write_lines(report, None, out)
+}
+
+/// The same with every connection, request and diagnosis line tagged with
+/// `"source": FILE` (`replay --each`); the summary line's `source` stays the
+/// document's object, whose `names` holds the file.
+pub fn write_tagged(report: &Report, source: &str, out: &mut dyn Write) -> io::Result<()> {
+    write_lines(report, Some(source), out)
+}
+
+fn write_lines(report: &Report, source: Option<&str>, out: &mut dyn Write) -> io::Result<()> {
     for c in &report.connections {
-        line(out, "connection", c)?;
+        line(out, "connection", source, c)?;
     }
     for r in &report.requests {
-        line(out, "request", r)?;
+        line(out, "request", source, r)?;
     }
     for d in &report.diagnosis {
-        line(out, "diagnosis", d)?;
+        line(out, "diagnosis", source, d)?;
     }
     serde_json::to_writer(
         &mut *out,

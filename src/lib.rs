@@ -8,7 +8,7 @@
 //! as they end (or expire) in capture time; [`diagnose`] judges on that event
 //! stream why each new connection was opened; [`pipeline`] hands finished
 //! connections to the rows of a document ([`report::Report`], formatted by
-//! [`render`]) or to a streaming sink ([`jsonl`]), so memory follows the
+//! [`render`]) or to a streaming sink ([`jsonl`], [`fleet`]'s Parquet), so memory follows the
 //! connections open at once.
 // Unsafe code only where the standard library offers no safe form: in
 // `live::audit`, the child of `conntrace audit` enters its cgroup and drops
@@ -20,6 +20,7 @@ pub mod cli;
 pub mod decode;
 pub mod diagnose;
 pub mod exit;
+pub mod fleet;
 pub mod flow;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -31,6 +31,9 @@ pub enum Format {
     /// One self-contained HTML page: the verdict, the timeline and tables
     /// that sort on a click; use with -o FILE.html.
     Html,
+    /// Two Parquet tables, DIR/connections.parquet and DIR/requests.parquet,
+    /// every row tagged with its source; needs -o DIR (see docs/fleet.md).
+    Parquet,
 }
 
 /// How many request rows the table and Markdown formats print.
@@ -71,6 +74,11 @@ pub fn write_report(
         Format::Svg => crate::svg::write_svg(report, out),
         Format::Timeline => crate::svg::write_timeline(report, out),
         Format::Html => crate::html::write_html(report, options.requests, out),
+        // Two files, not one stream: `cli::emit` writes them (crate::fleet).
+        Format::Parquet => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--format parquet needs -o DIR",
+        )),
     }
 }
 

@@ -49,6 +49,7 @@ pub fn serve(args: ServeArgs) -> Result<Exit> {
 /// `conntrace run URL`: the report, and [`Exit::RequestsFailed`] when a
 /// request failed (not one cut short by Ctrl-C).
 pub fn run(args: RunArgs) -> Result<Exit> {
+    crate::fleet::check_output(args.format, args.output.as_deref())?;
     let driver = args.driver()?;
     let session = SessionConfig {
         driver,
@@ -135,6 +136,7 @@ pub fn demo(args: DemoArgs) -> Result<Exit> {
 /// `conntrace probe`: the server's keep-alive limits, then the capture's report.
 pub fn probe(args: crate::live::args::ProbeArgs) -> Result<Exit> {
     use crate::live::probe::ProbeError;
+    crate::fleet::check_output(args.format, args.output.as_deref())?;
     let config = args.config()?;
     let report = match crate::live::probe::probe(&config) {
         Ok(r) => r,
@@ -157,6 +159,12 @@ pub fn probe(args: crate::live::args::ProbeArgs) -> Result<Exit> {
 /// `conntrace compare`: HTTP/1.1 against HTTP/2 on the same load.
 pub fn compare(args: crate::live::args::CompareArgs) -> Result<Exit> {
     use crate::render::Format;
+    if args.format == Format::Parquet {
+        return Err(Refused::bad_input(
+            "compare: --format parquet is not supported (use json: both reports are in it)",
+        )
+        .into());
+    }
     let driver = args.driver()?;
     let comparison = match crate::live::compare::compare(&driver, args.capture()) {
         Ok(c) => c,

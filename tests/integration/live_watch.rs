@@ -57,24 +57,19 @@ fn until_capturing(
 /// Watches the server's port for 2 s while three requests go on one
 /// connection and one on another.
 fn watch(format: &str) -> Output {
+    watch_into(&["-f", format])
+}
+
+/// The same with these output options.
+fn watch_into(output: &[&str]) -> Output {
     let server =
         TestServer::start("127.0.0.1:0".parse().unwrap(), ServerConfig::default()).unwrap();
     let addr = server.addr();
     let port = addr.port().to_string();
     let mut child = Command::new(common::binary())
-        .args([
-            "watch",
-            "-i",
-            "lo",
-            "--duration",
-            "2s",
-            "-f",
-            format,
-            "--",
-            "tcp",
-            "port",
-            &port,
-        ])
+        .args(["watch", "-i", "lo", "--duration", "2s"])
+        .args(output)
+        .args(["--", "tcp", "port", &port])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -152,6 +147,36 @@ fn watch_streams_json_lines() {
     assert_eq!(kinds("request"), 4);
     assert_eq!(lines.last().unwrap()["type"], "summary");
     assert_eq!(lines.last().unwrap()["summary"]["requests"], 4);
+}
+
+#[test]
+fn watch_writes_parquet_rows_tagged_with_the_host_and_interface() {
+    if !common::can_capture("watch_writes_parquet_rows_tagged_with_the_host_and_interface") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("conntrace-{}-watch-parquet", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = watch_into(&["-f", "parquet", "-o", dir.to_str().unwrap()]);
+    assert!(out.stdout.is_empty());
+    let table = |name: &str| dir.join(format!("{name}.parquet")).display().to_string();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let tally = crate::parquet::duckdb(&format!(
+        "SELECT (SELECT count(*) FROM '{c}') AS connections, \
+                (SELECT count(*) FROM '{r}') AS requests, \
+                (SELECT count(*) FROM '{r}' WHERE reused) AS reused, \
+                (SELECT list(DISTINCT source) FROM '{c}') AS sources",
+        c = table("connections"),
+        r = table("requests"),
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let row = &tally[0];
+    assert_eq!(row["connections"], 2, "{row:?}");
+    assert_eq!(row["requests"], 4, "{row:?}");
+    assert_eq!(row["reused"], 2, "{row:?}");
+    assert_eq!(
+        row["sources"],
+        serde_json::json!([format!("{}/lo", host.trim())])
+    );
 }
 
 #[test]

@@ -24,6 +24,7 @@ mod live_server;
 mod live_sockets;
 mod live_watch;
 mod lossy_capture;
+mod parquet;
 mod svg;
 mod tshark_crosscheck;
 mod zeek_crosscheck;
