@@ -468,3 +468,57 @@ fn connections_shorter_than_a_millisecond_are_all_seen() {
         .count();
     assert!(short > 0, "some closed within a millisecond of their SYN");
 }
+
+#[test]
+fn the_saved_capture_holds_only_the_commands_packets() {
+    if !can_audit() {
+        return;
+    }
+    let _one = one_at_a_time();
+    let server = server();
+    let url = format!("http://{}/", server.addr());
+    let stop = Arc::new(AtomicBool::new(false));
+    let other = neighbour(server.addr(), stop.clone());
+    std::thread::sleep(Duration::from_millis(100));
+    let dir = std::env::temp_dir().join(format!("conntrace-audit-w-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pcap = dir.join("cmd.pcap");
+    let report = report_of(&audit(&[
+        "-f",
+        "json",
+        "-w",
+        pcap.to_str().unwrap(),
+        "--",
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-o",
+        "/dev/null",
+        &url,
+        &url,
+    ]));
+    stop.store(true, Ordering::SeqCst);
+    assert!(other.join().unwrap() >= 2, "the neighbour ran meanwhile");
+    // Replayed, the file says what the audit said: the neighbour's
+    // connections are not in it.
+    let out = Command::new(common::binary())
+        .args(["replay", "-f", "json"])
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    let replayed = common::report_of(&out);
+    let _ = std::fs::remove_dir_all(&dir);
+    for field in ["connections", "requests", "reused_requests"] {
+        assert_eq!(
+            replayed["summary"][field], report["summary"][field],
+            "{field}"
+        );
+    }
+    assert_eq!(report["summary"]["connections"], 1);
+    assert_eq!(report["summary"]["requests"], 2);
+    assert_eq!(
+        replayed["connections"][0]["client"],
+        report["connections"][0]["client"]
+    );
+}
