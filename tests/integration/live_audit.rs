@@ -18,24 +18,9 @@ fn server() -> TestServer {
     TestServer::start("127.0.0.1:0".parse().unwrap(), ServerConfig::default()).unwrap()
 }
 
-fn curl_installed() -> bool {
-    Command::new("curl")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn python3_installed() -> bool {
-    Command::new("python3")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn nft_installed() -> bool {
-    Command::new("nft")
+/// Whether `tool --version` runs.
+fn installed(tool: &str) -> bool {
+    Command::new(tool)
         .arg("--version")
         .stdout(Stdio::null())
         .status()
@@ -53,8 +38,8 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 
 fn can_audit() -> bool {
     common::can_capture("audit")
-        && common::need("nft (apt install nftables)", nft_installed())
-        && common::need("curl (apt install curl)", curl_installed())
+        && common::need("nft (apt install nftables)", installed("nft"))
+        && common::need("curl (apt install curl)", installed("curl"))
 }
 
 /// Someone else's traffic to `addr` until `stop`: a keep-alive connection
@@ -410,7 +395,7 @@ fn curl_with_five_urls_is_one_connection_at_depths_one_to_five() {
 
 #[test]
 fn python_urllib_opens_a_connection_per_request() {
-    if !can_audit() || !common::need("python3 (apt install python3)", python3_installed()) {
+    if !can_audit() || !common::need("python3 (apt install python3)", installed("python3")) {
         return;
     }
     let _one = one_at_a_time();
@@ -430,7 +415,7 @@ fn python_urllib_opens_a_connection_per_request() {
 
 #[test]
 fn connections_shorter_than_a_millisecond_are_all_seen() {
-    if !can_audit() || !common::need("python3 (apt install python3)", python3_installed()) {
+    if !can_audit() || !common::need("python3 (apt install python3)", installed("python3")) {
         return;
     }
     let _one = one_at_a_time();
