@@ -112,35 +112,39 @@ fn probe_measures_nginx_keepalive_timeout_and_requests() {
     near(&h2c["idle_timeout_ms"], 3000.0);
 }
 
-/// A server that answers with keep-alive, then resets the connection
-/// (SO_LINGER 0) after `idle` without a request.
-fn resetting_server(idle: Duration) -> u16 {
+/// A server on a port of its own that answers every request with
+/// keep-alive until a connection has been idle for `idle`, then hands the
+/// connection (and what was read of it) to `then`.
+fn idle_server(idle: Duration, then: fn(TcpStream, BufReader<TcpStream>)) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for sock in listener.incoming().flatten() {
-            std::thread::spawn(move || serve_then_reset(sock, idle));
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(sock.try_clone().unwrap());
+                let mut w = sock.try_clone().unwrap();
+                sock.set_read_timeout(Some(idle)).unwrap();
+                loop {
+                    let mut line = String::new();
+                    match reader.read_line(&mut line) {
+                        Ok(0) => return,
+                        Ok(_) if line == "\r\n" => {
+                            let _ =
+                                w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n");
+                        }
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+                then(sock, reader);
+            });
         }
     });
     port
 }
 
-fn serve_then_reset(sock: TcpStream, idle: Duration) {
-    let mut reader = BufReader::new(sock.try_clone().unwrap());
-    let mut w = sock.try_clone().unwrap();
-    loop {
-        let mut line = String::new();
-        sock.set_read_timeout(Some(idle)).unwrap();
-        match reader.read_line(&mut line) {
-            Ok(0) => return,
-            Ok(_) if line == "\r\n" => {
-                let _ = w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n");
-            }
-            Ok(_) => {}
-            Err(_) => break,
-        }
-    }
-    // Idle for `idle`: reset it.
+/// After `idle` without a request: reset the connection (SO_LINGER 0).
+fn reset(sock: TcpStream, _: BufReader<TcpStream>) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -155,12 +159,22 @@ fn serve_then_reset(sock: TcpStream, idle: Duration) {
     drop(sock);
 }
 
+/// After `idle` without a request: forgotten. Never answer again and never
+/// close, reading and dropping whatever comes until the client gives up:
+/// what a client sees when a middlebox forgets an idle connection without a
+/// FIN or RST (here the server's kernel still acknowledges the bytes;
+/// through a middlebox they would not even be acknowledged).
+fn go_silent(sock: TcpStream, mut reader: BufReader<TcpStream>) {
+    sock.set_read_timeout(None).unwrap();
+    let _ = std::io::copy(&mut reader, &mut std::io::sink());
+}
+
 #[test]
 fn probe_times_an_idle_reset_like_a_fin() {
     if !common::can_capture("probe_times_an_idle_reset_like_a_fin") {
         return;
     }
-    let port = resetting_server(Duration::from_millis(800));
+    let port = idle_server(Duration::from_millis(800), reset);
     let p = probe(&format!("http://127.0.0.1:{port}/"), &["--only", "idle"]);
     near(&p["idle_timeout_ms"], 800.0);
     assert_eq!(p["idle"]["closed_with"], "rst", "{p:#}");
@@ -357,48 +371,12 @@ fn probe_measures_https_servers_limits() {
     near(&h2["idle_timeout_ms"], 3000.0);
 }
 
-/// A server that answers with keep-alive until a connection has been idle
-/// for `idle`, then never answers on it again and never closes it: what a
-/// client sees when a middlebox forgets an idle connection without a FIN or
-/// RST (here the server's kernel still acknowledges the bytes; through a
-/// middlebox they would not even be acknowledged).
-fn silent_server(idle: Duration) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for sock in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(sock.try_clone().unwrap());
-                let mut w = sock.try_clone().unwrap();
-                sock.set_read_timeout(Some(idle)).unwrap();
-                loop {
-                    let mut line = String::new();
-                    match reader.read_line(&mut line) {
-                        Ok(0) => return,
-                        Ok(_) if line == "\r\n" => {
-                            let _ =
-                                w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n");
-                        }
-                        Ok(_) => {}
-                        Err(_) => break,
-                    }
-                }
-                // Forgotten: read and drop whatever comes, answer nothing,
-                // until the client gives up.
-                sock.set_read_timeout(None).unwrap();
-                let _ = std::io::copy(&mut reader, &mut std::io::sink());
-            });
-        }
-    });
-    port
-}
-
 #[test]
 fn probe_finds_idle_connections_dropped_without_a_fin_or_rst() {
     if !common::can_capture("probe_finds_idle_connections_dropped_without_a_fin_or_rst") {
         return;
     }
-    let port = silent_server(Duration::from_millis(1200));
+    let port = idle_server(Duration::from_millis(1200), go_silent);
     let p = probe(
         &format!("http://127.0.0.1:{port}/"),
         &[
