@@ -128,9 +128,7 @@ impl Wire {
             Wire::Tls(t) => &t.sock,
         }
     }
-}
 
-impl Wire {
     /// After TLS's close_notify, waits (a little) for the TCP close that
     /// follows it, so that the capture shows the server closing first.
     fn await_tcp_close(&self) {
@@ -274,7 +272,6 @@ pub fn probe(config: &ProbeConfig) -> Result<Report, ProbeError> {
     }
     let stop = &*stop;
 
-    let h2 = config.h2;
     let (idle, requests, h2, reuse) = std::thread::scope(|s| {
         let idle = config.idle.then(|| {
             let request = request.clone();
@@ -284,7 +281,9 @@ pub fn probe(config: &ProbeConfig) -> Result<Report, ProbeError> {
             let request = request.clone();
             s.spawn(move || requests_probe(dial, &request, config.max_requests, stop))
         });
-        let h2 = h2.then(|| s.spawn(move || h2_probe(dial, &config.url, config.max_idle, stop)));
+        let h2 = config
+            .h2
+            .then(|| s.spawn(move || h2_probe(dial, &config.url, config.max_idle, stop)));
         let reuse: Vec<_> = config
             .gaps
             .iter()
@@ -296,23 +295,14 @@ pub fn probe(config: &ProbeConfig) -> Result<Report, ProbeError> {
         if let Some(h) = &idle {
             show_wait(h, config.progress, config.max_idle);
         }
-        let h2 = h2.map(|h| {
-            h.join()
-                .unwrap_or_else(|_| Err(ProbeError::Http("a probe thread panicked".into(), target)))
-        });
-        let join = |h: std::thread::ScopedJoinHandle<'_, Result<Client, ProbeError>>| {
-            h.join()
-                .unwrap_or_else(|_| Err(ProbeError::Http("a probe thread panicked".into(), target)))
-        };
-        let reuse: Result<Vec<GapClient>, ProbeError> = reuse
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(ProbeError::Http("a probe thread panicked".into(), target))
-                })
-            })
-            .collect();
-        (idle.map(join), requests.map(join), h2, reuse)
+        let reuse: Result<Vec<GapClient>, ProbeError> =
+            reuse.into_iter().map(|h| joined(h, target)).collect();
+        (
+            idle.map(|h| joined(h, target)),
+            requests.map(|h| joined(h, target)),
+            h2.map(|h| joined(h, target)),
+            reuse,
+        )
     });
     let (idle, requests, h2, reuse) = match (
         idle.transpose(),
@@ -336,6 +326,15 @@ pub fn probe(config: &ProbeConfig) -> Result<Report, ProbeError> {
     // on its reuse would speak of the probe, not of the server.
     report.diagnosis.clear();
     Ok(report)
+}
+
+/// A probe thread's result; a panic in it is an error of that probe.
+fn joined<T>(
+    h: std::thread::ScopedJoinHandle<'_, Result<T, ProbeError>>,
+    target: SocketAddr,
+) -> Result<T, ProbeError> {
+    h.join()
+        .unwrap_or_else(|_| Err(ProbeError::Http("a probe thread panicked".into(), target)))
 }
 
 /// The probes' numbers, from the capture's view of their connections.
@@ -442,23 +441,13 @@ fn gap_probe(
         Ok(Some(r)) if !r.close && !r.to_close => client.first = true,
         _ => return Ok(client),
     }
-    let start = Instant::now();
-    let waited = wait_idle(&mut reader, gap, stop, |r| {
-        let n = r.buffer().len();
-        r.consume(n);
-        Ok(false)
-    });
-    match waited {
-        Ok(Some(_)) => {
+    match wait_idle(&mut reader, gap, stop, discard) {
+        Ok(Waited::Full) => {}
+        Ok(Waited::Stopped(_)) => {
             client.interrupted = true;
             return Ok(client);
         }
-        Ok(None) if start.elapsed() + Duration::from_millis(1) < gap => {
-            client.closed_in_gap = true;
-            return Ok(client);
-        }
-        Ok(None) => {}
-        Err(_) => {
+        Ok(Waited::Closed) | Err(_) => {
             client.closed_in_gap = true;
             return Ok(client);
         }
@@ -466,20 +455,17 @@ fn gap_probe(
     if reader.get_mut().write_all(request).is_err() {
         return Ok(client);
     }
+    // The answer's first byte, or nothing at all within ANSWER_WAIT.
     let _ = reader.get_ref().tcp().set_read_timeout(Some(ANSWER_WAIT));
-    match read_response(&mut reader, target) {
-        Ok(Some(_)) => client.second = true,
-        Ok(None) => {}
-        // The read timed out: nothing came back.
-        Err(ProbeError::Http(why, _))
-            if ["timed out", "temporarily unavailable", "would block"]
-                .iter()
-                .any(|t| why.contains(t)) =>
-        {
+    match reader.fill_buf() {
+        Err(e) if is_timeout(&e) => {
             client.no_answer = true;
+            return Ok(client);
         }
-        Err(_) => {}
+        Ok([]) | Err(_) => return Ok(client),
+        Ok(_) => {}
     }
+    client.second = matches!(read_response(&mut reader, target), Ok(Some(_)));
     Ok(client)
 }
 
@@ -945,6 +931,11 @@ fn read_response(
     }))
 }
 
+/// A read timeout ran out (which of the two depends on the platform).
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+}
+
 fn is_closed(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
@@ -995,35 +986,62 @@ fn idle_probe(
         return Ok(client);
     }
     // The server's close (EOF or a reset) ends the wait; so do --max-idle
-    // and Ctrl-C. Bytes nobody asked for are not a close.
-    client.interrupted = wait_idle(&mut reader, max_idle, stop, |r| {
-        let n = r.buffer().len();
-        r.consume(n);
-        Ok(false)
-    })
-    .map_err(io("waiting"))?;
+    // and Ctrl-C.
+    client.interrupted = wait_idle(&mut reader, max_idle, stop, discard)
+        .map_err(io("waiting"))?
+        .interrupted();
     Ok(client)
+}
+
+/// What ended a wait on an idle connection.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Waited {
+    /// The server ended the connection (EOF, a reset, or what `on_data`
+    /// read said so).
+    Closed,
+    /// The whole wait passed with the connection open.
+    Full,
+    /// `stop` was set after this long.
+    Stopped(Duration),
+}
+
+impl Waited {
+    /// How long it waited when `stop` ended the wait.
+    fn interrupted(self) -> Option<Duration> {
+        match self {
+            Waited::Stopped(d) => Some(d),
+            Waited::Closed | Waited::Full => None,
+        }
+    }
+}
+
+/// Takes whatever the server sends on an idle HTTP/1.1 connection: bytes
+/// nobody asked for are not a close.
+fn discard(r: &mut BufReader<Wire>) -> std::io::Result<bool> {
+    let n = r.buffer().len();
+    r.consume(n);
+    Ok(false)
 }
 
 /// Waits on an idle connection until the server ends it (EOF or a reset),
 /// `max_idle` passes or `stop` is set. `on_data` takes what the server sends
 /// meanwhile (the buffer holds some) and says whether that ended the
-/// connection. Returns how long it waited when `stop` ended the wait.
+/// connection.
 fn wait_idle(
     r: &mut BufReader<Wire>,
     max_idle: Duration,
     stop: &AtomicBool,
     mut on_data: impl FnMut(&mut BufReader<Wire>) -> std::io::Result<bool>,
-) -> std::io::Result<Option<Duration>> {
+) -> std::io::Result<Waited> {
     let start = Instant::now();
     let deadline = start + max_idle;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Ok(None);
+            return Ok(Waited::Full);
         }
         if stop.load(Ordering::SeqCst) {
-            return Ok(Some(start.elapsed()));
+            return Ok(Waited::Stopped(start.elapsed()));
         }
         r.get_ref()
             .tcp()
@@ -1031,16 +1049,16 @@ fn wait_idle(
         match r.fill_buf() {
             Ok([]) => {
                 r.get_ref().await_tcp_close();
-                return Ok(None);
+                return Ok(Waited::Closed);
             }
             Ok(_) => {}
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
-            Err(e) if is_closed(&e) => return Ok(None),
+            Err(e) if is_timeout(&e) => continue,
+            Err(e) if is_closed(&e) => return Ok(Waited::Closed),
             Err(e) => return Err(e),
         }
         r.get_ref().tcp().set_read_timeout(None)?;
         if on_data(r)? {
-            return Ok(None);
+            return Ok(Waited::Closed);
         }
     }
 }
@@ -1356,7 +1374,8 @@ fn h2_probe(
         }
         Some(_) => Ok(false),
     })
-    .map_err(io("waiting"))?;
+    .map_err(io("waiting"))?
+    .interrupted();
     Ok(client)
 }
 
