@@ -264,8 +264,9 @@ fn write_text(
     Ok(())
 }
 
-/// "1.5 s", "2 min", "800 ms".
-fn human_ms(ms: f64) -> String {
+/// A span given in milliseconds, for a sentence: "800 ms", "1.5 s", "90 s",
+/// "5 min".
+pub(crate) fn human_ms(ms: f64) -> String {
     if ms < 1000.0 {
         format!("{ms:.0} ms")
     } else if ms < 120_000.0 {

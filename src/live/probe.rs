@@ -478,7 +478,7 @@ fn gap_result(
     tls: bool,
 ) -> ReuseProbe {
     let gap_ms = ms(client.gap);
-    let human_gap = human(gap_ms);
+    let human_gap = crate::render::human_ms(gap_ms);
     let mut probe = ReuseProbe {
         gap_ms,
         stream: conn.map(|c| c.stream),
@@ -531,7 +531,7 @@ fn gap_result(
             "no answer",
             format!(
                 "a request after {human_gap} idle got nothing back in {} (no FIN, no RST): dropped silently",
-                human(ms(ANSWER_WAIT))
+                crate::render::human_ms(ms(ANSWER_WAIT))
             ),
         )
     } else {
@@ -748,10 +748,10 @@ fn advice(t: f64) -> Vec<ProbeAdvice> {
         let default = match (default_ms, outlives) {
             (Some(d), Some(true)) => format!(
                 "; its default, {}, is longer than the server's {:.1} s: the stale-connection race waits there",
-                human(d),
+                crate::render::human_ms(d),
                 t / 1000.0
             ),
-            (Some(d), _) => format!("; its default, {}, is already shorter", human(d)),
+            (Some(d), _) => format!("; its default, {}, is already shorter", crate::render::human_ms(d)),
             (None, _) => String::new(),
         };
         ProbeAdvice {
@@ -776,14 +776,6 @@ fn advice(t: f64) -> Vec<ProbeAdvice> {
         item("java", "jdk.httpclient.keepalive.timeout", Some(1_200_000.0),
              format!("-Djdk.httpclient.keepalive.timeout={} (seconds; java.net.http.HttpClient)", (keep_s.floor() as u64).max(1))),
     ]
-}
-
-fn human(ms: f64) -> String {
-    if ms >= 60_000.0 && ms % 60_000.0 == 0.0 {
-        format!("{:.0} min", ms / 60_000.0)
-    } else {
-        format!("{:.0} s", ms / 1000.0)
-    }
 }
 
 fn request_bytes(url: &reqwest::Url) -> Vec<u8> {
