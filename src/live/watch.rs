@@ -57,7 +57,9 @@ pub fn watch(config: &WatchConfig, rows: Rows) -> Result<Report, CaptureError> {
         buffer_size: DEFAULT_BUFFER_SIZE,
     };
     let pipeline = rows.pipeline(&config.pipeline);
-    let shown = Arc::new(Mutex::new(pipeline.glance()));
+    let shown = config
+        .live_view
+        .then(|| Arc::new(Mutex::new(pipeline.glance())));
     let sink = Glancing {
         pipeline,
         shown: shown.clone(),
@@ -78,13 +80,13 @@ pub fn watch(config: &WatchConfig, rows: Rows) -> Result<Report, CaptureError> {
     let start = Instant::now();
     let mut drawn = 0;
     let mut tick = || {
-        if config.live_view {
+        if let Some(shown) = &shown {
             let glance = shown.lock().map(|g| g.clone()).unwrap_or_default();
             drawn = redraw(drawn, &view(&glance, start.elapsed()));
         }
     };
     wait(config.duration, &mut tick);
-    if config.live_view {
+    if shown.is_some() {
         redraw(drawn, &[]);
     }
     let (sink, stats) = capture.stop()?;
@@ -123,19 +125,23 @@ pub(crate) fn sockets_to_servers(report: &Report) -> Option<crate::report::Socke
     Some(sockets::report_of(&all, &peers, Some(filter)))
 }
 
-/// The pipeline, and a copy of its tallies for the view, refreshed at most
-/// every 200 ms as packets come (and when the link is quiet).
+/// The pipeline, and a copy of its tallies for the view when there is one,
+/// refreshed at most every 200 ms as packets come (and when the link is
+/// quiet).
 struct Glancing {
     pipeline: Pipeline,
-    shown: Arc<Mutex<Glance>>,
+    shown: Option<Arc<Mutex<Glance>>>,
     updated: Instant,
 }
 
 impl Glancing {
     fn refresh(&mut self) {
+        let Some(shown) = &self.shown else {
+            return;
+        };
         if self.updated.elapsed() >= Duration::from_millis(200) {
             self.updated = Instant::now();
-            if let Ok(mut g) = self.shown.lock() {
+            if let Ok(mut g) = shown.lock() {
                 *g = self.pipeline.glance();
             }
         }
