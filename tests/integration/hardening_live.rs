@@ -480,11 +480,7 @@ fn a_second_interrupt_stops_lingering_at_once() {
     assert!(line.contains("finishing the report"), "{line}");
     signal(&child, "INT");
     // Without the second signal's effect the run lingers 60 s; 20 s is ample.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let lingering = child.try_wait().unwrap().is_none();
+    let lingering = common::exit_within(&mut child, Duration::from_secs(20)).is_none();
     if lingering {
         let _ = child.kill();
     }

@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use conntrace::live::server::{ServerConfig, TestServer};
 
@@ -42,10 +42,13 @@ fn can_audit() -> bool {
         && common::need("curl (apt install curl)", installed("curl"))
 }
 
-/// Someone else's traffic to `addr` until `stop`: a keep-alive connection
-/// and a new connection per request, from this test's own process.
+/// Someone else's traffic to `addr` until `stop`, from this test's own
+/// process: connections of two requests each, one every 20 ms. Returns
+/// once its first connection has been answered; the thread gives the
+/// number of connections it made.
 fn neighbour(addr: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u32> {
-    std::thread::spawn(move || {
+    let (answered, first) = std::sync::mpsc::channel();
+    let other = std::thread::spawn(move || {
         let mut connections = 0;
         while !stop.load(Ordering::SeqCst) {
             let mut sock = TcpStream::connect(addr).unwrap();
@@ -57,10 +60,16 @@ fn neighbour(addr: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle
                 let n = sock.read(&mut buf).unwrap();
                 assert!(n > 0);
             }
+            let _ = answered.send(());
+            // The pace of its traffic, not a wait for anything.
             std::thread::sleep(Duration::from_millis(20));
         }
         connections
-    })
+    });
+    first
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the neighbour's first connection is answered");
+    other
 }
 
 /// What nftables and the cgroup v2 tree hold of audits, read without
@@ -109,7 +118,6 @@ fn only_the_commands_connections_and_its_childrens_are_reported() {
     let url = format!("http://{}/", server.addr());
     let stop = Arc::new(AtomicBool::new(false));
     let other = neighbour(server.addr(), stop.clone());
-    std::thread::sleep(Duration::from_millis(100));
     // Two curls, children of a shell: the first reuses its connection for
     // its second URL. Each prints the local port of every transfer: the
     // client's own view of its connections.
@@ -258,14 +266,7 @@ fn signal(pid: i32, sig: &str) {
 }
 
 fn wait_for(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        assert!(start.elapsed() < limit, "still running after {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::exit_within(child, limit).unwrap_or_else(|| panic!("still running after {limit:?}"))
 }
 
 #[test]
@@ -464,7 +465,6 @@ fn the_saved_capture_holds_only_the_commands_packets() {
     let url = format!("http://{}/", server.addr());
     let stop = Arc::new(AtomicBool::new(false));
     let other = neighbour(server.addr(), stop.clone());
-    std::thread::sleep(Duration::from_millis(100));
     let dir = std::env::temp_dir().join(format!("conntrace-audit-w-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let pcap = dir.join("cmd.pcap");

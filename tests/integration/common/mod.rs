@@ -212,6 +212,24 @@ pub fn need(what: &str, available: bool) -> bool {
     false
 }
 
+/// How `child` ended, if it did within `limit` (its exit is looked for
+/// every 20 ms).
+pub fn exit_within(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Whether live capture can run here (root); see [`need`].
 pub fn can_capture(_test: &str) -> bool {
     need("root, for live capture on loopback", is_root())
