@@ -1411,20 +1411,10 @@ mod tests {
 
     fn req(stream: u64, depth: u32, sent: f64, answered: Option<f64>) -> RequestRecord {
         RequestRecord {
-            stream,
-            depth,
-            reused: depth > 1,
-            method: "GET".to_string(),
-            target: "/".to_string(),
-            host: None,
             status: answered.map(|_| 200),
-            sent: secs(sent),
             answered: answered.map(secs),
             completed: answered.map(secs),
-            h2_stream: None,
-            tag: None,
-            seen_in: crate::report::SeenIn::Capture,
-            why_new: None,
+            ..crate::testkit::request_record(stream, depth, sent)
         }
     }
 

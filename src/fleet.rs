@@ -1102,25 +1102,13 @@ mod tests {
 
     #[test]
     fn row_groups_hold_at_most_65536_rows() {
-        use crate::report::SeenIn;
         use parquet::file::reader::{FileReader, SerializedFileReader};
         let dir = std::env::temp_dir().join(format!("conntrace-fleet-{}", std::process::id()));
         let mut tables = ParquetTables::create(&dir).unwrap();
         let request = |depth: u32| RequestRecord {
-            stream: 7,
-            depth,
-            reused: depth > 1,
-            method: "GET".into(),
-            target: "/".into(),
-            host: None,
             status: Some(200),
             sent: Timestamp(1_700_000_000_000_000 + i64::from(depth)),
-            answered: None,
-            completed: None,
-            h2_stream: None,
-            tag: None,
-            seen_in: SeenIn::Capture,
-            why_new: None,
+            ..crate::testkit::request_record(7, depth, 0.0)
         };
         for depth in 1..=ROW_GROUP_ROWS as u32 + 1 {
             tables.requests.push("a.pcap", &request(depth)).unwrap();

@@ -2091,22 +2091,7 @@ mod tests {
             crate::testkit::connection_record(2, "1.1.1.1:1", "2.2.2.2:80", 0.0),
             crate::testkit::connection_record(0, "1.1.1.1:2", "2.2.2.2:80", 0.0),
         ];
-        let req = |stream: u64, sent: f64| RequestRecord {
-            stream,
-            depth: 1,
-            reused: false,
-            method: "GET".into(),
-            target: "/".into(),
-            host: None,
-            status: None,
-            sent: crate::testkit::secs(sent),
-            answered: None,
-            completed: None,
-            h2_stream: None,
-            tag: None,
-            seen_in: SeenIn::Capture,
-            why_new: None,
-        };
+        let req = |stream: u64, sent: f64| crate::testkit::request_record(stream, 1, sent);
         let mut reqs = vec![
             req(4, 3.0),
             req(1, 1.0),

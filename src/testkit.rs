@@ -1,7 +1,7 @@
 //! Byte-array packets for unit tests: IPv4/IPv6 + TCP built by hand, so the
 //! tests say exactly which bytes they feed the decoder and the tracker.
 
-use crate::report::ConnectionRecord;
+use crate::report::{ConnectionRecord, RequestRecord, SeenIn};
 use crate::source::Frame;
 use crate::wire::Timestamp;
 
@@ -121,5 +121,27 @@ pub fn connection_record(
         requests: None,
         http: None,
         unused: None,
+    }
+}
+
+/// A report row for `GET /` at `depth` on `stream`, sent at `sent` seconds,
+/// seen in the capture and not answered; tests set the fields they are
+/// about.
+pub fn request_record(stream: u64, depth: u32, sent: f64) -> RequestRecord {
+    RequestRecord {
+        stream,
+        depth,
+        reused: depth > 1,
+        method: "GET".into(),
+        target: "/".into(),
+        host: None,
+        status: None,
+        sent: secs(sent),
+        answered: None,
+        completed: None,
+        h2_stream: None,
+        tag: None,
+        seen_in: SeenIn::Capture,
+        why_new: None,
     }
 }

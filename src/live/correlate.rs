@@ -248,20 +248,11 @@ mod tests {
 
     fn captured(stream: u64, depth: u32, tag: &str, sent: f64) -> RequestRecord {
         RequestRecord {
-            stream,
-            depth,
-            reused: depth > 1,
-            method: "GET".into(),
-            target: "/".into(),
-            host: None,
             status: Some(200),
-            sent: crate::testkit::secs(sent),
             answered: Some(crate::testkit::secs(sent + 0.001)),
             completed: Some(crate::testkit::secs(sent + 0.001)),
-            h2_stream: None,
             tag: Some(tag.into()),
-            seen_in: SeenIn::Capture,
-            why_new: None,
+            ..crate::testkit::request_record(stream, depth, sent)
         }
     }
 
