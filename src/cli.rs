@@ -280,6 +280,11 @@ pub struct ExpiryArgs {
     /// exhaust memory.
     #[arg(long, value_name = "N", default_value_t = Expiry::default().max_unanswered)]
     pub max_unanswered: usize,
+    /// At most this many closed connections are held in their grace period;
+    /// beyond, the one closed first is finalised early, so a high rate of
+    /// short connections holds bounded memory (`tracker.grace_cut`).
+    #[arg(long, value_name = "N", default_value_t = Expiry::default().max_closing)]
+    pub max_closing: usize,
 }
 
 impl ExpiryArgs {
@@ -289,6 +294,7 @@ impl ExpiryArgs {
             close_grace: self.close_grace,
             unanswered: self.syn_timeout,
             max_unanswered: self.max_unanswered.max(1),
+            max_closing: self.max_closing.max(1),
             tombstone: self.idle_timeout.max(self.syn_timeout),
             ..Expiry::default()
         }

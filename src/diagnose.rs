@@ -314,15 +314,13 @@ impl ReuseJudge {
                     _ => previous,
                 };
                 if let Some((previous_sent, previous_completed)) = previous {
-                    group.reuses.push_back(Reuse {
+                    let reuse = Reuse {
                         stream,
                         previous_sent,
                         previous_completed,
                         sent,
-                    });
-                    if group.reuses.len() > RECENT_REUSES {
-                        group.reuses.pop_front();
-                    }
+                    };
+                    push_bounded(&mut group.reuses, reuse, RECENT_REUSES);
                 }
                 // Keep eight requests sent before the sweep (the most a
                 // verdict looks at) and every one after it.
@@ -579,17 +577,11 @@ impl ReuseJudge {
                 if group.last_closed.as_ref().is_none_or(|(k, _)| *k <= key) {
                     group.last_closed = Some((key, closed.clone()));
                 }
-                group.recent.push_back(closed.clone());
-                if group.recent.len() > RECENT_CLOSES {
-                    group.recent.pop_front();
-                }
+                push_bounded(&mut group.recent, closed.clone(), RECENT_CLOSES);
                 // Announced by the server, whichever FIN went first.
                 let server_said = closed.signals.server_close_depth.is_some();
                 if let (true, Some(n)) = (server_said, closed.requests) {
-                    group.server_closed_after.push_back(n);
-                    if group.server_closed_after.len() > RECENT_CLOSES {
-                        group.server_closed_after.pop_front();
-                    }
+                    push_bounded(&mut group.server_closed_after, n, RECENT_CLOSES);
                 }
             }
             if view.pending.is_none() {
@@ -710,6 +702,15 @@ fn view_of<'a>(
     });
     let group = groups.entry(view.group).or_default();
     (view, group)
+}
+
+/// The most recent `cap` kept: the oldest goes before the new one comes,
+/// so the queue never grows past `cap` (a group holds several).
+fn push_bounded<T>(queue: &mut VecDeque<T>, item: T, cap: usize) {
+    if queue.len() >= cap {
+        queue.pop_front();
+    }
+    queue.push_back(item);
 }
 
 fn attach(finished: &mut Finished, verdict: NewConnectionReason) {

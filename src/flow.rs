@@ -24,23 +24,57 @@ use crate::wire::{Direction, Segment, SeqNumber, Timestamp};
 
 /// Both directions of a connection map to one key: the lower address first
 /// (Zeek's `InitTuple` with a `flipped` flag, Wireshark's conversation key).
+/// Packed (38 bytes against two `SocketAddr`'s 64): the table holds one per
+/// connection and tombstone, and hashes one per packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FlowKey {
-    low: SocketAddr,
-    high: SocketAddr,
+    low: Address,
+    high: Address,
 }
 
-/// The two sides of a [`FlowKey`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Side {
-    /// Sent by `FlowKey::low`.
-    Low = 0,
-    High = 1,
+/// One end of a [`FlowKey`], ordered as `SocketAddr` orders: IPv4 before
+/// IPv6, then the address, then the port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Address {
+    v6: bool,
+    ip: [u8; 16],
+    port: u16,
+}
+
+impl Address {
+    fn of(addr: SocketAddr) -> Address {
+        match addr {
+            SocketAddr::V4(a) => {
+                let mut ip = [0; 16];
+                ip[..4].copy_from_slice(&a.ip().octets());
+                Address {
+                    v6: false,
+                    ip,
+                    port: a.port(),
+                }
+            }
+            SocketAddr::V6(a) => Address {
+                v6: true,
+                ip: a.ip().octets(),
+                port: a.port(),
+            },
+        }
+    }
+
+    fn socket_addr(&self) -> SocketAddr {
+        if self.v6 {
+            SocketAddr::from((self.ip, self.port))
+        } else {
+            let [a, b, c, d, ..] = self.ip;
+            SocketAddr::from(([a, b, c, d], self.port))
+        }
+    }
 }
 
 impl FlowKey {
     /// The key of a segment from `src` to `dst`, and which side sent it.
     fn of(src: SocketAddr, dst: SocketAddr) -> (FlowKey, Side) {
+        let (src, dst) = (Address::of(src), Address::of(dst));
         if src <= dst {
             (
                 FlowKey {
@@ -62,10 +96,18 @@ impl FlowKey {
 
     fn addr(&self, side: Side) -> SocketAddr {
         match side {
-            Side::Low => self.low,
-            Side::High => self.high,
+            Side::Low => self.low.socket_addr(),
+            Side::High => self.high.socket_addr(),
         }
     }
+}
+
+/// The two sides of a [`FlowKey`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// Sent by `FlowKey::low`.
+    Low = 0,
+    High = 1,
 }
 
 impl Side {
@@ -976,6 +1018,10 @@ pub struct Expiry {
     /// More unanswered SYNs than this at once: the oldest is finalised early
     /// (a SYN flood or a scan must not exhaust memory).
     pub max_unanswered: usize,
+    /// More connections closed and in their grace period than this at once:
+    /// the one closed first is finalised early (a high rate of short
+    /// connections must not fill memory with closed ones).
+    pub max_closing: usize,
     /// A finalised connection's 4-tuple keeps its stream number this long, so
     /// that a late retransmission is recognised and a reused port numbered as
     /// Wireshark numbers it.
@@ -991,6 +1037,7 @@ impl Default for Expiry {
             close_grace: Duration::from_secs(5),
             unanswered: Duration::from_secs(120),
             max_unanswered: 10_000,
+            max_closing: 10_000,
             tombstone: Duration::from_secs(300),
             max_tombstones: 65_536,
         }
@@ -1138,6 +1185,9 @@ pub struct FlowTable {
     /// (entries for answered ones are skipped and compacted away).
     unanswered: VecDeque<(u64, FlowKey)>,
     unanswered_now: usize,
+    /// Connections as they closed for good, first closed first (entries
+    /// for ones finalised or reopened since are skipped and compacted away).
+    closing: VecDeque<(u64, FlowKey)>,
     live: usize,
     /// Live connections not yet closed by a RST or by a FIN from each side.
     open: usize,
@@ -1161,6 +1211,7 @@ impl FlowTable {
             tombstones: VecDeque::new(),
             unanswered: VecDeque::new(),
             unanswered_now: 0,
+            closing: VecDeque::new(),
             live: 0,
             open: 0,
             now: Timestamp(i64::MIN),
@@ -1184,11 +1235,17 @@ impl FlowTable {
                 let was_open = !conn.is_finished();
                 let was_unanswered = conn.is_unanswered();
                 conn.take(seg, sender, payload, out);
-                match (was_open, conn.is_finished()) {
-                    (true, true) => self.open -= 1,
-                    (false, false) => self.open += 1,
-                    _ => {}
-                }
+                let closed_now = match (was_open, conn.is_finished()) {
+                    (true, true) => {
+                        self.open -= 1;
+                        true
+                    }
+                    (false, false) => {
+                        self.open += 1;
+                        false
+                    }
+                    _ => false,
+                };
                 if was_unanswered && !conn.is_unanswered() {
                     self.unanswered_now -= 1;
                 }
@@ -1198,7 +1255,12 @@ impl FlowTable {
                     conn.scheduled = due;
                     self.deadlines.push(Reverse((due, conn.stream, key)));
                 }
-                conn.stream
+                let stream = conn.stream;
+                if closed_now {
+                    self.closing.push_back((stream, key));
+                    self.cut_grace(out);
+                }
+                stream
             }
             Some(Slot::Tomb(tomb)) if !reuses_port(tomb.base_seq[sender as usize], seg) => {
                 self.stats.late_packets += 1;
@@ -1231,7 +1293,8 @@ impl FlowTable {
             self.unanswered_now += 1;
             self.unanswered.push_back((stream, key));
         }
-        if !conn.is_finished() {
+        let finished = conn.is_finished();
+        if !finished {
             self.open += 1;
         }
         self.live += 1;
@@ -1245,6 +1308,10 @@ impl FlowTable {
             self.retire(*old, EndReason::Closed, out);
         }
         self.early_drop(out);
+        if finished {
+            self.closing.push_back((stream, key));
+            self.cut_grace(out);
+        }
         stream
     }
 
@@ -1332,6 +1399,31 @@ impl FlowTable {
         }
     }
 
+    /// Too many connections in their close grace at once: finalise those
+    /// closed first. A packet that comes for one later is counted as late,
+    /// as one after the grace is.
+    fn cut_grace(&mut self, out: &mut Vec<FlowEvent>) {
+        while self.live - self.open > self.expiry.max_closing {
+            let Some((stream, key)) = self.closing.pop_front() else {
+                break;
+            };
+            let closed = matches!(self.by_key.get(&key),
+                Some(Slot::Live(c)) if c.stream == stream && c.is_finished());
+            if closed {
+                self.stats.grace_cut += 1;
+                self.bury(key, EndReason::Closed, out);
+            }
+        }
+        // Entries of connections finalised or reopened since: compact now and then.
+        if self.closing.len() > 2 * (self.live - self.open) + 1024 {
+            let by_key = &self.by_key;
+            self.closing.retain(|(stream, key)| {
+                matches!(by_key.get(key),
+                    Some(Slot::Live(c)) if c.stream == *stream && c.is_finished())
+            });
+        }
+    }
+
     /// Finalise the live connection at `key`, leaving a tombstone.
     fn bury(&mut self, key: FlowKey, reason: EndReason, out: &mut Vec<FlowEvent>) {
         let until = self.now.after(self.expiry.tombstone);
@@ -1395,6 +1487,7 @@ impl FlowTable {
         self.deadlines.clear();
         self.tombstones.clear();
         self.unanswered.clear();
+        self.closing.clear();
     }
 
     /// Streams numbered so far.
@@ -1926,6 +2019,64 @@ mod tests {
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].1, EndReason::Closed);
         assert_eq!((gone[0].0.fin_server, gone[0].0.packets_server), (2, 3));
+    }
+
+    #[test]
+    fn past_the_cap_of_closed_connections_the_first_closed_is_finalised_early() {
+        let expiry = Expiry {
+            max_closing: 2,
+            ..Expiry::default()
+        };
+        let mut t = Tracker::with_expiry(false, expiry);
+        let close = |t: &mut Tracker, port: u16, at: i64| {
+            feed(
+                t,
+                port,
+                80,
+                &[
+                    (at, true, 100, 0, SYN, b""),
+                    (at + 1, false, 500, 101, SYNACK, b""),
+                    (at + 2, true, 101, 501, FIN, b""),
+                    (at + 3, false, 501, 102, FIN, b""),
+                    (at + 4, true, 102, 502, ACK, b""),
+                ],
+            )
+        };
+        // One still open does not count against the cap.
+        feed(
+            &mut t,
+            42000,
+            80,
+            &[(0, true, 1, 0, SYN, b""), (1, false, 9, 2, SYNACK, b"")],
+        );
+        close(&mut t, 42001, 10);
+        close(&mut t, 42002, 20);
+        assert!(t.finished().is_empty());
+        // A third close, well within the 5 s grace: the first closed goes.
+        close(&mut t, 42003, 30);
+        let gone = t.finished();
+        assert_eq!(gone.len(), 1);
+        assert_eq!((gone[0].0.stream, gone[0].1), (1, EndReason::Closed));
+        assert_eq!(gone[0].0.packets_client, 3);
+        assert_eq!(t.table.stats().grace_cut, 1);
+        assert_eq!((t.table.live(), t.table.open()), (3, 1));
+        // Its retransmitted FIN keeps its stream number and counts as late.
+        let late = feed(&mut t, 42001, 80, &[(40, false, 501, 102, FIN, b"")]);
+        assert_eq!(late, [1]);
+        assert_eq!(t.table.stats().late_packets, 1);
+        // Its SYN retransmitted with the same ISN reopens the second (as
+        // tshark keeps it in its stream): no longer closed, it is not cut
+        // when the next closes come; the one closed after it is.
+        feed(&mut t, 42002, 80, &[(50, true, 100, 0, SYN, b"")]);
+        close(&mut t, 42004, 60);
+        assert_eq!(t.finished().len(), 1);
+        close(&mut t, 42005, 70);
+        let streams: Vec<u64> = t.finished().iter().map(|(r, _)| r.stream).collect();
+        assert_eq!(streams, [1, 3]);
+        assert_eq!(
+            (t.table.live() - t.table.open(), t.table.stats().grace_cut),
+            (2, 2)
+        );
     }
 
     #[test]

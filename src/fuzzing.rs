@@ -301,6 +301,7 @@ struct TrackerScript {
     /// finalised, entombed and their ports reused within a short script.
     short_expiry: bool,
     max_unanswered: u8,
+    max_closing: u8,
     steps: Vec<TrackerStep>,
 }
 
@@ -335,6 +336,7 @@ pub fn tracker(data: &[u8]) {
             close_grace: ms(5),
             unanswered: ms(120),
             max_unanswered: usize::from(script.max_unanswered % 8) + 1,
+            max_closing: usize::from(script.max_closing % 8) + 1,
             tombstone: ms(300),
             max_tombstones: 4,
         };

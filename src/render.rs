@@ -426,10 +426,11 @@ pub(crate) fn write_totals(report: &Report, out: &mut dyn Write, markdown: bool)
     if let Some(t) = &report.tracker {
         writeln!(
             out,
-            "{bullet}let go before their end: {} idle past --idle-timeout, {} ({} early, past --max-unanswered); {} after their connection was finalised{}",
+            "{bullet}let go before their end: {} idle past --idle-timeout, {} ({} early, past --max-unanswered), {} closed before the end of --close-grace (past --max-closing); {} after their connection was finalised{}",
             t.expired_idle,
             count(t.expired_unanswered, "unanswered SYN"),
             t.early_dropped,
+            t.grace_cut,
             match t.late_packets {
                 1 => "1 packet came".to_string(),
                 n => format!("{n} packets came"),

@@ -490,6 +490,9 @@ pub struct TrackerStats {
     pub expired_unanswered: u64,
     /// Of those, finalised early because too many were pending at once.
     pub early_dropped: u64,
+    /// Closed connections finalised before the end of their grace period
+    /// because too many were in it at once. An addition.
+    pub grace_cut: u64,
     /// Most connections held at once.
     pub peak_open: u64,
 }
@@ -498,7 +501,7 @@ impl TrackerStats {
     /// False when every connection simply ran to its end: the report then
     /// leaves the section out.
     pub fn noteworthy(&self) -> bool {
-        self.late_packets + self.expired_idle + self.expired_unanswered > 0
+        self.late_packets + self.expired_idle + self.expired_unanswered + self.grace_cut > 0
     }
 }
 

@@ -311,7 +311,9 @@ pub fn leftovers() -> Vec<String> {
     found
 }
 
-/// A conntrack label bit no running audit uses.
+/// A conntrack label bit no running audit uses, whose NFLOG group no
+/// process listens on (an audit that is ending may have removed its rules
+/// and still hold its group for a moment).
 fn free_label(pid: u32) -> u8 {
     let used: Vec<u8> = Command::new("nft")
         .args(["list", "ruleset"])
@@ -324,10 +326,18 @@ fn free_label(pid: u32) -> u8 {
                 .collect()
         })
         .unwrap_or_default();
+    // One line per group bound, its number first.
+    let bound: Vec<u16> = fs::read_to_string("/proc/net/netfilter/nfnetlink_log")
+        .map(|text| {
+            text.lines()
+                .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
     let start = (pid % 128) as u8;
     (0..128u8)
         .map(|k| (start + k) % 128)
-        .find(|l| !used.contains(l))
+        .find(|&l| !used.contains(&l) && !bound.contains(&(NFLOG_BASE + u16::from(l))))
         .unwrap_or(start)
 }
 
