@@ -205,7 +205,8 @@ struct Group {
 /// connections open at once and the last second, not the capture.
 #[derive(Debug, Default)]
 pub struct ReuseJudge {
-    views: FastMap<u64, View>,
+    /// Boxed: the map's spare capacity then costs a pointer a slot.
+    views: FastMap<u64, Box<View>>,
     groups: FastMap<GroupKey, Group>,
     /// (due, stream) of verdicts to give.
     due: BinaryHeap<Reverse<(Timestamp, u64)>>,
@@ -673,7 +674,7 @@ impl Group {
 
 /// The view of a connection and its group, made when first needed.
 fn view_of<'a>(
-    views: &'a mut FastMap<u64, View>,
+    views: &'a mut FastMap<u64, Box<View>>,
     groups: &'a mut FastMap<GroupKey, Group>,
     stream: u64,
     peers: Peers,
@@ -687,7 +688,7 @@ fn view_of<'a>(
         } else {
             group.waiting.insert(member);
         }
-        View {
+        Box::new(View {
             group: group_key,
             first_seen: peers.opened,
             closed: None,
@@ -698,7 +699,7 @@ fn view_of<'a>(
             pending: None,
             finished: false,
             retired: false,
-        }
+        })
     });
     let group = groups.entry(view.group).or_default();
     (view, group)
@@ -888,7 +889,7 @@ fn explain(
     own: u64,
     server: SocketAddr,
     group: Option<&Group>,
-    views: &FastMap<u64, View>,
+    views: &FastMap<u64, Box<View>>,
     examined_total: &mut u64,
 ) -> NewConnectionReason {
     let mut busy = 0;
@@ -1153,7 +1154,7 @@ fn unused(
 fn uncertainty(
     v: &NewConnectionReason,
     group: Option<&Group>,
-    views: &FastMap<u64, View>,
+    views: &FastMap<u64, Box<View>>,
     lossy_connections: u64,
 ) -> Option<String> {
     let prev = v.previous_stream?;

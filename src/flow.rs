@@ -1438,6 +1438,15 @@ impl FlowTable {
         let Some(Slot::Live(conn)) = self.by_key.insert(key, Slot::Tomb(tomb)) else {
             unreachable!("the slot was live just above")
         };
+        // At the cap the oldest goes first, so the queue never grows past it.
+        while self.tombstones.len() >= self.expiry.max_tombstones {
+            let Some(oldest) = self.tombstones.pop_front() else {
+                break;
+            };
+            if let Some(Slot::Tomb(_)) = self.by_key.get(&oldest) {
+                self.by_key.remove(&oldest);
+            }
+        }
         self.tombstones.push_back(key);
         self.retire(*conn, reason, out);
     }
