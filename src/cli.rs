@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use std::time::Duration;
 
+use crate::document::{JsonDocumentSink, Opener};
 use crate::exit::{Exit, Refused, EXIT_CODES};
 use crate::fleet::{self, EachDataset, Keep, ParquetSink};
 use crate::flow::Expiry;
@@ -533,6 +534,17 @@ fn replay(args: ReplayArgs) -> Result<Exit> {
             let pipeline = Pipeline::counting(&options.pipeline);
             let report = replay_into(&files, &options, pipeline)?;
             emit(&report, &args.output)?;
+        }
+        Format::Json => {
+            // Rows kept compressed as connections finish; the document is
+            // written from them at the end (nothing when the replay fails).
+            let path = args.output.output.clone();
+            let open: Opener = Box::new(move || {
+                open_output(&path).map_err(|e| io::Error::other(format!("{e:#}")))
+            });
+            let sink = JsonDocumentSink::new(open);
+            let pipeline = Pipeline::streaming(&options.pipeline, Box::new(sink));
+            replay_into(&files, &options, pipeline)?;
         }
         _ => {
             let pipeline = Pipeline::new(&options.pipeline);

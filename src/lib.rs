@@ -19,6 +19,7 @@ pub mod advice;
 pub mod cli;
 pub mod decode;
 pub mod diagnose;
+pub mod document;
 pub mod exit;
 pub mod fleet;
 pub mod flow;
