@@ -1158,7 +1158,6 @@ pub struct Peers {
 struct Tombstone {
     stream: u64,
     base_seq: [Option<SeqNumber>; 2],
-    until: Timestamp,
 }
 
 #[derive(Debug)]
@@ -1180,7 +1179,7 @@ pub struct FlowTable {
     /// When each live connection is next looked at: (time, stream, key).
     deadlines: BinaryHeap<Reverse<(Timestamp, u64, FlowKey)>>,
     /// Tombstones in order of burial.
-    tombstones: VecDeque<FlowKey>,
+    tombstones: VecDeque<(Timestamp, u64, FlowKey)>,
     /// Connections opened by a SYN and not answered yet, oldest first
     /// (entries for answered ones are skipped and compacted away).
     unanswered: VecDeque<(u64, FlowKey)>,
@@ -1362,17 +1361,21 @@ impl FlowTable {
             };
             self.bury(key, reason, out);
         }
-        while let Some(key) = self.tombstones.front() {
-            let over = self.tombstones.len() > self.expiry.max_tombstones;
-            match self.by_key.get(key) {
-                Some(Slot::Tomb(t)) if over || t.until <= self.now => {
-                    self.by_key.remove(key);
-                }
-                Some(Slot::Tomb(_)) => break,
-                // Replaced by a new stream since: nothing to remove.
-                _ => {}
+        // In order of burial, so of time: looked up only once due.
+        while let Some(&(until, stream, key)) = self.tombstones.front() {
+            if until > self.now {
+                break;
             }
             self.tombstones.pop_front();
+            self.unbury(stream, key);
+        }
+    }
+
+    /// Let the tombstone of `stream` at `key` go, unless a new stream (or
+    /// its own tombstone) took the 4-tuple since.
+    fn unbury(&mut self, stream: u64, key: FlowKey) {
+        if matches!(self.by_key.get(&key), Some(Slot::Tomb(t)) if t.stream == stream) {
+            self.by_key.remove(&key);
         }
     }
 
@@ -1433,21 +1436,18 @@ impl FlowTable {
         let tomb = Tombstone {
             stream: conn.stream,
             base_seq: [conn.ends[0].base_seq, conn.ends[1].base_seq],
-            until,
         };
         let Some(Slot::Live(conn)) = self.by_key.insert(key, Slot::Tomb(tomb)) else {
             unreachable!("the slot was live just above")
         };
         // At the cap the oldest goes first, so the queue never grows past it.
         while self.tombstones.len() >= self.expiry.max_tombstones {
-            let Some(oldest) = self.tombstones.pop_front() else {
+            let Some((_, stream, oldest)) = self.tombstones.pop_front() else {
                 break;
             };
-            if let Some(Slot::Tomb(_)) = self.by_key.get(&oldest) {
-                self.by_key.remove(&oldest);
-            }
+            self.unbury(stream, oldest);
         }
-        self.tombstones.push_back(key);
+        self.tombstones.push_back((until, tomb.stream, key));
         self.retire(*conn, reason, out);
     }
 

@@ -4,8 +4,11 @@
 //!
 //! A capture file read by the native reader is read, filtered and decoded on
 //! a thread of its own, a couple of batches ahead of the tracker, which takes
-//! them in file order: what the report says (counts, anomalies and their
-//! frame numbers, errors) is what one thread doing it all would say.
+//! them in file order; and a file replay runs the reuse judge and the rows
+//! (tallies, sinks) on a third, fed the tracker's events in chunks, in order.
+//! What the report says (counts, anomalies and their frame numbers, verdicts,
+//! errors, the rows streamed before an error) is what one thread doing it
+//! all would say.
 
 use crate::advice::Diagnoser;
 use std::collections::BTreeMap;
@@ -107,119 +110,158 @@ pub struct Glance {
 #[derive(Debug)]
 pub struct Pipeline {
     table: FlowTable,
-    /// `None`: connections go straight to the rows, undiagnosed.
-    judge: Option<ReuseJudge>,
     events: Vec<FlowEvent>,
-    rows: Rows,
-    summary: Summary,
-    /// The verdict per client host and server, gathered as rows finish.
-    diagnoser: Diagnoser,
+    /// What follows the tracker, here or on a thread of its own.
+    back: Stage,
     source: SourceInfo,
     link_types: Vec<LinkType>,
     /// The same as a set: a pcapng file may declare thousands.
     link_type_set: std::collections::HashSet<LinkType>,
     /// Reason → (count, first frame number).
     anomalies: BTreeMap<String, (u64, u64)>,
-    /// The first error a streaming sink returned; later rows are dropped.
-    sink_error: Option<io::Error>,
 }
 
-impl Pipeline {
-    /// A pipeline that keeps every row for a document report.
-    pub fn new(options: &PipelineOptions) -> Pipeline {
-        Pipeline::with_rows(
-            options,
-            Rows::Keep {
-                connections: Vec::new(),
-                requests: Vec::new(),
-            },
-        )
-    }
+/// The stages after the tracker: the reuse judge, then the tallies and the
+/// rows. Fed the tracker's events in order, with the capture time reached
+/// after each segment's.
+#[derive(Debug)]
+struct Back {
+    /// `None`: connections go straight to the rows, undiagnosed.
+    judge: Option<ReuseJudge>,
+    rows: Rows,
+    summary: Summary,
+    /// The verdict per client host and server, gathered as rows finish.
+    diagnoser: Diagnoser,
+    /// The first error a streaming sink returned; later rows are dropped.
+    sink_error: Option<io::Error>,
+    /// Behind: connections done with, handed back to the tracker's thread
+    /// to be freed there (freeing on another thread than the one that
+    /// allocated contends for the allocator's lock, once per record).
+    /// Boxes as they came: each is freed with the allocation it was made in.
+    #[allow(clippy::vec_box)]
+    dead: Option<Vec<Box<Finished>>>,
+}
 
-    /// A pipeline that hands each finished connection to `sink` and keeps
-    /// only the tallies.
-    pub fn streaming(options: &PipelineOptions, sink: Box<dyn RecordSink>) -> Pipeline {
-        Pipeline::with_rows(options, Rows::Stream(sink))
-    }
+/// Where the stages after the tracker run.
+#[derive(Debug)]
+enum Stage {
+    Here(Box<Back>),
+    /// On a thread of its own, fed in chunks: a file replay, where the judge
+    /// and the rows cost about as much as the tracker.
+    Behind(Behind),
+}
 
-    /// A pipeline that keeps only the tallies.
-    pub fn counting(options: &PipelineOptions) -> Pipeline {
-        Pipeline::with_rows(options, Rows::Count)
-    }
+/// The judge's thread and the chunk being filled for it.
+#[derive(Debug)]
+struct Behind {
+    chunk: Chunk,
+    /// `None` once the input ended (or the replay stopped).
+    to: Option<SyncSender<Chunk>>,
+    /// Chunks the thread is done with, to fill again.
+    spare: Receiver<Chunk>,
+    thread: Option<thread::JoinHandle<Option<Box<Back>>>>,
+}
 
-    fn with_rows(options: &PipelineOptions, rows: Rows) -> Pipeline {
-        Pipeline {
-            table: FlowTable::with_expiry(options.http, options.expiry),
-            judge: options.diagnose.then(ReuseJudge::new),
-            events: Vec::new(),
-            rows,
-            summary: Summary::default(),
-            diagnoser: Diagnoser::new(),
-            source: SourceInfo::default(),
-            link_types: Vec::new(),
-            link_type_set: Default::default(),
-            anomalies: BTreeMap::new(),
-            sink_error: None,
+impl Behind {
+    /// Hand over what is left and wait for the thread to take it all.
+    fn join(&mut self) -> Option<Box<Back>> {
+        if let Some(to) = self.to.take() {
+            // The thread is gone only if it panicked: `join` says so.
+            let _ = to.send(std::mem::take(&mut self.chunk));
+        }
+        match self.thread.take()?.join() {
+            Ok(back) => back,
+            Err(panic) => std::panic::resume_unwind(panic),
         }
     }
+}
 
-    /// Account one frame captured with link type `link`.
-    pub fn push(&mut self, link: LinkType, frame: &Frame<'_>) {
-        self.push_decoded(link, &decode(link, frame), frame.data);
-    }
-
-    /// Account one frame captured with link type `link` and already decoded;
-    /// a segment's payload range indexes `data` (the frame itself, or
-    /// wherever its payload was copied to).
-    /// Capture time is at least `now` though no packet came: connections
-    /// whose time is up are finalised (and streamed) now.
-    pub fn advance_clock(&mut self, now: Timestamp) {
-        self.table.advance_to(now, &mut self.events);
-        self.pass_events(Some(now));
-    }
-
-    pub fn push_decoded(&mut self, link: LinkType, decoded: &Decoded, data: &[u8]) {
-        self.source.packets += 1;
-        if self.link_types.last() != Some(&link) && self.link_type_set.insert(link) {
-            self.link_types.push(link);
-        }
-        match decoded {
-            Decoded::Tcp(seg) => {
-                self.source.tcp_packets += 1;
-                let payload = data.get(seg.payload.clone()).unwrap_or(&[]);
-                self.table.on_segment(seg, payload, &mut self.events);
-                self.pass_events(Some(seg.ts));
-            }
-            Decoded::NotTcp => self.source.non_tcp_packets += 1,
-            Decoded::Anomaly(a) => self.note_anomaly(a.to_string()),
+impl Drop for Behind {
+    /// A replay that stops at an error still streams the connections
+    /// finalised before it, as one thread doing it all would have.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = self.join();
         }
     }
+}
 
-    /// Hand the tracker's events to the judge, and what the judge released
-    /// to the rows.
-    fn pass_events(&mut self, now: Option<Timestamp>) {
+/// Events for [`Back`], and after which of them capture time moved on.
+#[derive(Debug, Default)]
+struct Chunk {
+    events: Vec<FlowEvent>,
+    /// Back from the judge's thread: finished connections to free.
+    #[allow(clippy::vec_box)]
+    dead: Vec<Box<Finished>>,
+    /// (events before it, capture time or `None` for "no time"): the
+    /// judge advances there. Consecutive ones with no event between them
+    /// are one, the later time (advancing twice gives the same verdicts).
+    marks: Vec<(usize, Option<Timestamp>)>,
+}
+
+/// Events a chunk gathers before it is handed on, and chunks on their way.
+const CHUNK_EVENTS: usize = 1024;
+const CHUNKS_AHEAD: usize = 2;
+
+impl Back {
+    /// `events`, then capture time reached `now`: verdicts due are given and
+    /// the connections released go to the rows.
+    fn pass(&mut self, events: impl Iterator<Item = FlowEvent>, now: Option<Timestamp>) {
         let Some(judge) = &mut self.judge else {
-            let mut events = std::mem::take(&mut self.events);
-            for event in events.drain(..) {
+            for event in events {
                 if let FlowEvent::Finished(finished) = event {
                     self.take(finished);
                 }
             }
-            self.events = events;
             return;
         };
-        for event in self.events.drain(..) {
+        for event in events {
             judge.on_event(event);
         }
         if let Some(now) = now {
             judge.advance(now);
         }
+        self.release();
+    }
+
+    fn release(&mut self) {
         while let Some(finished) = self.judge.as_mut().and_then(ReuseJudge::pop_released) {
             self.take(finished);
         }
     }
 
+    fn pass_chunk(&mut self, chunk: &mut Chunk) {
+        let mut events = chunk.events.drain(..);
+        let mut done = 0;
+        for &(end, now) in &chunk.marks {
+            self.pass(events.by_ref().take(end - done), now);
+            done = end;
+        }
+        self.pass(events, None);
+        chunk.marks.clear();
+        if let Some(dead) = &mut self.dead {
+            std::mem::swap(dead, &mut chunk.dead);
+        }
+    }
+
     fn take(&mut self, finished: Box<Finished>) {
+        if let (Some(dead), false) = (&mut self.dead, matches!(self.rows, Rows::Keep { .. })) {
+            // Freed where it was allocated (see `Back::dead`).
+            self.summary.add_connection(&finished.record);
+            for r in &finished.requests {
+                self.summary.add_request(r);
+            }
+            self.diagnoser.add(&finished.record, &finished.requests);
+            if let Rows::Stream(sink) = &mut self.rows {
+                if self.sink_error.is_none() {
+                    if let Err(e) = sink.connection(&finished.record, &finished.requests) {
+                        self.sink_error = Some(e);
+                    }
+                }
+            }
+            dead.push(finished);
+            return;
+        }
         let Finished {
             record, requests, ..
         } = *finished;
@@ -263,6 +305,161 @@ impl Pipeline {
         }
     }
 
+    /// The input ended: the verdicts still to give, with what is known.
+    fn finish(&mut self) {
+        if let Some(judge) = &mut self.judge {
+            judge.finish();
+        }
+        self.release();
+    }
+}
+
+impl Pipeline {
+    /// A pipeline that keeps every row for a document report.
+    pub fn new(options: &PipelineOptions) -> Pipeline {
+        Pipeline::with_rows(
+            options,
+            Rows::Keep {
+                connections: Vec::new(),
+                requests: Vec::new(),
+            },
+        )
+    }
+
+    /// A pipeline that hands each finished connection to `sink` and keeps
+    /// only the tallies.
+    pub fn streaming(options: &PipelineOptions, sink: Box<dyn RecordSink>) -> Pipeline {
+        Pipeline::with_rows(options, Rows::Stream(sink))
+    }
+
+    /// A pipeline that keeps only the tallies.
+    pub fn counting(options: &PipelineOptions) -> Pipeline {
+        Pipeline::with_rows(options, Rows::Count)
+    }
+
+    fn with_rows(options: &PipelineOptions, rows: Rows) -> Pipeline {
+        Pipeline {
+            table: FlowTable::with_expiry(options.http, options.expiry),
+            events: Vec::new(),
+            back: Stage::Here(Box::new(Back {
+                judge: options.diagnose.then(ReuseJudge::new),
+                rows,
+                summary: Summary::default(),
+                diagnoser: Diagnoser::new(),
+                sink_error: None,
+                dead: None,
+            })),
+            source: SourceInfo::default(),
+            link_types: Vec::new(),
+            link_type_set: Default::default(),
+            anomalies: BTreeMap::new(),
+        }
+    }
+
+    /// Run the judge and the rows on a thread of their own from now on,
+    /// fed the same events in the same order (so the report is the same).
+    /// Stays as it is if no thread can be started.
+    fn run_behind(&mut self) {
+        if !matches!(self.back, Stage::Here(_)) {
+            return;
+        }
+        let (to, from) = mpsc::sync_channel::<Chunk>(CHUNKS_AHEAD);
+        let (spare_to, spare) = mpsc::channel::<Chunk>();
+        // Handed over once the thread runs: if it cannot start, it stays here.
+        let (give, take) = mpsc::sync_channel::<Box<Back>>(1);
+        let started = thread::Builder::new()
+            .name("conntrace-judge".into())
+            .spawn(move || {
+                let mut back = take.recv().ok()?;
+                back.dead = Some(Vec::new());
+                for mut chunk in from {
+                    back.pass_chunk(&mut chunk);
+                    let _ = spare_to.send(chunk);
+                }
+                Some(back)
+            });
+        let Ok(thread) = started else {
+            return;
+        };
+        let Stage::Here(back) = std::mem::replace(
+            &mut self.back,
+            Stage::Behind(Behind {
+                chunk: Chunk::default(),
+                to: Some(to),
+                spare,
+                thread: Some(thread),
+            }),
+        ) else {
+            unreachable!("matched above")
+        };
+        let _ = give.send(back);
+    }
+
+    /// Account one frame captured with link type `link`.
+    pub fn push(&mut self, link: LinkType, frame: &Frame<'_>) {
+        self.push_decoded(link, &decode(link, frame), frame.data);
+    }
+
+    /// Account one frame captured with link type `link` and already decoded;
+    /// a segment's payload range indexes `data` (the frame itself, or
+    /// wherever its payload was copied to).
+    /// Capture time is at least `now` though no packet came: connections
+    /// whose time is up are finalised (and streamed) now.
+    pub fn advance_clock(&mut self, now: Timestamp) {
+        self.table.advance_to(now, &mut self.events);
+        self.pass_events(Some(now));
+    }
+
+    pub fn push_decoded(&mut self, link: LinkType, decoded: &Decoded, data: &[u8]) {
+        self.source.packets += 1;
+        if self.link_types.last() != Some(&link) && self.link_type_set.insert(link) {
+            self.link_types.push(link);
+        }
+        match decoded {
+            Decoded::Tcp(seg) => {
+                self.source.tcp_packets += 1;
+                let payload = data.get(seg.payload.clone()).unwrap_or(&[]);
+                self.table.on_segment(seg, payload, &mut self.events);
+                self.pass_events(Some(seg.ts));
+            }
+            Decoded::NotTcp => self.source.non_tcp_packets += 1,
+            Decoded::Anomaly(a) => self.note_anomaly(a.to_string()),
+        }
+    }
+
+    /// Hand the tracker's events on, with the capture time reached.
+    fn pass_events(&mut self, now: Option<Timestamp>) {
+        match &mut self.back {
+            Stage::Here(back) => back.pass(self.events.drain(..), now),
+            Stage::Behind(Behind {
+                chunk, to, spare, ..
+            }) => {
+                if self.events.is_empty()
+                    && chunk
+                        .marks
+                        .last()
+                        .is_some_and(|m| m.0 == chunk.events.len())
+                {
+                    // Time moved on with no event since the last mark.
+                    if let Some(last) = chunk.marks.last_mut() {
+                        last.1 = now.or(last.1);
+                    }
+                } else {
+                    chunk.events.append(&mut self.events);
+                    chunk.marks.push((chunk.events.len(), now));
+                }
+                if chunk.events.len() >= CHUNK_EVENTS {
+                    let mut next = spare.try_recv().unwrap_or_default();
+                    next.dead.clear();
+                    let full = std::mem::replace(chunk, next);
+                    // The thread is gone only if it panicked: joined at the end.
+                    if let Some(to) = to {
+                        let _ = to.send(full);
+                    }
+                }
+            }
+        }
+    }
     /// Count a frame that could not be understood, with its reason.
     pub fn note_anomaly(&mut self, reason: String) {
         self.source.anomalies += 1;
@@ -287,14 +484,20 @@ impl Pipeline {
 
     /// The tallies so far, for a view that updates while a capture runs.
     pub fn glance(&self) -> Glance {
+        // Behind, the tallies are the judge thread's: not counted here.
+        let none = Summary::default();
+        let summary = match &self.back {
+            Stage::Here(back) => &back.summary,
+            Stage::Behind(_) => &none,
+        };
         Glance {
             packets: self.source.packets,
             connections: self.table.len() as u64,
             open: self.table.open() as u64,
-            finalised: self.summary.connections,
-            requests: self.summary.requests,
-            reused_requests: self.summary.reused_requests,
-            causes: self.summary.new_connection_causes.clone(),
+            finalised: summary.connections,
+            requests: summary.requests,
+            reused_requests: summary.reused_requests,
+            causes: summary.new_connection_causes.clone(),
         }
     }
 
@@ -304,14 +507,22 @@ impl Pipeline {
     pub fn finish(mut self) -> io::Result<Report> {
         self.table.finish(&mut self.events);
         self.pass_events(None);
-        if let Some(judge) = &mut self.judge {
-            judge.finish();
-        }
-        self.pass_events(None);
-        if let Some(e) = self.sink_error.take() {
+        let mut back = match self.back {
+            Stage::Here(mut back) => {
+                back.finish();
+                back
+            }
+            Stage::Behind(mut behind) => {
+                let mut back = behind.join().expect("handed over when the thread started");
+                back.dead = None;
+                back.finish();
+                back
+            }
+        };
+        if let Some(e) = back.sink_error.take() {
             return Err(e);
         }
-        let (mut connections, mut requests, mut sink) = match self.rows {
+        let (mut connections, mut requests, mut sink) = match back.rows {
             Rows::Keep {
                 connections,
                 requests,
@@ -337,11 +548,11 @@ impl Pipeline {
             source,
             connections,
             requests,
-            summary: self.summary,
+            summary: back.summary,
             anomalies,
             client: None,
             tracker: Some(self.table.stats()).filter(TrackerStats::noteworthy),
-            diagnosis: self.diagnoser.finish(),
+            diagnosis: back.diagnoser.finish(),
             probe: None,
             sockets: None,
             audit: None,
@@ -444,6 +655,11 @@ fn replay(
     mut pipeline: Pipeline,
     ahead: bool,
 ) -> Result<Report, ReplayError> {
+    if ahead {
+        // The judge and the rows beside the tracker: the second core's
+        // work once the reader's is light.
+        pipeline.run_behind();
+    }
     let mut filter = options.filter.as_ref().map(|expr| FilterSet {
         expr: expr.clone(),
         programs: HashMap::new(),
