@@ -127,6 +127,24 @@ impl Diagnoser {
         }
     }
 
+    /// Requests of a connection that goes on, counted before it ends.
+    pub fn add_settled(
+        &mut self,
+        client: SocketAddr,
+        server: SocketAddr,
+        requests: &[RequestRecord],
+    ) {
+        let key = (client.ip(), server);
+        if !self.entries.contains_key(&key) && self.entries.len() >= MAX_DIAGNOSED {
+            return;
+        }
+        let e = self.entries.entry(key).or_default();
+        for r in requests {
+            e.requests += 1;
+            e.reused += u64::from(r.reused);
+        }
+    }
+
     /// Connections of client/server pairs past [`MAX_DIAGNOSED`].
     pub fn overflow(&self) -> u64 {
         self.overflow

@@ -412,6 +412,9 @@ impl ReuseJudge {
                 }
             }
             FlowEvent::Finished(finished) => self.on_finished(finished),
+            // Reused requests, already told as `Request` events: nothing
+            // to judge (the pipeline takes them to the rows).
+            FlowEvent::Settled(_) => {}
         }
     }
 

@@ -259,6 +259,10 @@ impl RecordSink for JsonDocumentSink {
         requests: &[RequestRecord],
     ) -> io::Result<()> {
         self.connections.add((0, record.stream, 0), record)?;
+        self.requests(requests)
+    }
+
+    fn requests(&mut self, requests: &[RequestRecord]) -> io::Result<()> {
         for r in requests {
             self.requests.add((r.sent.0, r.stream, r.depth), r)?;
         }

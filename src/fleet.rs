@@ -118,6 +118,11 @@ impl ParquetTables {
         requests: &[RequestRecord],
     ) -> io::Result<()> {
         self.connections.push(source, connection)?;
+        self.add_requests(source, requests)
+    }
+
+    /// Requests settled before their connection ends.
+    pub fn add_requests(&mut self, source: &str, requests: &[RequestRecord]) -> io::Result<()> {
         for r in requests {
             self.requests.push(source, r)?;
         }
@@ -166,6 +171,13 @@ impl RecordSink for ParquetSink {
     ) -> io::Result<()> {
         match &mut self.tables {
             Some(t) => t.add(&self.source, record, requests),
+            None => Ok(()),
+        }
+    }
+
+    fn requests(&mut self, requests: &[RequestRecord]) -> io::Result<()> {
+        match &mut self.tables {
+            Some(t) => t.add_requests(&self.source, requests),
             None => Ok(()),
         }
     }
@@ -1046,6 +1058,21 @@ impl RecordSink for SpillSink {
         }
         match &mut self.held {
             Held::Spilled(tables) => tables.add(&self.source, record, requests),
+            Held::Rows(..) | Held::Done => Ok(()),
+        }
+    }
+
+    fn requests(&mut self, requests: &[RequestRecord]) -> io::Result<()> {
+        if let Held::Rows(_, held, rows) = &mut self.held {
+            if *rows + requests.len() <= SPILL_ROWS {
+                held.extend_from_slice(requests);
+                *rows += requests.len();
+                return Ok(());
+            }
+            self.spill()?;
+        }
+        match &mut self.held {
+            Held::Spilled(tables) => tables.add_requests(&self.source, requests),
             Held::Rows(..) | Held::Done => Ok(()),
         }
     }

@@ -16,7 +16,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::http::{h1, AppProtocol, ConnectionAnalyzer, HttpExchange, HttpSignals};
+use crate::http::{h1, held_at, AppProtocol, ConnectionAnalyzer, HttpExchange, HttpSignals};
 use crate::report::{
     CloseKind, ConnState, ConnectionRecord, Orientation, RequestRecord, Role, SeenIn, TrackerStats,
 };
@@ -228,16 +228,49 @@ struct AppResult {
     tls_sni: Option<String>,
     alpn: Vec<String>,
     exchanges: Vec<HttpExchange>,
+    /// Requests handed out before the close ([`FlowEvent::Settled`]).
+    drained: usize,
     signals: HttpSignals,
+}
+
+/// The requests a connection holds: its first, and those after the ones
+/// already handed out, indexed as all of them are.
+#[derive(Debug, Clone, Copy)]
+struct Held<'a> {
+    list: &'a [HttpExchange],
+    drained: usize,
+}
+
+impl<'a> Held<'a> {
+    /// Requests seen, held or handed out.
+    fn count(self) -> usize {
+        self.list.len() + self.drained
+    }
+
+    fn get(self, idx: usize) -> Option<&'a HttpExchange> {
+        self.list.get(held_at(idx, self.drained)?)
+    }
 }
 
 impl AppState {
     /// What the analyser found so far, open or settled; `None` when the
     /// bytes are not analysed or only bare SYNs came.
-    fn findings(&self) -> Option<(AppProtocol, &[HttpExchange], &HttpSignals)> {
+    fn findings(&self) -> Option<(AppProtocol, Held<'_>, &HttpSignals)> {
         match self {
-            AppState::Open(a) => Some((a.protocol(), a.exchanges(), a.signals())),
-            AppState::Done(r) => Some((r.protocol, &r.exchanges, &r.signals)),
+            AppState::Open(a) => {
+                let held = Held {
+                    list: a.exchanges(),
+                    drained: a.drained(),
+                };
+                Some((a.protocol(), held, a.signals()))
+            }
+            AppState::Done(r) => {
+                let held = Held {
+                    list: &r.exchanges,
+                    drained: r.drained,
+                };
+                Some((r.protocol, held, &r.signals))
+            }
             AppState::Disabled | AppState::Deferred(_) => None,
         }
     }
@@ -254,6 +287,7 @@ impl AppResult {
             tls_sni: analyzer.tls_sni().map(str::to_string),
             alpn: analyzer.alpn().to_vec(),
             exchanges,
+            drained: analyzer.drained(),
             signals: analyzer.signals().clone(),
         }
     }
@@ -715,7 +749,7 @@ impl Connection {
         let (side, how, at) = self.closed_by.expect("called once a FIN or RST was seen");
         let (requests, signals) = match self.app.findings() {
             Some((protocol, exchanges, signals)) => (
-                request_count(protocol, exchanges.len()),
+                request_count(protocol, exchanges.count()),
                 CloseSignals::of(signals),
             ),
             // Analysed, but nothing beyond a SYN yet: no request.
@@ -743,6 +777,7 @@ impl Connection {
             });
         }
         self.report_app(out);
+        self.settle_requests(out);
         if self.closed_by.is_some() && !self.close_reported {
             self.close_reported = true;
             out.push(self.closed_event());
@@ -767,7 +802,11 @@ impl Connection {
         let mut i = 0;
         while i < self.awaiting_answer.len().min(LOOK_AHEAD) {
             let (k, answer_told) = self.awaiting_answer[i];
-            let x = &exchanges[k];
+            // Held until complete: never handed out while awaited.
+            let Some(x) = exchanges.get(k) else {
+                self.awaiting_answer.remove(i);
+                continue;
+            };
             if let (Some(at), false) = (x.answered, answer_told) {
                 out.push(FlowEvent::Answered {
                     stream,
@@ -787,7 +826,10 @@ impl Connection {
                 i += 1;
             }
         }
-        for (i, x) in exchanges.iter().enumerate().skip(self.requests_reported) {
+        for i in self.requests_reported..exchanges.count() {
+            let Some(x) = exchanges.get(i) else {
+                continue;
+            };
             out.push(FlowEvent::Request {
                 stream,
                 peers,
@@ -802,7 +844,30 @@ impl Connection {
                 self.awaiting_answer.push_back((i, x.answered.is_some()));
             }
         }
-        self.requests_reported = exchanges.len();
+        self.requests_reported = exchanges.count();
+    }
+
+    /// Hand out the requests of a keep-alive connection that are final
+    /// (answered, and reported to the judge): it then holds only its open
+    /// ones, however long it lives.
+    fn settle_requests(&mut self, out: &mut Vec<FlowEvent>) {
+        let AppState::Open(analyzer) = &mut self.app else {
+            return;
+        };
+        let settled = analyzer.take_settled();
+        if settled.is_empty() {
+            return;
+        }
+        let stream = self.stream;
+        let requests = settled
+            .into_iter()
+            .map(|x| request_record(stream, x))
+            .collect();
+        out.push(FlowEvent::Settled(Box::new(Settled {
+            client: self.key.addr(self.client),
+            server: self.key.addr(self.client.other()),
+            requests,
+        })));
     }
 
     /// Closed for good: a RST from either side, or a FIN from both.
@@ -908,9 +973,9 @@ impl Connection {
         let server = &self.ends[self.client.other() as usize];
         let stream = self.stream;
         // The exchanges move into the report; the rest of the result stays.
-        let exchanges = match &mut self.app {
-            AppState::Done(result) => std::mem::take(&mut result.exchanges),
-            _ => Vec::new(),
+        let (exchanges, drained) = match &mut self.app {
+            AppState::Done(result) => (std::mem::take(&mut result.exchanges), result.drained),
+            _ => (Vec::new(), 0),
         };
         let app = match &self.app {
             AppState::Done(result) => Some(result.as_ref()),
@@ -919,24 +984,9 @@ impl Connection {
         let protocol = app.map_or(AppProtocol::Unknown, |a| a.protocol);
         let requests: Vec<RequestRecord> = exchanges
             .into_iter()
-            .map(|x| RequestRecord {
-                stream,
-                depth: x.depth,
-                reused: x.depth > 1,
-                method: x.method,
-                target: x.target,
-                host: x.host,
-                status: x.status,
-                sent: x.sent,
-                answered: x.answered,
-                completed: x.completed,
-                h2_stream: x.h2_stream,
-                tag: x.tag,
-                seen_in: SeenIn::Capture,
-                why_new: None,
-            })
+            .map(|x| request_record(stream, x))
             .collect();
-        let request_count = app.and_then(|_| request_count(protocol, requests.len()));
+        let request_count = app.and_then(|_| request_count(protocol, requests.len() + drained));
         let record = ConnectionRecord {
             stream: self.stream,
             client: self.key.addr(self.client),
@@ -976,6 +1026,26 @@ impl Connection {
             unused: None,
         };
         (record, requests)
+    }
+}
+
+/// A request's row, as the capture saw it.
+fn request_record(stream: u64, x: HttpExchange) -> RequestRecord {
+    RequestRecord {
+        stream,
+        depth: x.depth,
+        reused: x.depth > 1,
+        method: x.method,
+        target: x.target,
+        host: x.host,
+        status: x.status,
+        sent: x.sent,
+        answered: x.answered,
+        completed: x.completed,
+        h2_stream: x.h2_stream,
+        tag: x.tag,
+        seen_in: SeenIn::Capture,
+        why_new: None,
     }
 }
 
@@ -1059,6 +1129,16 @@ pub enum EndReason {
     EndOfInput,
 }
 
+/// Requests of a connection that goes on, final before it ends: HTTP/1
+/// keep-alive requests after the first, answered. They are not among its
+/// [`Finished::requests`].
+#[derive(Debug)]
+pub struct Settled {
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    pub requests: Vec<RequestRecord>,
+}
+
 /// A connection that left the table: its record and its requests, final.
 #[derive(Debug)]
 pub struct Finished {
@@ -1073,6 +1153,8 @@ pub enum FlowEvent {
     /// A new stream began (a SYN, or the first packet of a connection the
     /// capture joined midway).
     Opened { stream: u64, peers: Peers },
+    /// Requests of a connection that goes on are final, and leave it.
+    Settled(Box<Settled>),
     /// The analyser found a request; its first byte was sent at `sent`.
     Request {
         stream: u64,
@@ -2231,6 +2313,7 @@ mod tests {
                 FlowEvent::ClientReset { .. } => "client reset".to_string(),
                 FlowEvent::Lossy { .. } => "lossy".to_string(),
                 FlowEvent::Finished(f) => format!("finished {}", f.record.stream),
+                FlowEvent::Settled(s) => format!("settled {}", s.requests.len()),
             })
             .collect();
         assert_eq!(
@@ -2243,6 +2326,61 @@ mod tests {
                 "close true false"
             ]
         );
+    }
+
+    #[test]
+    fn a_keep_alive_connection_hands_out_its_answered_requests_as_it_goes() {
+        let mut t = Tracker::new(true);
+        let mut pkts: Vec<Pkt<'_>> = vec![
+            (0, true, 100, 0, SYN, b""),
+            (1, false, 500, 101, SYNACK, b""),
+            (2, true, 101, 501, ACK, b""),
+        ];
+        const REQ: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        const RESP: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let (mut c, mut s) = (101u32, 501u32);
+        for i in 0..5i64 {
+            pkts.push((10 + i * 10, true, c, s, DATA, REQ));
+            c += REQ.len() as u32;
+            pkts.push((15 + i * 10, false, s, c, DATA, RESP));
+            s += RESP.len() as u32;
+        }
+        feed(&mut t, 40030, 80, &pkts);
+        let settled: Vec<u32> = t
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                FlowEvent::Settled(s) => Some(s.requests.iter().map(|r| r.depth)),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        // The first stays for its verdict; the others leave once answered.
+        assert_eq!(settled, [2, 3, 4, 5]);
+        let AppState::Open(analyzer) = &live(&t, 40030).app else {
+            panic!("the analyser runs while the connection is open")
+        };
+        assert_eq!(analyzer.exchanges().len(), 1);
+        // A sixth, unanswered at the end: held, and given with the first.
+        feed(&mut t, 40030, 80, &[(100, true, c, s, DATA, REQ)]);
+        t.table.finish(&mut t.events);
+        let finished = t.events.iter().find_map(|e| match e {
+            FlowEvent::Finished(f) => Some(f),
+            _ => None,
+        });
+        let f = finished.expect("finalised at the end of the input");
+        let depths: Vec<u32> = f.requests.iter().map(|r| r.depth).collect();
+        assert_eq!(depths, [1, 6]);
+        assert_eq!(f.record.requests, Some(6));
+    }
+
+    /// The live connection between 10.0.0.1:`cport` and 10.0.0.2:80.
+    fn live(t: &Tracker, cport: u16) -> &Connection {
+        let (key, _) = FlowKey::of(SocketAddr::from((C, cport)), SocketAddr::from((S, 80)));
+        match t.table.by_key.get(&key) {
+            Some(Slot::Live(c)) => c,
+            _ => panic!("no live connection on port {cport}"),
+        }
     }
 
     #[test]

@@ -509,6 +509,20 @@ impl EventLog {
                     r.payload_client + r.payload_server,
                 ));
             }
+            FlowEvent::Settled(settled) => {
+                for q in &settled.requests {
+                    assert!(
+                        (q.stream as usize) < self.opened.len()
+                            && !self.finished.contains(&q.stream),
+                        "requests settled for stream {}, which is not open",
+                        q.stream
+                    );
+                    assert!(
+                        q.depth > 1,
+                        "the first request settled before its connection"
+                    );
+                }
+            }
             &FlowEvent::Request { stream, .. }
             | &FlowEvent::Answered { stream, .. }
             | &FlowEvent::Completed { stream, .. }

@@ -1,7 +1,8 @@
 //! JSON Lines output (`--format jsonl`): one object per line, each with a
 //! `"type"`: `request` and `connection` lines are written as each connection
 //! is finalised (its requests first, then the connection), in completion
-//! order; one `summary` line ends the output. Field names and values are
+//! order; a keep-alive connection's answered requests after its first come
+//! before that, as they are settled; one `summary` line ends the output. Field names and values are
 //! those of the JSON document (docs/report-schema.md), so a line is the
 //! document's array element plus its `type`.
 
@@ -68,6 +69,13 @@ impl<W: Write + Send> RecordSink for JsonlSink<W> {
             line(&mut self.out, "request", None, r)?;
         }
         line(&mut self.out, "connection", None, record)
+    }
+
+    fn requests(&mut self, requests: &[RequestRecord]) -> io::Result<()> {
+        for r in requests {
+            line(&mut self.out, "request", None, r)?;
+        }
+        Ok(())
     }
 
     fn finish(&mut self, report: &Report) -> io::Result<()> {

@@ -20,7 +20,7 @@ use std::thread;
 
 use crate::decode::{decode, Decoded};
 use crate::diagnose::ReuseJudge;
-use crate::flow::{sort_records, Expiry, Finished, FlowEvent, FlowTable};
+use crate::flow::{sort_records, Expiry, Finished, FlowEvent, FlowTable, Settled};
 use crate::report::{
     AnomalyCount, ConnectionRecord, Report, RequestRecord, SourceInfo, Summary, ToolInfo,
     TrackerStats,
@@ -60,6 +60,11 @@ pub trait RecordSink: Send {
         record: &ConnectionRecord,
         requests: &[RequestRecord],
     ) -> io::Result<()>;
+
+    /// Requests of a connection that goes on, final before it ends (HTTP/1
+    /// keep-alive requests after the first, answered): they are not among
+    /// the requests handed over with their connection.
+    fn requests(&mut self, requests: &[RequestRecord]) -> io::Result<()>;
 
     /// The input ended: write what is buffered and the end of the output
     /// (`report` has everything but the rows already handed over).
@@ -137,9 +142,27 @@ struct Back {
     /// Behind: connections done with, handed back to the tracker's thread
     /// to be freed there (freeing on another thread than the one that
     /// allocated contends for the allocator's lock, once per record).
-    /// Boxes as they came: each is freed with the allocation it was made in.
-    #[allow(clippy::vec_box)]
-    dead: Option<Vec<Box<Finished>>>,
+    dead: Option<Vec<Dead>>,
+}
+
+/// A document of every row cannot be streamed: when memory for one more
+/// runs out, this says so (at the end of the input) rather than abort.
+fn out_of_memory(connections: usize, requests: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::OutOfMemory,
+        format!(
+            "out of memory holding the rows of {connections} connections and {requests} requests for the report; --format summary, jsonl or json hold no rows"
+        ),
+    )
+}
+
+/// Records done with on the judge's thread, to be freed on the tracker's:
+/// held only to be dropped there.
+#[derive(Debug)]
+#[allow(dead_code)]
+enum Dead {
+    Finished(Box<Finished>),
+    Settled(Box<Settled>),
 }
 
 /// Where the stages after the tracker run.
@@ -190,9 +213,8 @@ impl Drop for Behind {
 #[derive(Debug, Default)]
 struct Chunk {
     events: Vec<FlowEvent>,
-    /// Back from the judge's thread: finished connections to free.
-    #[allow(clippy::vec_box)]
-    dead: Vec<Box<Finished>>,
+    /// Back from the judge's thread: records to free.
+    dead: Vec<Dead>,
     /// (events before it, capture time or `None` for "no time"): the
     /// judge advances there. Consecutive ones with no event between them
     /// are one, the later time (advancing twice gives the same verdicts).
@@ -207,21 +229,53 @@ impl Back {
     /// `events`, then capture time reached `now`: verdicts due are given and
     /// the connections released go to the rows.
     fn pass(&mut self, events: impl Iterator<Item = FlowEvent>, now: Option<Timestamp>) {
-        let Some(judge) = &mut self.judge else {
-            for event in events {
-                if let FlowEvent::Finished(finished) = event {
-                    self.take(finished);
-                }
-            }
-            return;
-        };
         for event in events {
-            judge.on_event(event);
+            match (event, &mut self.judge) {
+                // Reused requests need no verdict: straight to the rows.
+                (FlowEvent::Settled(settled), _) => self.take_settled(settled),
+                (event, Some(judge)) => judge.on_event(event),
+                (FlowEvent::Finished(finished), None) => self.take(finished),
+                (_, None) => {}
+            }
         }
-        if let Some(now) = now {
+        if let (Some(now), Some(judge)) = (now, &mut self.judge) {
             judge.advance(now);
         }
         self.release();
+    }
+
+    /// Requests of a connection that goes on, final.
+    fn take_settled(&mut self, settled: Box<Settled>) {
+        for r in &settled.requests {
+            self.summary.add_request(r);
+        }
+        self.diagnoser
+            .add_settled(settled.client, settled.server, &settled.requests);
+        match &mut self.rows {
+            Rows::Keep {
+                connections,
+                requests: kept,
+            } => {
+                if kept.try_reserve(settled.requests.len()).is_err() {
+                    self.sink_error = Some(out_of_memory(connections.len(), kept.len()));
+                    self.rows = Rows::Count;
+                    return;
+                }
+                kept.extend(settled.requests);
+                return;
+            }
+            Rows::Stream(sink) => {
+                if self.sink_error.is_none() {
+                    if let Err(e) = sink.requests(&settled.requests) {
+                        self.sink_error = Some(e);
+                    }
+                }
+            }
+            Rows::Count => {}
+        }
+        if let Some(dead) = &mut self.dead {
+            dead.push(Dead::Settled(settled));
+        }
     }
 
     fn release(&mut self) {
@@ -259,7 +313,7 @@ impl Back {
                     }
                 }
             }
-            dead.push(finished);
+            dead.push(Dead::Finished(finished));
             return;
         }
         let Finished {
@@ -280,14 +334,7 @@ impl Back {
                 // rather than abort, and keep only the tallies from here.
                 if connections.try_reserve(1).is_err() || kept.try_reserve(requests.len()).is_err()
                 {
-                    self.sink_error = Some(io::Error::new(
-                        io::ErrorKind::OutOfMemory,
-                        format!(
-                            "out of memory holding the rows of {} connections and {} requests for the report; --format summary or jsonl hold no rows",
-                            connections.len(),
-                            kept.len()
-                        ),
-                    ));
+                    self.sink_error = Some(out_of_memory(connections.len(), kept.len()));
                     self.rows = Rows::Count;
                     return;
                 }
@@ -1093,6 +1140,10 @@ mod tests {
     impl RecordSink for Streams {
         fn connection(&mut self, r: &ConnectionRecord, _: &[RequestRecord]) -> io::Result<()> {
             self.0.lock().expect("not poisoned").push(r.stream);
+            Ok(())
+        }
+
+        fn requests(&mut self, _: &[RequestRecord]) -> io::Result<()> {
             Ok(())
         }
 

@@ -297,7 +297,13 @@ struct Side {
 #[derive(Debug, Default)]
 pub struct ConnectionAnalyzer {
     sides: [Side; 2],
+    /// The requests still held: the first, then those after the
+    /// [`ConnectionAnalyzer::drained`] ones handed out by
+    /// [`ConnectionAnalyzer::take_settled`]. Indices below are of all the
+    /// requests, held or not.
     exchanges: Vec<HttpExchange>,
+    /// Requests after the first handed out while the connection went on.
+    drained: usize,
     signals: HttpSignals,
     alpn: Vec<String>,
     sni: Option<String>,
@@ -323,6 +329,16 @@ pub struct ConnectionAnalyzer {
     finished: bool,
     /// Bytes handed to the parsers, counting every re-reading of held ones.
     scanned: u64,
+}
+
+/// Where request `idx` (of all) is in a list holding the first request and
+/// those after `drained` handed out; `None` if it was handed out.
+pub fn held_at(idx: usize, drained: usize) -> Option<usize> {
+    match idx {
+        0 => Some(0),
+        _ if idx > drained => Some(idx - drained),
+        _ => None,
+    }
 }
 
 /// Empty lines (CR and LF bytes) at the start of `buf`: RFC 9112 §2.2 has
@@ -437,6 +453,61 @@ impl ConnectionAnalyzer {
     /// analyser after [`ConnectionAnalyzer::finish`] (no copy of every string).
     pub fn take_exchanges(&mut self) -> Vec<HttpExchange> {
         std::mem::take(&mut self.exchanges)
+    }
+
+    /// Requests after the first already handed out by
+    /// [`ConnectionAnalyzer::take_settled`]: [`ConnectionAnalyzer::exchanges`]
+    /// holds the first and those after them.
+    pub fn drained(&self) -> usize {
+        self.drained
+    }
+
+    /// Requests seen so far, held or handed out.
+    fn count(&self) -> usize {
+        self.exchanges.len() + self.drained
+    }
+
+    /// The request at `idx` (of all), if it is still held.
+    fn exchange_mut(&mut self, idx: usize) -> Option<&mut HttpExchange> {
+        let at = held_at(idx, self.drained)?;
+        self.exchanges.get_mut(at)
+    }
+
+    /// Hand out the HTTP/1 requests after the first whose responses are
+    /// complete and that nothing read later can change: a keep-alive
+    /// connection then holds only those still open, however many it carries.
+    /// The first stays (its verdict is attached when the connection is
+    /// finalised); HTTP/2, whose streams are looked up by id, keeps all.
+    pub fn take_settled(&mut self) -> Vec<HttpExchange> {
+        if self.finished
+            || !self.h2_streams.is_empty()
+            || !matches!(self.protocol, AppProtocol::Http10 | AppProtocol::Http11)
+        {
+            return Vec::new();
+        }
+        // Requests from `limit` on may still be answered, or are waited for.
+        let limit = [
+            Some(self.next_answer),
+            self.responding,
+            self.awaited,
+            self.http09.iter().copied().min(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(0);
+        let settled = self
+            .exchanges
+            .iter()
+            .enumerate()
+            .skip(1)
+            .take_while(|&(at, x)| at + self.drained < limit && x.completed.is_some())
+            .count();
+        if settled == 0 {
+            return Vec::new();
+        }
+        self.drained += settled;
+        self.exchanges.drain(1..1 + settled).collect()
     }
 
     fn drain(&mut self, i: usize) {
@@ -740,7 +811,7 @@ impl ConnectionAnalyzer {
                         HeadParse::Complete((head, versioned), len) => {
                             self.signals.malformed_requests += 1;
                             if !versioned {
-                                self.http09.push(self.exchanges.len());
+                                self.http09.push(self.count());
                             }
                             *state = self.request_head(head, ts);
                             Flow::Consumed(len)
@@ -799,8 +870,8 @@ impl ConnectionAnalyzer {
             .fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
         if !(100..200).contains(&status) {
             let idx = self.next_answer;
-            self.next_answer = (idx + 1).min(self.exchanges.len());
-            match self.exchanges.get_mut(idx) {
+            self.next_answer = (idx + 1).min(self.count());
+            match self.exchange_mut(idx) {
                 Some(exchange) => {
                     exchange.status.get_or_insert(status);
                     exchange.answered.get_or_insert(ts);
@@ -863,7 +934,7 @@ impl ConnectionAnalyzer {
     }
 
     fn request_head(&mut self, head: h1::RequestHead, ts: Timestamp) -> H1State {
-        let depth = self.exchanges.len() as u32 + 1;
+        let depth = self.count() as u32 + 1;
         if matches!(self.protocol, AppProtocol::Unknown) {
             self.protocol = if head.minor_version == 0 {
                 AppProtocol::Http10
@@ -888,7 +959,7 @@ impl ConnectionAnalyzer {
             Framing::Length(n) => H1State::Body(n),
             Framing::Chunked => H1State::Chunked(ChunkState::Size),
             Framing::None | Framing::UntilClose if switching => {
-                self.awaited = Some(self.exchanges.len());
+                self.awaited = Some(self.count());
                 H1State::AwaitResponse
             }
             Framing::None | Framing::UntilClose => H1State::Head,
@@ -928,7 +999,7 @@ impl ConnectionAnalyzer {
             _ if self.http09.contains(&self.next_answer) => {
                 // RFC 1945 §4.1: a simple request gets a bare body, ended by
                 // the close.
-                if let Some(exchange) = self.exchanges.get_mut(self.next_answer) {
+                if let Some(exchange) = self.exchange_mut(self.next_answer) {
                     exchange.answered.get_or_insert(ts);
                 }
                 self.next_answer += 1;
@@ -963,10 +1034,10 @@ impl ConnectionAnalyzer {
         // A response with no request pending answers one the capture missed
         // (it started mid-connection): it is counted, and pairing stays put.
         let idx = self.next_answer;
-        self.next_answer = (idx + 1).min(self.exchanges.len());
+        self.next_answer = (idx + 1).min(self.count());
         let depth = idx as u32 + 1;
         // Only HEAD and CONNECT change how a response is framed.
-        let method = match self.exchanges.get_mut(idx) {
+        let method = match self.exchange_mut(idx) {
             Some(exchange) => {
                 exchange.status.get_or_insert(head.status);
                 exchange.answered.get_or_insert(ts);
@@ -1007,7 +1078,7 @@ impl ConnectionAnalyzer {
             self.sides[CLIENT].mode = Mode::Tunnel;
             return Flow::Switch(len, Mode::Opaque);
         }
-        self.responding = self.exchanges.get(idx).map(|_| idx);
+        self.responding = self.exchange_mut(idx).map(|_| idx);
         *state = match h1::response_framing(method, &head) {
             Framing::None | Framing::Length(0) => {
                 self.response_complete(ts);
@@ -1027,7 +1098,7 @@ impl ConnectionAnalyzer {
     /// request as stream 1 (RFC 7540 §3.2); anything else is not parsed.
     fn switching_protocols(&mut self, head: h1::ResponseHead, len: usize, ts: Timestamp) -> Flow {
         let idx = self.next_answer;
-        self.next_answer = (idx + 1).min(self.exchanges.len());
+        self.next_answer = (idx + 1).min(self.count());
         let depth = idx as u32 + 1;
         let upgrade = head
             .upgrade
@@ -1040,7 +1111,7 @@ impl ConnectionAnalyzer {
             .any(|t| t.trim().eq_ignore_ascii_case("h2c"));
         self.sides[CLIENT].waiting = true;
         if !h2c {
-            if let Some(exchange) = self.exchanges.get_mut(idx) {
+            if let Some(exchange) = self.exchange_mut(idx) {
                 exchange.status.get_or_insert(101);
                 exchange.answered.get_or_insert(ts);
             }
@@ -1048,7 +1119,7 @@ impl ConnectionAnalyzer {
             return Flow::Switch(len, Mode::Opaque);
         }
         self.mark_h2("upgrade");
-        if let Some(exchange) = self.exchanges.get_mut(idx) {
+        if let Some(exchange) = self.exchange_mut(idx) {
             exchange.h2_stream = Some(1);
             self.h2_streams.insert(1, idx);
         }
@@ -1145,9 +1216,9 @@ impl ConnectionAnalyzer {
         if self.signals.user_agent.is_none() {
             self.signals.user_agent = facts.user_agent.clone();
         }
-        self.h2_streams.insert(stream, self.exchanges.len());
+        self.h2_streams.insert(stream, self.count());
         self.exchanges.push(HttpExchange {
-            depth: self.exchanges.len() as u32 + 1,
+            depth: self.count() as u32 + 1,
             method: facts.method.unwrap_or_default(),
             target: facts.path.unwrap_or_default(),
             host: facts.authority.or(facts.host),
@@ -1170,7 +1241,9 @@ impl ConnectionAnalyzer {
         }
         match self.h2_streams.get(&stream) {
             Some(&idx) => {
-                let exchange = &mut self.exchanges[idx];
+                let Some(exchange) = self.exchange_mut(idx) else {
+                    return;
+                };
                 if exchange.status.is_none() {
                     exchange.status = Some(status);
                     exchange.answered = Some(ts);
@@ -1243,11 +1316,7 @@ impl ConnectionAnalyzer {
 
     /// The HTTP/1 response being read ended with the segment of `ts`.
     fn response_complete(&mut self, ts: Timestamp) {
-        if let Some(exchange) = self
-            .responding
-            .take()
-            .and_then(|i| self.exchanges.get_mut(i))
-        {
+        if let Some(exchange) = self.responding.take().and_then(|i| self.exchange_mut(i)) {
             exchange.completed.get_or_insert(ts);
         }
     }

@@ -189,8 +189,10 @@ fn sorted_by(mut rows: Vec<Value>, keys: &[&str]) -> Vec<Value> {
 }
 
 /// `--format jsonl` writes the document's rows as they complete: each
-/// connection's requests, then the connection, then one summary line. The
-/// rows and the summary must equal the JSON document's, on every fixture and
+/// connection's requests, then the connection (an HTTP/1 keep-alive
+/// connection's answered requests after its first may come earlier, as they
+/// settle; never after their connection), then one summary line. The rows
+/// and the summary must equal the JSON document's, on every fixture and
 /// every corpus capture.
 #[test]
 fn jsonl_lines_are_the_documents_rows() {
@@ -223,7 +225,9 @@ fn jsonl_lines_are_the_documents_rows() {
         let mut requests = Vec::new();
         let mut summary = None;
         let mut diagnosis = Vec::new();
-        let mut streams_waiting: Vec<u64> = Vec::new();
+        // First requests seen and their connection not yet; connections seen.
+        let mut firsts_waiting: Vec<u64> = Vec::new();
+        let mut finalised = std::collections::HashSet::new();
         for line in lines.lines() {
             let mut v: Value = match serde_json::from_str(line) {
                 Ok(v) => v,
@@ -238,17 +242,24 @@ fn jsonl_lines_are_the_documents_rows() {
             let kind = v.as_object_mut().unwrap().remove("type");
             match kind.as_ref().and_then(Value::as_str) {
                 Some("request") => {
-                    streams_waiting.push(v["stream"].as_u64().unwrap());
+                    let stream = v["stream"].as_u64().unwrap();
+                    if finalised.contains(&stream) {
+                        failures.push(format!("{name}: a request after its connection {stream}"));
+                    }
+                    if v["depth"] == 1 {
+                        firsts_waiting.push(stream);
+                    }
                     requests.push(v);
                 }
                 Some("connection") => {
                     let stream = v["stream"].as_u64().unwrap();
-                    if streams_waiting.iter().any(|&s| s != stream) {
+                    if firsts_waiting.iter().any(|&s| s != stream) {
                         failures.push(format!(
-                            "{name}: requests of another stream before connection {stream}"
+                            "{name}: the first request of another stream before connection {stream}"
                         ));
                     }
-                    streams_waiting.clear();
+                    firsts_waiting.clear();
+                    finalised.insert(stream);
                     connections.push(v);
                 }
                 Some("summary") => summary = Some(v),
