@@ -1395,7 +1395,7 @@ pub fn explain_new_connections(report: &mut Report) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{ConnectionRecord, RequestRecord, Summary};
+    use crate::report::{ConnectionRecord, RequestRecord};
     use crate::testkit::secs;
 
     fn conn(stream: u64, cport: u16, first: f64, closed: Option<(f64, Role)>) -> ConnectionRecord {
@@ -1424,21 +1424,7 @@ mod tests {
     }
 
     fn report(connections: Vec<ConnectionRecord>, requests: Vec<RequestRecord>) -> Report {
-        let summary = Summary::tally(&connections, &requests);
-        let mut r = Report {
-            tool: Default::default(),
-            source: Default::default(),
-            connections,
-            requests,
-            summary,
-            anomalies: Vec::new(),
-            client: None,
-            tracker: None,
-            diagnosis: Vec::new(),
-            probe: None,
-            sockets: None,
-            audit: None,
-        };
+        let mut r = crate::testkit::report(connections, requests);
         explain_new_connections(&mut r);
         r
     }

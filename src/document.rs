@@ -173,7 +173,7 @@ impl<'a> RunReader<'a> {
     /// The next row's key, its bytes left in `self.row`; `None` at the end.
     fn next(&mut self) -> io::Result<Option<Key>> {
         let mut head = [0u8; 24];
-        match read_full(&mut self.decoder, &mut head)? {
+        match crate::source::read_full(&mut self.decoder, &mut head)? {
             0 => return Ok(None),
             24 => {}
             _ => return Err(io::Error::other("a run of report rows ended inside a row")),
@@ -190,20 +190,6 @@ impl<'a> RunReader<'a> {
         self.decoder.read_exact(&mut self.row)?;
         Ok(Some(key))
     }
-}
-
-/// Fill `buf` unless the input ends first; how much was read.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// Every row of `runs` (each sorted) to `each`, in key order.
@@ -308,8 +294,7 @@ fn not_empty() -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::Summary;
-    use crate::testkit::{connection_record, request_record};
+    use crate::testkit::{connection_record, report, request_record};
     use std::sync::{Arc, Mutex};
 
     /// An output the test reads back once the sink wrote it.
@@ -323,23 +308,6 @@ mod tests {
         }
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
-        }
-    }
-
-    fn report(connections: Vec<ConnectionRecord>, requests: Vec<RequestRecord>) -> Report {
-        Report {
-            tool: Default::default(),
-            source: Default::default(),
-            summary: Summary::tally(&connections, &requests),
-            connections,
-            requests,
-            anomalies: Vec::new(),
-            client: None,
-            tracker: None,
-            diagnosis: Vec::new(),
-            probe: None,
-            sockets: None,
-            audit: None,
         }
     }
 

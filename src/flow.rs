@@ -282,13 +282,14 @@ impl AppResult {
         let mut exchanges = analyzer.take_exchanges();
         // Held through the close grace: no room to spare.
         exchanges.shrink_to_fit();
+        let (signals, tls_sni, alpn) = analyzer.take_findings();
         AppResult {
             protocol: analyzer.protocol(),
-            tls_sni: analyzer.tls_sni().map(str::to_string),
-            alpn: analyzer.alpn().to_vec(),
+            tls_sni,
+            alpn,
             exchanges,
             drained: analyzer.drained(),
-            signals: analyzer.signals().clone(),
+            signals,
         }
     }
 }
@@ -854,7 +855,12 @@ impl Connection {
         let AppState::Open(analyzer) = &mut self.app else {
             return;
         };
-        let settled = analyzer.take_settled();
+        // Not one whose answer is still to be told (in order of index).
+        let before = self
+            .awaiting_answer
+            .front()
+            .map_or(self.requests_reported, |&(k, _)| k);
+        let settled = analyzer.take_settled(before);
         if settled.is_empty() {
             return;
         }
@@ -972,21 +978,24 @@ impl Connection {
         let client = &self.ends[self.client as usize];
         let server = &self.ends[self.client.other() as usize];
         let stream = self.stream;
-        // The exchanges move into the report; the rest of the result stays.
-        let (exchanges, drained) = match &mut self.app {
-            AppState::Done(result) => (std::mem::take(&mut result.exchanges), result.drained),
-            _ => (Vec::new(), 0),
-        };
-        let app = match &self.app {
-            AppState::Done(result) => Some(result.as_ref()),
+        // What the analyser found moves into the report.
+        let app = match std::mem::replace(&mut self.app, AppState::Disabled) {
+            AppState::Done(result) => Some(*result),
             _ => None,
         };
-        let protocol = app.map_or(AppProtocol::Unknown, |a| a.protocol);
-        let requests: Vec<RequestRecord> = exchanges
-            .into_iter()
-            .map(|x| request_record(stream, x))
-            .collect();
-        let request_count = app.and_then(|_| request_count(protocol, requests.len() + drained));
+        let protocol = app.as_ref().map_or(AppProtocol::Unknown, |a| a.protocol);
+        let (requests, request_count, tls_sni, alpn, http) = match app {
+            Some(a) => {
+                let requests: Vec<RequestRecord> = a
+                    .exchanges
+                    .into_iter()
+                    .map(|x| request_record(stream, x))
+                    .collect();
+                let count = request_count(protocol, requests.len() + a.drained);
+                (requests, count, a.tls_sni, a.alpn, Some(a.signals))
+            }
+            None => (Vec::new(), None, None, Vec::new(), None),
+        };
         let record = ConnectionRecord {
             stream: self.stream,
             client: self.key.addr(self.client),
@@ -1019,10 +1028,10 @@ impl Connection {
             history: std::mem::take(&mut self.history),
             orientation: self.orientation,
             protocol,
-            tls_sni: app.and_then(|a| a.tls_sni.clone()),
-            alpn: app.map(|a| a.alpn.clone()).unwrap_or_default(),
+            tls_sni,
+            alpn,
             requests: request_count,
-            http: app.map(|a| a.signals.clone()),
+            http,
             unused: None,
         };
         (record, requests)
@@ -1467,21 +1476,19 @@ impl FlowTable {
             let Some((stream, key)) = self.unanswered.pop_front() else {
                 break;
             };
-            let pending = matches!(self.by_key.get(&key),
-                Some(Slot::Live(c)) if c.stream == stream && c.is_unanswered());
-            if pending {
+            if holds(&self.by_key, stream, &key, Connection::is_unanswered) {
                 self.stats.early_dropped += 1;
                 self.bury(key, EndReason::EarlyDrop, out);
             }
         }
-        // Entries of SYNs answered since are dead weight: compact now and then.
-        if self.unanswered.len() > 2 * self.unanswered_now + 1024 {
-            let by_key = &self.by_key;
-            self.unanswered.retain(|(stream, key)| {
-                matches!(by_key.get(key),
-                    Some(Slot::Live(c)) if c.stream == *stream && c.is_unanswered())
-            });
-        }
+        // Entries of SYNs answered since are dead weight.
+        let wanted = self.unanswered_now;
+        compact(
+            &mut self.unanswered,
+            wanted,
+            &self.by_key,
+            Connection::is_unanswered,
+        );
     }
 
     /// Too many connections in their close grace at once: finalise those
@@ -1492,21 +1499,19 @@ impl FlowTable {
             let Some((stream, key)) = self.closing.pop_front() else {
                 break;
             };
-            let closed = matches!(self.by_key.get(&key),
-                Some(Slot::Live(c)) if c.stream == stream && c.is_finished());
-            if closed {
+            if holds(&self.by_key, stream, &key, Connection::is_finished) {
                 self.stats.grace_cut += 1;
                 self.bury(key, EndReason::Closed, out);
             }
         }
-        // Entries of connections finalised or reopened since: compact now and then.
-        if self.closing.len() > 2 * (self.live - self.open) + 1024 {
-            let by_key = &self.by_key;
-            self.closing.retain(|(stream, key)| {
-                matches!(by_key.get(key),
-                    Some(Slot::Live(c)) if c.stream == *stream && c.is_finished())
-            });
-        }
+        // Entries of connections finalised or reopened since.
+        let wanted = self.live - self.open;
+        compact(
+            &mut self.closing,
+            wanted,
+            &self.by_key,
+            Connection::is_finished,
+        );
     }
 
     /// Finalise the live connection at `key`, leaving a tombstone.
@@ -1602,6 +1607,30 @@ impl FlowTable {
 
     pub fn stats(&self) -> TrackerStats {
         self.stats
+    }
+}
+
+/// Whether `key` still holds the live connection `stream`, and it is `so`.
+fn holds(
+    by_key: &FastMap<FlowKey, Slot>,
+    stream: u64,
+    key: &FlowKey,
+    so: fn(&Connection) -> bool,
+) -> bool {
+    matches!(by_key.get(key), Some(Slot::Live(c)) if c.stream == stream && so(c))
+}
+
+/// A queue of (stream, key) whose entries go stale as connections change:
+/// once they outnumber the `wanted` ones well, keep only those that
+/// [`holds`] (now and then, so the work stays linear).
+fn compact(
+    queue: &mut VecDeque<(u64, FlowKey)>,
+    wanted: usize,
+    by_key: &FastMap<FlowKey, Slot>,
+    so: fn(&Connection) -> bool,
+) {
+    if queue.len() > 2 * wanted + 1024 {
+        queue.retain(|(stream, key)| holds(by_key, *stream, key, so));
     }
 }
 

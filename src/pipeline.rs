@@ -299,56 +299,44 @@ impl Back {
     }
 
     fn take(&mut self, finished: Box<Finished>) {
-        if let (Some(dead), false) = (&mut self.dead, matches!(self.rows, Rows::Keep { .. })) {
-            // Freed where it was allocated (see `Back::dead`).
-            self.summary.add_connection(&finished.record);
-            for r in &finished.requests {
-                self.summary.add_request(r);
+        self.summary.add_connection(&finished.record);
+        for r in &finished.requests {
+            self.summary.add_request(r);
+        }
+        self.diagnoser.add(&finished.record, &finished.requests);
+        match &mut self.rows {
+            Rows::Keep {
+                connections,
+                requests: kept,
+            } => {
+                // When memory for one more row runs out, say so at the end
+                // and keep only the tallies from here.
+                if connections.try_reserve(1).is_err()
+                    || kept.try_reserve(finished.requests.len()).is_err()
+                {
+                    self.sink_error = Some(out_of_memory(connections.len(), kept.len()));
+                    self.rows = Rows::Count;
+                    return;
+                }
+                let Finished {
+                    record, requests, ..
+                } = *finished;
+                connections.push(record);
+                kept.extend(requests);
+                return;
             }
-            self.diagnoser.add(&finished.record, &finished.requests);
-            if let Rows::Stream(sink) = &mut self.rows {
+            Rows::Stream(sink) => {
                 if self.sink_error.is_none() {
                     if let Err(e) = sink.connection(&finished.record, &finished.requests) {
                         self.sink_error = Some(e);
                     }
                 }
             }
-            dead.push(Dead::Finished(finished));
-            return;
-        }
-        let Finished {
-            record, requests, ..
-        } = *finished;
-        self.summary.add_connection(&record);
-        for r in &requests {
-            self.summary.add_request(r);
-        }
-        self.diagnoser.add(&record, &requests);
-        match &mut self.rows {
-            Rows::Keep {
-                connections,
-                requests: kept,
-            } => {
-                // A document of every row cannot be streamed: when memory
-                // for one more runs out, say so (at the end of the input)
-                // rather than abort, and keep only the tallies from here.
-                if connections.try_reserve(1).is_err() || kept.try_reserve(requests.len()).is_err()
-                {
-                    self.sink_error = Some(out_of_memory(connections.len(), kept.len()));
-                    self.rows = Rows::Count;
-                    return;
-                }
-                connections.push(record);
-                kept.extend(requests);
-            }
-            Rows::Stream(sink) => {
-                if self.sink_error.is_none() {
-                    if let Err(e) = sink.connection(&record, &requests) {
-                        self.sink_error = Some(e);
-                    }
-                }
-            }
             Rows::Count => {}
+        }
+        // Freed where it was allocated (see `Back::dead`).
+        if let Some(dead) = &mut self.dead {
+            dead.push(Dead::Finished(finished));
         }
     }
 

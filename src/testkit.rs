@@ -1,7 +1,7 @@
 //! Byte-array packets for unit tests: IPv4/IPv6 + TCP built by hand, so the
 //! tests say exactly which bytes they feed the decoder and the tracker.
 
-use crate::report::{ConnectionRecord, RequestRecord, SeenIn};
+use crate::report::{ConnectionRecord, Report, RequestRecord, SeenIn, Summary};
 use crate::source::Frame;
 use crate::wire::Timestamp;
 
@@ -143,5 +143,23 @@ pub fn request_record(stream: u64, depth: u32, sent: f64) -> RequestRecord {
         tag: None,
         seen_in: SeenIn::Capture,
         why_new: None,
+    }
+}
+
+/// A report of these rows, tallied, with nothing else in it.
+pub fn report(connections: Vec<ConnectionRecord>, requests: Vec<RequestRecord>) -> Report {
+    Report {
+        tool: Default::default(),
+        source: Default::default(),
+        summary: Summary::tally(&connections, &requests),
+        connections,
+        requests,
+        anomalies: Vec::new(),
+        client: None,
+        tracker: None,
+        diagnosis: Vec::new(),
+        probe: None,
+        sockets: None,
+        audit: None,
     }
 }

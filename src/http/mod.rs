@@ -455,6 +455,15 @@ impl ConnectionAnalyzer {
         std::mem::take(&mut self.exchanges)
     }
 
+    /// The same for the signals, the SNI and the ALPN protocols.
+    pub fn take_findings(&mut self) -> (HttpSignals, Option<String>, Vec<String>) {
+        (
+            std::mem::take(&mut self.signals),
+            self.sni.take(),
+            std::mem::take(&mut self.alpn),
+        )
+    }
+
     /// Requests after the first already handed out by
     /// [`ConnectionAnalyzer::take_settled`]: [`ConnectionAnalyzer::exchanges`]
     /// holds the first and those after them.
@@ -478,7 +487,8 @@ impl ConnectionAnalyzer {
     /// connection then holds only those still open, however many it carries.
     /// The first stays (its verdict is attached when the connection is
     /// finalised); HTTP/2, whose streams are looked up by id, keeps all.
-    pub fn take_settled(&mut self) -> Vec<HttpExchange> {
+    /// None from `before` on (requests the caller has yet to tell about).
+    pub fn take_settled(&mut self, before: usize) -> Vec<HttpExchange> {
         if self.finished
             || !self.h2_streams.is_empty()
             || !matches!(self.protocol, AppProtocol::Http10 | AppProtocol::Http11)
@@ -487,6 +497,7 @@ impl ConnectionAnalyzer {
         }
         // Requests from `limit` on may still be answered, or are waited for.
         let limit = [
+            Some(before),
             Some(self.next_answer),
             self.responding,
             self.awaited,

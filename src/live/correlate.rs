@@ -292,22 +292,7 @@ mod tests {
         }
     }
 
-    fn report(connections: Vec<ConnectionRecord>, requests: Vec<RequestRecord>) -> Report {
-        Report {
-            tool: ToolInfo::default(),
-            source: SourceInfo::default(),
-            summary: Summary::tally(&connections, &requests),
-            connections,
-            requests,
-            anomalies: Vec::new(),
-            client: None,
-            tracker: None,
-            diagnosis: Vec::new(),
-            probe: None,
-            sockets: None,
-            audit: None,
-        }
-    }
+    use crate::testkit::report;
 
     #[test]
     fn a_reused_local_port_maps_to_the_connection_alive_at_the_time() {
