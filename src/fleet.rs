@@ -486,7 +486,7 @@ fn request_columns() -> Vec<Column<RequestRecord>> {
         col("stream", I, Req, |r| r.stream.into()),
         col("depth", I, Req, |r| r.depth.into()),
         col("reused", B, Req, |r| r.reused.into()),
-        col("method", S, Req, |r| (&r.method).into()),
+        col("method", S, Req, |r| r.method.as_ref().into()),
         col("target", S, Req, |r| (&r.target).into()),
         col("host", S, Opt, |r| r.host.as_ref().into()),
         col("status", I32, Opt, |r| r.status.into()),

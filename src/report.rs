@@ -618,7 +618,8 @@ pub struct RequestRecord {
     pub stream: u64,
     pub depth: u32,
     pub reused: bool,
-    pub method: String,
+    /// The common methods are not copied per request (see `http::Method`).
+    pub method: crate::http::Method,
     pub target: String,
     pub host: Option<String>,
     pub status: Option<u16>,

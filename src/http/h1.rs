@@ -56,7 +56,7 @@ pub struct ConnectionOptions {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
-    pub method: String,
+    pub method: super::Method,
     pub target: String,
     /// Minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor_version: u8,
@@ -165,7 +165,7 @@ fn parse_request_with<'b>(
     };
     Ok(HeadParse::Complete(
         RequestHead {
-            method: method.to_owned(),
+            method: super::method_of(method),
             target: target.to_owned(),
             minor_version,
             host: fields.host.map(text),
@@ -322,7 +322,7 @@ pub fn parse_request_lenient(buf: &[u8]) -> HeadParse<(RequestHead, bool)> {
     HeadParse::Complete(
         (
             RequestHead {
-                method: method.to_owned(),
+                method: super::method_of(method),
                 target: target.to_owned(),
                 minor_version: 1,
                 host: fields.host.map(text),

@@ -70,7 +70,7 @@ impl AppProtocol {
 pub struct HttpExchange {
     /// 1-based position on the connection (HTTP/2: order of the HEADERS).
     pub depth: u32,
-    pub method: String,
+    pub method: Method,
     pub target: String,
     pub host: Option<String>,
     pub status: Option<u16>,
@@ -329,6 +329,21 @@ pub struct ConnectionAnalyzer {
     finished: bool,
     /// Bytes handed to the parsers, counting every re-reading of held ones.
     scanned: u64,
+}
+
+/// A request method: the registered ones borrowed from one table, any other
+/// kept as sent, so a request costs no allocation for its method.
+pub type Method = std::borrow::Cow<'static, str>;
+
+/// `method` as a [`Method`].
+pub fn method_of(method: &str) -> Method {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
+    match KNOWN.iter().find(|&&m| m == method) {
+        Some(&m) => Method::Borrowed(m),
+        None => Method::Owned(method.to_string()),
+    }
 }
 
 /// Where request `idx` (of all) is in a list holding the first request and
@@ -848,7 +863,7 @@ impl ConnectionAnalyzer {
         };
         self.signals.oversized_heads += 1;
         let head = h1::RequestHead {
-            method: method.to_owned(),
+            method: method_of(method),
             target: target.to_owned(),
             minor_version: 1,
             host: h1::host_field(&rest[line_end.map_or(rest.len(), |e| e + 1)..]),
@@ -1052,7 +1067,7 @@ impl ConnectionAnalyzer {
             Some(exchange) => {
                 exchange.status.get_or_insert(head.status);
                 exchange.answered.get_or_insert(ts);
-                Some(match exchange.method.as_str() {
+                Some(match exchange.method.as_ref() {
                     "HEAD" => "HEAD",
                     "CONNECT" => "CONNECT",
                     _ => "",
@@ -1230,7 +1245,7 @@ impl ConnectionAnalyzer {
         self.h2_streams.insert(stream, self.count());
         self.exchanges.push(HttpExchange {
             depth: self.count() as u32 + 1,
-            method: facts.method.unwrap_or_default(),
+            method: method_of(facts.method.as_deref().unwrap_or_default()),
             target: facts.path.unwrap_or_default(),
             host: facts.authority.or(facts.host),
             status: None,

@@ -102,7 +102,7 @@ impl Conn {
 fn targets(an: &ConnectionAnalyzer) -> Vec<(String, String, Option<u16>)> {
     an.exchanges()
         .iter()
-        .map(|e| (e.method.clone(), e.target.clone(), e.status))
+        .map(|e| (e.method.to_string(), e.target.clone(), e.status))
         .collect()
 }
 

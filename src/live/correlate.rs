@@ -157,7 +157,7 @@ fn client_seen_request(r: &ClientRequest, stream: u64, settings: &ClientSettings
         stream,
         depth: 0,
         reused: false,
-        method: r.method.clone(),
+        method: crate::http::method_of(&r.method),
         target: url
             .as_ref()
             .map(|u| match u.query() {

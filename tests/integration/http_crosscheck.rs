@@ -212,9 +212,11 @@ fn ours(report: &Report) -> Streams {
             Some(id) => (Layer::H2, id),
             None => (Layer::H1, 0),
         };
-        out.entry((key.0, r.stream))
-            .or_default()
-            .push((key.1, r.method.clone(), r.target.clone()));
+        out.entry((key.0, r.stream)).or_default().push((
+            key.1,
+            r.method.to_string(),
+            r.target.clone(),
+        ));
     }
     out
 }
