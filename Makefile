@@ -10,7 +10,7 @@ BIN := target/release/conntrace
 # chromium to render the HTML report as a person sees it, nftables for audit,
 # curl and python3 as real clients, python3-pip for DuckDB (the tests read the
 # Parquet output back with its Python module).
-DEB_PACKAGES := libpcap-dev tshark tcpdump nginx-light nghttp2-client wrk apache2-utils iproute2 chromium nftables curl python3 python3-pip
+DEB_PACKAGES := libpcap-dev tshark tcpdump nginx-light nghttp2-client wrk apache2-utils iproute2 chromium nftables curl python3 python3-pip time
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all build deps test demo lint bench fixtures fuzz clean

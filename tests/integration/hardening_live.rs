@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use conntrace::live::server::{ServerConfig, TestServer};
 use conntrace::pipeline::{replay_files, ReplayOptions};
@@ -291,10 +291,11 @@ fn serve_backs_off_when_out_of_file_descriptors() {
     let held: Vec<TcpStream> = (0..limit + 8)
         .map(|_| TcpStream::connect(&addr).unwrap())
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while open_fds(pid) < limit && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // It says so once, when an accept first fails for want of one.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    stderr.read_line(&mut said).unwrap();
+    assert!(said.contains("cannot accept connections"), "{said}");
     let open = open_fds(pid);
     assert!(
         open >= limit,
@@ -315,13 +316,8 @@ fn serve_backs_off_when_out_of_file_descriptors() {
         .unwrap();
     assert!(get_head(&mut sock).starts_with("http/1.1 200"));
     interrupt(&child);
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let mut err = said;
+    stderr.read_to_string(&mut err).unwrap();
     child.wait().unwrap();
     assert_eq!(err.matches("cannot accept connections").count(), 1, "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -358,7 +354,11 @@ fn run_reads_a_large_body_in_bounded_memory() {
         body_size: size,
         ..ServerConfig::default()
     });
-    let mut child = bin()
+    // GNU time reports the peak resident size the kernel kept for the
+    // process (wait4's ru_maxrss, in kB) as the last line of stderr.
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "%M"])
+        .arg(common::binary())
         .args([
             "run",
             &server.url(),
@@ -368,26 +368,20 @@ fn run_reads_a_large_body_in_bounded_memory() {
             "-f",
             "json",
         ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let mut stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        stdout.read_to_string(&mut s).unwrap();
-        s
-    });
-    // The peak resident size, as last seen before the process ended.
-    let mut peak = 0;
-    while child.try_wait().unwrap().is_none() {
-        if let Some(hwm) = status_kb(pid, "VmHWM:") {
-            peak = peak.max(hwm);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let report: serde_json::Value = serde_json::from_str(&reader.join().unwrap()).unwrap();
+        .output()
+        .expect("/usr/bin/time runs (Debian's time package)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let peak: u64 = stderr
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak from /usr/bin/time: {stderr}"));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let r = &report["client"]["requests"][0];
     assert_eq!(r["error"], serde_json::Value::Null, "{r}");
     assert!(
@@ -480,10 +474,8 @@ fn a_second_interrupt_stops_lingering_at_once() {
     assert!(line.contains("finishing the report"), "{line}");
     signal(&child, "INT");
     // Without the second signal's effect the run lingers 60 s; 20 s is ample.
-    let lingering = common::exit_within(&mut child, Duration::from_secs(20)).is_none();
-    if lingering {
-        let _ = child.kill();
-    }
+    let (child, status) = common::exit_within(child, Duration::from_secs(20));
+    let lingering = status.is_none();
     let out = child.wait_with_output().unwrap();
     assert!(!lingering, "a second Ctrl-C did not end the linger");
     assert_eq!(out.status.code(), Some(0));

@@ -265,8 +265,10 @@ fn signal(pid: i32, sig: &str) {
     assert!(status.success());
 }
 
-fn wait_for(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    common::exit_within(child, limit).unwrap_or_else(|| panic!("still running after {limit:?}"))
+fn wait_for(child: Child, limit: Duration) -> std::process::ExitStatus {
+    common::exit_within(child, limit)
+        .1
+        .unwrap_or_else(|| panic!("still running after {limit:?}"))
 }
 
 #[test]
@@ -280,7 +282,7 @@ fn ctrl_c_and_sigterm_reach_the_command_and_the_report_follows() {
     let mut stderr = until_running(&mut child);
     let pid = child.id() as i32;
     signal(-pid, "INT");
-    let status = wait_for(&mut child, Duration::from_secs(10));
+    let status = wait_for(child, Duration::from_secs(10));
     assert_eq!(status.code(), Some(130), "128 + SIGINT");
     let mut rest = String::new();
     stderr.read_to_string(&mut rest).unwrap();
@@ -293,7 +295,7 @@ fn ctrl_c_and_sigterm_reach_the_command_and_the_report_follows() {
     let mut child = spawn_audit(&["-f", "summary", "--", "sleep", "30"]);
     let _stderr = until_running(&mut child);
     signal(child.id() as i32, "TERM");
-    let status = wait_for(&mut child, Duration::from_secs(10));
+    let status = wait_for(child, Duration::from_secs(10));
     assert_eq!(status.code(), Some(143), "128 + SIGTERM");
     assert_eq!(leftovers(), Vec::<String>::new());
 }

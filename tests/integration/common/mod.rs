@@ -212,22 +212,29 @@ pub fn need(what: &str, available: bool) -> bool {
     false
 }
 
-/// How `child` ended, if it did within `limit` (its exit is looked for
-/// every 20 ms).
+/// How `child` ended, if it did within `limit`; past it, it is killed.
+/// A thread of its own waits for it and says so over a channel, so the test
+/// goes on the moment it exits. The child comes back, reaped (its pipes
+/// still to read).
 pub fn exit_within(
-    child: &mut std::process::Child,
+    mut child: std::process::Child,
     limit: std::time::Duration,
-) -> Option<std::process::ExitStatus> {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        if std::time::Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+) -> (std::process::Child, Option<std::process::ExitStatus>) {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let status = child.wait().unwrap();
+        let _ = tx.send(status);
+        child
+    });
+    let status = rx.recv_timeout(limit).ok();
+    if status.is_none() {
+        // Not reaped yet (its waiter holds it), so the pid is still its own.
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
     }
+    (waiter.join().unwrap(), status)
 }
 
 /// Whether live capture can run here (root); see [`need`].
