@@ -42,15 +42,29 @@ fn can_audit() -> bool {
         && common::need("curl (apt install curl)", installed("curl"))
 }
 
-/// Someone else's traffic to `addr` until `stop`, from this test's own
-/// process: connections of two requests each, one every 20 ms. Returns
-/// once its first connection has been answered; the thread gives the
-/// number of connections it made.
-fn neighbour(addr: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u32> {
+/// Someone else's traffic, from this test's own process, until stopped.
+struct Neighbour {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<u32>,
+}
+
+impl Neighbour {
+    /// Stop it; the number of connections it made.
+    fn stop(self) -> u32 {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().unwrap()
+    }
+}
+
+/// Traffic to `addr`: connections of two requests each, one every 20 ms.
+/// Returns once its first connection has been answered.
+fn neighbour(addr: SocketAddr) -> Neighbour {
+    let stop = Arc::new(AtomicBool::new(false));
     let (answered, first) = std::sync::mpsc::channel();
-    let other = std::thread::spawn(move || {
+    let stopped = stop.clone();
+    let thread = std::thread::spawn(move || {
         let mut connections = 0;
-        while !stop.load(Ordering::SeqCst) {
+        while !stopped.load(Ordering::SeqCst) {
             let mut sock = TcpStream::connect(addr).unwrap();
             connections += 1;
             for _ in 0..2 {
@@ -69,7 +83,7 @@ fn neighbour(addr: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle
     first
         .recv_timeout(Duration::from_secs(10))
         .expect("the neighbour's first connection is answered");
-    other
+    Neighbour { stop, thread }
 }
 
 /// What nftables and the cgroup v2 tree hold of audits, read without
@@ -116,8 +130,7 @@ fn only_the_commands_connections_and_its_childrens_are_reported() {
     let _one = one_at_a_time();
     let server = server();
     let url = format!("http://{}/", server.addr());
-    let stop = Arc::new(AtomicBool::new(false));
-    let other = neighbour(server.addr(), stop.clone());
+    let other = neighbour(server.addr());
     // Two curls, children of a shell: the first reuses its connection for
     // its second URL. Each prints the local port of every transfer: the
     // client's own view of its connections.
@@ -126,8 +139,7 @@ fn only_the_commands_connections_and_its_childrens_are_reported() {
          sleep 0.2; curl -s -o /dev/null -w '%{{local_port}}\\n' {url}"
     );
     let out = audit(&["-f", "json", "--", "sh", "-c", &script]);
-    stop.store(true, Ordering::SeqCst);
-    let others = other.join().unwrap();
+    let others = other.stop();
     assert!(
         out.status.success(),
         "{}",
@@ -465,8 +477,7 @@ fn the_saved_capture_holds_only_the_commands_packets() {
     let _one = one_at_a_time();
     let server = server();
     let url = format!("http://{}/", server.addr());
-    let stop = Arc::new(AtomicBool::new(false));
-    let other = neighbour(server.addr(), stop.clone());
+    let other = neighbour(server.addr());
     let dir = std::env::temp_dir().join(format!("conntrace-audit-w-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let pcap = dir.join("cmd.pcap");
@@ -485,8 +496,7 @@ fn the_saved_capture_holds_only_the_commands_packets() {
         &url,
         &url,
     ]));
-    stop.store(true, Ordering::SeqCst);
-    assert!(other.join().unwrap() >= 2, "the neighbour ran meanwhile");
+    assert!(other.stop() >= 2, "the neighbour ran meanwhile");
     // Replayed, the file says what the audit said: the neighbour's
     // connections are not in it.
     let out = Command::new(common::binary())

@@ -38,33 +38,46 @@ fn near(got: &Value, want_ms: f64) {
     );
 }
 
+/// The built-in server closing connections idle for 1.5 s and after 4
+/// requests, over TLS (HTTP/1.1 and h2 by ALPN) or not (h2c on the same port).
+fn limited_server(tls: bool) -> TestServer {
+    TestServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        ServerConfig {
+            idle_timeout: Some(Duration::from_millis(1500)),
+            max_requests: Some(4),
+            tls,
+            ..ServerConfig::default()
+        },
+    )
+    .unwrap()
+}
+
+/// What a probe of [`limited_server`] must find, over HTTP/1.1 and h2.
+fn assert_limits(p: &Value) {
+    near(&p["idle_timeout_ms"], 1500.0);
+    assert_eq!(p["requests_per_connection"], 4, "{p:#}");
+    assert_eq!(p["idle"]["closed_by"], "server");
+    let h2 = &p["h2"];
+    assert_eq!(h2["speaks_h2"], true, "{h2:#}");
+    assert_eq!(h2["status"], 200);
+    assert_eq!(h2["ping_answered"], true);
+    near(&h2["idle_timeout_ms"], 1500.0);
+}
+
 #[test]
 fn probe_measures_the_built_in_servers_limits() {
     if !common::can_capture("probe_measures_the_built_in_servers_limits") {
         return;
     }
-    let server = TestServer::start(
-        "127.0.0.1:0".parse().unwrap(),
-        ServerConfig {
-            idle_timeout: Some(Duration::from_millis(1500)),
-            max_requests: Some(4),
-            ..ServerConfig::default()
-        },
-    )
-    .unwrap();
+    let server = limited_server(false);
     let p = probe(&server.url(), &[]);
-    near(&p["idle_timeout_ms"], 1500.0);
-    assert_eq!(p["requests_per_connection"], 4, "{p:#}");
     // The same port speaks h2c: its SETTINGS as captured, a PING answered,
     // and the idle timeout again, ended with GOAWAY.
+    assert_limits(&p);
     let h2 = &p["h2"];
-    assert_eq!(h2["speaks_h2"], true, "{h2:#}");
-    assert_eq!(h2["status"], 200);
     assert!(h2["max_concurrent_streams"].as_u64().is_some(), "{h2:#}");
-    assert_eq!(h2["ping_answered"], true);
     assert_eq!(h2["goaway"]["sender"], "server", "{h2:#}");
-    near(&h2["idle_timeout_ms"], 1500.0);
-    assert_eq!(p["idle"]["closed_by"], "server");
     assert_eq!(p["requests"]["announced_close_at"], 4);
     let reqwest = p["advice"]
         .as_array()
@@ -309,26 +322,10 @@ fn probe_measures_https_servers_limits() {
         return;
     }
     // The built-in server over TLS: HTTP/1.1 and h2 by ALPN.
-    let server = TestServer::start(
-        "127.0.0.1:0".parse().unwrap(),
-        ServerConfig {
-            idle_timeout: Some(Duration::from_millis(1500)),
-            max_requests: Some(4),
-            tls: true,
-            ..ServerConfig::default()
-        },
-    )
-    .unwrap();
+    let server = limited_server(true);
     let url = format!("https://{}/", server.addr());
     let p = probe(&url, &["-k"]);
-    near(&p["idle_timeout_ms"], 1500.0);
-    assert_eq!(p["requests_per_connection"], 4, "{p:#}");
-    assert_eq!(p["idle"]["closed_by"], "server");
-    let h2 = &p["h2"];
-    assert_eq!(h2["speaks_h2"], true, "ALPN h2: {h2:#}");
-    assert_eq!(h2["status"], 200);
-    assert_eq!(h2["ping_answered"], true);
-    near(&h2["idle_timeout_ms"], 1500.0);
+    assert_limits(&p);
     // Without -k the self-signed certificate is refused, in one line.
     let out = Command::new(common::binary())
         .args(["probe", &url, "--only", "idle"])
