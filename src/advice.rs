@@ -79,6 +79,27 @@ struct Entry {
     client_idle_ms: Option<f64>,
 }
 
+impl Entry {
+    /// One request, and its verdict if it opened a connection.
+    fn count(&mut self, r: &RequestRecord) {
+        self.requests += 1;
+        self.reused += u64::from(r.reused);
+        let Some(why) = &r.why_new else {
+            return;
+        };
+        *self.causes.entry(why.code).or_default() += 1;
+        self.uncertain += u64::from(why.uncertain.is_some());
+        let slot = match why.code {
+            CauseCode::ServerIdleTimeout => &mut self.server_idle_ms,
+            CauseCode::ClientIdleTimeout => &mut self.client_idle_ms,
+            _ => return,
+        };
+        if let Some(ms) = why.idle_ms {
+            *slot = Some(slot.map_or(ms, |m: f64| m.max(ms)));
+        }
+    }
+}
+
 /// Gathers the verdicts per client host and server.
 #[derive(Debug, Default)]
 pub struct Diagnoser {
@@ -97,33 +118,17 @@ impl Diagnoser {
         if requests.is_empty() && c.unused.is_none() {
             return;
         }
-        let key = (c.client.ip(), c.server);
-        if !self.entries.contains_key(&key) && self.entries.len() >= MAX_DIAGNOSED {
+        let Some(e) = self.entry(c.client, c.server) else {
             self.overflow += 1;
             return;
-        }
-        let e = self.entries.entry(key).or_default();
+        };
         if e.user_agent.is_none() {
             e.user_agent = c.http.as_ref().and_then(|h| h.user_agent.clone());
         }
         e.connections += 1;
         e.unused += u64::from(c.unused.is_some());
         for r in requests {
-            e.requests += 1;
-            e.reused += u64::from(r.reused);
-            let Some(why) = &r.why_new else {
-                continue;
-            };
-            *e.causes.entry(why.code).or_default() += 1;
-            e.uncertain += u64::from(why.uncertain.is_some());
-            let slot = match why.code {
-                CauseCode::ServerIdleTimeout => &mut e.server_idle_ms,
-                CauseCode::ClientIdleTimeout => &mut e.client_idle_ms,
-                _ => continue,
-            };
-            if let Some(ms) = why.idle_ms {
-                *slot = Some(slot.map_or(ms, |m: f64| m.max(ms)));
-            }
+            e.count(r);
         }
     }
 
@@ -134,15 +139,21 @@ impl Diagnoser {
         server: SocketAddr,
         requests: &[RequestRecord],
     ) {
+        if let Some(e) = self.entry(client, server) {
+            for r in requests {
+                e.count(r);
+            }
+        }
+    }
+
+    /// The entry of this client host and server; `None` past
+    /// [`MAX_DIAGNOSED`] pairs.
+    fn entry(&mut self, client: SocketAddr, server: SocketAddr) -> Option<&mut Entry> {
         let key = (client.ip(), server);
         if !self.entries.contains_key(&key) && self.entries.len() >= MAX_DIAGNOSED {
-            return;
+            return None;
         }
-        let e = self.entries.entry(key).or_default();
-        for r in requests {
-            e.requests += 1;
-            e.reused += u64::from(r.reused);
-        }
+        Some(self.entries.entry(key).or_default())
     }
 
     /// Connections of client/server pairs past [`MAX_DIAGNOSED`].

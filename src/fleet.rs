@@ -1039,6 +1039,29 @@ impl SpillSink {
         self.held = Held::Spilled(Box::new(tables));
         Ok(())
     }
+
+    /// Rows held while they fit, written to this file's own tables after.
+    fn take(
+        &mut self,
+        record: Option<&ConnectionRecord>,
+        requests: &[RequestRecord],
+    ) -> io::Result<()> {
+        let n = usize::from(record.is_some()) + requests.len();
+        if let Held::Rows(connections, held, rows) = &mut self.held {
+            if *rows + n <= SPILL_ROWS {
+                connections.extend(record.cloned());
+                held.extend_from_slice(requests);
+                *rows += n;
+                return Ok(());
+            }
+            self.spill()?;
+        }
+        match (&mut self.held, record) {
+            (Held::Spilled(tables), Some(record)) => tables.add(&self.source, record, requests),
+            (Held::Spilled(tables), None) => tables.add_requests(&self.source, requests),
+            (Held::Rows(..) | Held::Done, _) => Ok(()),
+        }
+    }
 }
 
 impl RecordSink for SpillSink {
@@ -1047,34 +1070,11 @@ impl RecordSink for SpillSink {
         record: &ConnectionRecord,
         requests: &[RequestRecord],
     ) -> io::Result<()> {
-        if let Held::Rows(connections, held, rows) = &mut self.held {
-            if *rows + 1 + requests.len() <= SPILL_ROWS {
-                connections.push(record.clone());
-                held.extend_from_slice(requests);
-                *rows += 1 + requests.len();
-                return Ok(());
-            }
-            self.spill()?;
-        }
-        match &mut self.held {
-            Held::Spilled(tables) => tables.add(&self.source, record, requests),
-            Held::Rows(..) | Held::Done => Ok(()),
-        }
+        self.take(Some(record), requests)
     }
 
     fn requests(&mut self, requests: &[RequestRecord]) -> io::Result<()> {
-        if let Held::Rows(_, held, rows) = &mut self.held {
-            if *rows + requests.len() <= SPILL_ROWS {
-                held.extend_from_slice(requests);
-                *rows += requests.len();
-                return Ok(());
-            }
-            self.spill()?;
-        }
-        match &mut self.held {
-            Held::Spilled(tables) => tables.add_requests(&self.source, requests),
-            Held::Rows(..) | Held::Done => Ok(()),
-        }
+        self.take(None, requests)
     }
 
     fn finish(&mut self, _: &Report) -> io::Result<()> {
