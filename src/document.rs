@@ -102,13 +102,9 @@ impl Rows {
             }
             let merged: Vec<Vec<u8>> = self.runs.drain(n - FAN_IN..).map(|(_, r)| r).collect();
             let mut run = encoder()?;
-            merge(
-                merged
-                    .iter()
-                    .map(|r| RunReader::new(r))
-                    .collect::<io::Result<_>>()?,
-                |key, row| write_record(&mut run, key, row),
-            )?;
+            merge(merged.iter().map(Vec::as_slice), |key, row| {
+                write_record(&mut run, key, row)
+            })?;
             self.runs.push((level + 1, run.finish()?));
         }
         Ok(())
@@ -122,17 +118,11 @@ impl Rows {
         self.seal()?;
         out.write_all(b"[")?;
         let mut first = true;
-        merge(
-            self.runs
-                .iter()
-                .map(|(_, r)| RunReader::new(r))
-                .collect::<io::Result<_>>()?,
-            |_, row| {
-                out.write_all(if first { b"\n    " } else { b",\n    " })?;
-                first = false;
-                out.write_all(row)
-            },
-        )?;
+        merge(self.runs.iter().map(|(_, r)| r.as_slice()), |_, row| {
+            out.write_all(if first { b"\n    " } else { b",\n    " })?;
+            first = false;
+            out.write_all(row)
+        })?;
         out.write_all(b"\n  ]")
     }
 }
@@ -193,10 +183,11 @@ impl<'a> RunReader<'a> {
 }
 
 /// Every row of `runs` (each sorted) to `each`, in key order.
-fn merge(
-    mut runs: Vec<RunReader<'_>>,
+fn merge<'a>(
+    runs: impl Iterator<Item = &'a [u8]>,
     mut each: impl FnMut(Key, &[u8]) -> io::Result<()>,
 ) -> io::Result<()> {
+    let mut runs = runs.map(RunReader::new).collect::<io::Result<Vec<_>>>()?;
     let mut heap = BinaryHeap::new();
     for (i, run) in runs.iter_mut().enumerate() {
         if let Some(key) = run.next()? {
@@ -388,17 +379,10 @@ mod tests {
         assert!(rows.runs.iter().any(|&(level, _)| level >= 2));
         let mut seen = Vec::new();
         rows.seal().unwrap();
-        merge(
-            rows.runs
-                .iter()
-                .map(|(_, r)| RunReader::new(r))
-                .collect::<io::Result<_>>()
-                .unwrap(),
-            |k, _| {
-                seen.push(k);
-                Ok(())
-            },
-        )
+        merge(rows.runs.iter().map(|(_, r)| r.as_slice()), |k, _| {
+            seen.push(k);
+            Ok(())
+        })
         .unwrap();
         let mut sorted = keys.clone();
         sorted.sort_unstable();
