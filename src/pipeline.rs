@@ -777,9 +777,9 @@ fn keep(
 }
 
 /// Batches decoded and not yet tracked. A batch is one of the reader's
-/// buffers (1 MiB once a file proves large) and its frames decoded, so with
+/// buffers (256 KiB once a file proves large) and its frames decoded, so with
 /// the one being read and the one being tracked, memory stays within a few
-/// of each (some 15 MiB in all for a capture of bare SYNs, less for larger
+/// of each (some 4 MiB in all for a capture of bare SYNs, less for larger
 /// frames).
 const BATCHES_AHEAD: usize = 2;
 

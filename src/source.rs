@@ -169,7 +169,7 @@ struct Interface {
 const FIRST_READ: usize = 64 << 10;
 
 /// How far ahead of the parser the reader reads once a file proves large.
-const READ_AHEAD: usize = 1 << 20;
+const READ_AHEAD: usize = 256 << 10;
 
 /// A streaming reader over one capture file.
 ///
