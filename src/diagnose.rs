@@ -806,10 +806,13 @@ const RECENT_CLOSES: usize = 16;
 fn close_evidence(c: &ClosedInfo, t: Timestamp) -> Option<(CauseCode, String)> {
     let who = if c.by_client { "client" } else { "server" };
     let how = if c.rst { "RST" } else { "FIN" };
-    let when = if c.at <= t {
-        format!("{:.1} ms before this SYN", ms(c.at, t))
-    } else {
-        format!("{:.1} ms after this SYN", ms(t, c.at))
+    // Written only for the close that gives evidence: most give none.
+    let when_of = || {
+        if c.at <= t {
+            format!("{:.1} ms before this SYN", ms(c.at, t))
+        } else {
+            format!("{:.1} ms after this SYN", ms(t, c.at))
+        }
     };
     if let Some((depth, sent, answered)) = c.sent_after_close {
         // After a GOAWAY from the server, a request the client sent before it
@@ -821,7 +824,8 @@ fn close_evidence(c: &ClosedInfo, t: Timestamp) -> Option<(CauseCode, String)> {
                 format!(
                     "stream {}: the server sent GOAWAY and closed it ({how} at {when}); request {depth} sent {:.1} ms after that close, never answered, was sent again",
                     c.stream,
-                    ms(c.at, sent)
+                    ms(c.at, sent),
+                    when = when_of()
                 ),
             ));
         }
@@ -831,7 +835,8 @@ fn close_evidence(c: &ClosedInfo, t: Timestamp) -> Option<(CauseCode, String)> {
                 format!(
                     "stream {}: server {how} at {when}; request {depth} sent {:.1} ms after that close, never answered",
                     c.stream,
-                    ms(c.at, sent)
+                    ms(c.at, sent),
+                    when = when_of()
                 ),
             ));
         }
@@ -842,7 +847,8 @@ fn close_evidence(c: &ClosedInfo, t: Timestamp) -> Option<(CauseCode, String)> {
                 CauseCode::Reset,
                 format!(
                     "stream {}: {who} RST {when} while request {depth} waited for its response",
-                    c.stream
+                    c.stream,
+                    when = when_of()
                 ),
             ));
         }
@@ -853,7 +859,8 @@ fn close_evidence(c: &ClosedInfo, t: Timestamp) -> Option<(CauseCode, String)> {
                 CauseCode::UnreadBody,
                 format!(
                     "stream {}: client {how} {when}, response {depth} not read to its end",
-                    c.stream
+                    c.stream,
+                    when = when_of()
                 ),
             ));
         }
@@ -862,7 +869,8 @@ fn close_evidence(c: &ClosedInfo, t: Timestamp) -> Option<(CauseCode, String)> {
                 CauseCode::UnreadBody,
                 format!(
                     "stream {}: client RST {when} after its responses (data the client never read)",
-                    c.stream
+                    c.stream,
+                    when = when_of()
                 ),
             ));
         }

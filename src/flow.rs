@@ -626,49 +626,51 @@ impl Connection {
     fn update_history(&mut self, seg: &Segment, sender: Side, is_client: bool) {
         let flags = seg.flags;
         let bits = u8::from(flags.syn()) + u8::from(flags.fin()) + u8::from(flags.rst());
-        let mut letters: Vec<char> = Vec::new();
         let end = &mut self.ends[sender as usize];
-        // Zeek's CheckHistory: records the letter the first time; true if seen before.
-        let check = |end: &mut Endpoint, letters: &mut Vec<char>, mask: u32, code: char| {
-            if end.hist_seen & mask == 0 {
-                end.hist_seen |= mask;
-                letters.push(code);
-                false
-            } else {
-                true
-            }
+        let history = &mut self.history;
+        let mut letter = |c: char| history.push(if is_client { c } else { c.to_ascii_lowercase() });
+        // Zeek's CheckHistory: true the first time this side shows the bit.
+        let first = |end: &mut Endpoint, mask: u32| {
+            let first = end.hist_seen & mask == 0;
+            end.hist_seen |= mask;
+            first
         };
         if bits > 1 {
             if flags.fin() && flags.rst() {
-                check(end, &mut letters, hist::FIN_RST, 'I');
-            } else {
-                check(end, &mut letters, hist::MULTI_FLAG, 'Q');
+                if first(end, hist::FIN_RST) {
+                    letter('I');
+                }
+            } else if first(end, hist::MULTI_FLAG) {
+                letter('Q');
             }
         } else if bits == 1 {
+            // Repeated when a later one carries another sequence number.
             if flags.syn() {
                 let code = if flags.ack() { 'H' } else { 'S' };
-                if check(end, &mut letters, hist::SYN, code) && end.last_syn != Some(seg.seq) {
-                    letters.push(code);
+                if first(end, hist::SYN) || end.last_syn != Some(seg.seq) {
+                    letter(code);
                 }
                 end.last_syn = Some(seg.seq);
             }
             if flags.fin() {
                 let fin_seq = seg.seq + seg.payload_len;
-                if check(end, &mut letters, hist::FIN, 'F') && end.last_fin != Some(fin_seq) {
-                    letters.push('F');
+                if first(end, hist::FIN) || end.last_fin != Some(fin_seq) {
+                    letter('F');
                 }
                 end.last_fin = Some(fin_seq);
             }
             if flags.rst() {
-                if check(end, &mut letters, hist::RST, 'R') && end.last_rst != Some(seg.seq) {
-                    letters.push('R');
+                if first(end, hist::RST) || end.last_rst != Some(seg.seq) {
+                    letter('R');
                 }
                 end.last_rst = Some(seg.seq);
             }
         } else if seg.payload_len > 0 {
-            check(end, &mut letters, hist::DATA, 'D');
-        } else if flags.ack() {
-            check(end, &mut letters, hist::ACK, 'A');
+            if first(end, hist::DATA) {
+                letter('D');
+            }
+        } else if flags.ack() && first(end, hist::ACK) {
+            letter('A');
         }
 
         // Retransmission: payload that ends at or before what this side already sent.
@@ -678,7 +680,7 @@ impl Connection {
                 Some(max) if seg_end <= max => {
                     end.retransmits += 1;
                     if is_scaled_count(end.retransmits) {
-                        letters.push('T');
+                        letter('T');
                     }
                 }
                 Some(max) if seg_end > max => end.max_seq_end = Some(seg_end),
@@ -688,12 +690,8 @@ impl Connection {
         if seg.window == 0 && bits == 0 {
             end.zero_windows += 1;
             if is_scaled_count(end.zero_windows) {
-                letters.push('W');
+                letter('W');
             }
-        }
-        for c in letters {
-            self.history
-                .push(if is_client { c } else { c.to_ascii_lowercase() });
         }
     }
 
@@ -860,20 +858,19 @@ impl Connection {
             .awaiting_answer
             .front()
             .map_or(self.requests_reported, |&(k, _)| k);
-        let settled = analyzer.take_settled(before);
-        if settled.is_empty() {
-            return;
-        }
         let stream = self.stream;
-        let requests = settled
-            .into_iter()
+        let requests: Vec<RequestRecord> = analyzer
+            .take_settled(before)
             .map(|x| request_record(stream, x))
             .collect();
-        out.push(FlowEvent::Settled(Box::new(Settled {
+        if requests.is_empty() {
+            return;
+        }
+        out.push(FlowEvent::Settled(Settled {
             client: self.key.addr(self.client),
             server: self.key.addr(self.client.other()),
             requests,
-        })));
+        }));
     }
 
     /// Closed for good: a RST from either side, or a FIN from both.
@@ -1163,7 +1160,7 @@ pub enum FlowEvent {
     /// capture joined midway).
     Opened { stream: u64, peers: Peers },
     /// Requests of a connection that goes on are final, and leave it.
-    Settled(Box<Settled>),
+    Settled(Settled),
     /// The analyser found a request; its first byte was sent at `sent`.
     Request {
         stream: u64,

@@ -162,7 +162,7 @@ fn out_of_memory(connections: usize, requests: usize) -> io::Error {
 #[allow(dead_code)]
 enum Dead {
     Finished(Box<Finished>),
-    Settled(Box<Settled>),
+    Settled(Settled),
 }
 
 /// Where the stages after the tracker run.
@@ -245,7 +245,7 @@ impl Back {
     }
 
     /// Requests of a connection that goes on, final.
-    fn take_settled(&mut self, settled: Box<Settled>) {
+    fn take_settled(&mut self, settled: Settled) {
         for r in &settled.requests {
             self.summary.add_request(r);
         }

@@ -117,8 +117,10 @@ fn config() -> httparse::ParserConfig {
     c
 }
 
-pub fn parse_request(buf: &[u8]) -> HeadParse<RequestHead> {
-    with_header_slots(|slots| parse_request_with(buf, slots))
+/// `user_agent`: copy the `User-Agent` value out too (a connection keeps
+/// only the first it sees, so later requests need not pay for one).
+pub fn parse_request(buf: &[u8], user_agent: bool) -> HeadParse<RequestHead> {
+    with_header_slots(|slots| parse_request_with(buf, slots, user_agent))
 }
 
 /// Run `parse` with header slots on the stack, and again with many more on
@@ -141,6 +143,7 @@ fn with_header_slots<'b, T>(
 fn parse_request_with<'b>(
     buf: &'b [u8],
     slots: &mut [MaybeUninit<httparse::Header<'b>>],
+    want_user_agent: bool,
 ) -> Result<HeadParse<RequestHead>, httparse::Error> {
     let mut req = httparse::Request::new(&mut []);
     let len = match config().parse_request_with_uninit_headers(&mut req, buf, slots)? {
@@ -170,7 +173,10 @@ fn parse_request_with<'b>(
             minor_version,
             host: fields.host.map(text),
             tag: fields.tag.map(text),
-            user_agent: fields.user_agent.map(user_agent),
+            user_agent: fields
+                .user_agent
+                .filter(|_| want_user_agent)
+                .map(user_agent),
             connection: fields.connection,
             upgrade: fields.upgrade.map(text),
             framing,
@@ -668,7 +674,7 @@ mod tests {
             raw.extend_from_slice(format!("X-Filler-{i}: {i}\r\n").as_bytes());
         }
         raw.extend_from_slice(b"X-Conntrace-Id: 42\r\n\r\n");
-        let HeadParse::Complete(head, len) = parse_request(&raw) else {
+        let HeadParse::Complete(head, len) = parse_request(&raw, true) else {
             panic!("a head with {} headers did not parse", HEADER_SLOTS + 12);
         };
         assert_eq!(len, raw.len());
@@ -686,7 +692,7 @@ mod tests {
     #[test]
     fn request_head_facts() {
         let raw = b"POST /up HTTP/1.1\r\nHost: a.example\r\nX-Conntrace-Id: r7\r\nConnection: keep-alive, Upgrade\r\nUpgrade: h2c\r\nContent-Length: 5\r\n\r\nhello";
-        let HeadParse::Complete(head, len) = parse_request(raw) else {
+        let HeadParse::Complete(head, len) = parse_request(raw, true) else {
             panic!("head did not parse");
         };
         assert_eq!(len, raw.len() - 5);
@@ -700,7 +706,7 @@ mod tests {
     }
 
     fn request(raw: &[u8]) -> RequestHead {
-        match parse_request(raw) {
+        match parse_request(raw, true) {
             HeadParse::Complete(head, len) if len == raw.len() => head,
             other => panic!("{other:?}"),
         }
@@ -814,7 +820,11 @@ mod tests {
     fn unusable_content_lengths() {
         for cl in ["+5", "5 6", "0x10", "5, 6", "18446744073709551616"] {
             let raw = format!("POST / HTTP/1.1\r\nContent-Length: {cl}\r\n\r\n");
-            assert_eq!(parse_request(raw.as_bytes()), HeadParse::Invalid, "{cl}");
+            assert_eq!(
+                parse_request(raw.as_bytes(), true),
+                HeadParse::Invalid,
+                "{cl}"
+            );
             let head =
                 response(format!("HTTP/1.1 200 OK\r\nContent-Length: {cl}\r\n\r\n").as_bytes());
             assert!(head.bad_length, "{cl}");
@@ -890,10 +900,10 @@ mod tests {
     #[test]
     fn conflicting_content_lengths_are_invalid() {
         let raw = b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n";
-        assert_eq!(parse_request(raw), HeadParse::Invalid);
+        assert_eq!(parse_request(raw, true), HeadParse::Invalid);
         let same = b"POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n";
         assert!(matches!(
-            parse_request(same),
+            parse_request(same, true),
             HeadParse::Complete(
                 RequestHead {
                     framing: Framing::Length(5),

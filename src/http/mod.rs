@@ -503,12 +503,12 @@ impl ConnectionAnalyzer {
     /// The first stays (its verdict is attached when the connection is
     /// finalised); HTTP/2, whose streams are looked up by id, keeps all.
     /// None from `before` on (requests the caller has yet to tell about).
-    pub fn take_settled(&mut self, before: usize) -> Vec<HttpExchange> {
+    pub fn take_settled(&mut self, before: usize) -> std::vec::Drain<'_, HttpExchange> {
         if self.finished
             || !self.h2_streams.is_empty()
             || !matches!(self.protocol, AppProtocol::Http10 | AppProtocol::Http11)
         {
-            return Vec::new();
+            return self.exchanges.drain(..0);
         }
         // Requests from `limit` on may still be answered, or are waited for.
         let limit = [
@@ -530,10 +530,10 @@ impl ConnectionAnalyzer {
             .take_while(|&(at, x)| at + self.drained < limit && x.completed.is_some())
             .count();
         if settled == 0 {
-            return Vec::new();
+            return self.exchanges.drain(..0);
         }
         self.drained += settled;
-        self.exchanges.drain(1..1 + settled).collect()
+        self.exchanges.drain(1..1 + settled)
     }
 
     fn drain(&mut self, i: usize) {
@@ -825,7 +825,7 @@ impl ConnectionAnalyzer {
                 if blank > 0 {
                     return Flow::Consumed(blank);
                 }
-                match h1::parse_request(rest) {
+                match h1::parse_request(rest, self.signals.user_agent.is_none()) {
                     HeadParse::Partial if rest.len() < h1::MAX_HEAD_BYTES => Flow::NeedMore,
                     HeadParse::Partial => self.oversized_request(state, rest, ts),
                     HeadParse::Complete(head, len) => {
@@ -972,7 +972,7 @@ impl ConnectionAnalyzer {
             self.signals.client_close_depth.get_or_insert(depth);
         }
         if self.signals.user_agent.is_none() {
-            self.signals.user_agent = head.user_agent.clone();
+            self.signals.user_agent = head.user_agent;
         }
         if head.minor_version == 0 && !head.connection.keep_alive {
             self.signals.client_http10_depth.get_or_insert(depth);
