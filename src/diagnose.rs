@@ -16,7 +16,7 @@
 //!   (idle timeout, request limit, `Connection: close`) or the client ended them.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -103,19 +103,16 @@ impl ClosedInfo {
     }
 }
 
-/// A request sent on a connection: when the connection last became busy
-/// (its previous request sent, or its SYN) and free again (that exchange
-/// complete, or this first request sent), and when this one was sent.
+/// A request that another connection took while a new one was being dialled:
+/// the connection that took it (`stream`) became free (`freed`: its previous
+/// exchange complete, or its handshake done) after the new one's SYN, and
+/// the request was sent at `sent`.
 #[derive(Debug, Clone, Copy)]
-struct Reuse {
+struct Race {
     stream: u64,
-    previous_sent: Timestamp,
-    previous_completed: Timestamp,
+    freed: Timestamp,
     sent: Timestamp,
 }
-
-/// Most reuses a group remembers for the connections that go unused.
-const RECENT_REUSES: usize = 64;
 
 /// How soon after a connection's SYN a request on another one, freed after
 /// that SYN, says the new one lost a dial race.
@@ -178,10 +175,6 @@ struct Group {
     /// Requests carried by the members the server closed with
     /// `Connection: close`, most recent last (at most [`RECENT_CLOSES`]).
     server_closed_after: VecDeque<u32>,
-    /// Requests sent, most recent last (at most [`RECENT_REUSES`]): a
-    /// connection dialled while the one that took a request was busy, and
-    /// never used, lost the race to it.
-    reuses: VecDeque<Reuse>,
     pending: usize,
 }
 
@@ -230,6 +223,13 @@ pub struct ReuseJudge {
     /// Connections opened while another of their group was busy (a request
     /// may have waited for them), until they are finalised.
     opened_while_busy: FastMap<u64, ()>,
+    /// Connections opened and not used yet, by group and SYN, with the
+    /// first request another connection took while they were being
+    /// dialled; and where each is in that map. A connection leaves at its
+    /// first request or when it is finalised: these are bounded by the
+    /// connections open at once, not by the requests of their group.
+    dialled: BTreeMap<(GroupKey, Timestamp, u64), Option<Race>>,
+    dialled_at: FastMap<u64, (GroupKey, Timestamp)>,
 }
 
 impl ReuseJudge {
@@ -272,6 +272,9 @@ impl ReuseJudge {
                 if busy {
                     self.opened_while_busy.insert(stream, ());
                 }
+                let group = (peers.client.ip(), peers.server);
+                self.dialled.insert((group, t, stream), None);
+                self.dialled_at.insert(stream, (group, t));
             }
             FlowEvent::Request {
                 stream,
@@ -314,14 +317,31 @@ impl ReuseJudge {
                     1 => Some((peers.opened, sent)),
                     _ => previous,
                 };
-                if let Some((previous_sent, previous_completed)) = previous {
-                    let reuse = Reuse {
-                        stream,
-                        previous_sent,
-                        previous_completed,
-                        sent,
-                    };
-                    push_bounded(&mut group.reuses, reuse, RECENT_REUSES);
+                // Connections dialled while this one was busy, and not used
+                // yet: this one became free and took the request first.
+                if let Some((busy_from, freed)) = previous {
+                    let group_key = view.group;
+                    let from = busy_from.max(sent.before(DIAL_RACE));
+                    if from < freed && sent >= freed {
+                        let lost = self
+                            .dialled
+                            .range_mut((group_key, from, u64::MAX)..(group_key, freed, 0))
+                            .filter(|((_, opened, s), race)| {
+                                *s != stream && *opened > busy_from && race.is_none()
+                            });
+                        for (_, race) in lost {
+                            *race = Some(Race {
+                                stream,
+                                freed,
+                                sent,
+                            });
+                        }
+                    }
+                }
+                if depth == 1 {
+                    if let Some((g, opened)) = self.dialled_at.remove(&stream) {
+                        self.dialled.remove(&(g, opened, stream));
+                    }
                 }
                 // Keep eight requests sent before the sweep (the most a
                 // verdict looks at) and every one after it.
@@ -436,11 +456,13 @@ impl ReuseJudge {
     fn on_finished(&mut self, mut finished: Box<Finished>) {
         let stream = finished.record.stream;
         let waited_for = self.opened_while_busy.remove(&stream).is_some();
+        let race = self
+            .dialled_at
+            .remove(&stream)
+            .and_then(|(g, opened)| self.dialled.remove(&(g, opened, stream)))
+            .flatten();
         if finished.requests.is_empty() && finished.record.requests == Some(0) {
-            let group = self
-                .groups
-                .get(&(finished.record.client.ip(), finished.record.server));
-            finished.record.unused = Some(unused(&finished.record, group, waited_for));
+            finished.record.unused = Some(unused(&finished.record, race, waited_for));
         }
         let Some(view) = self.views.get_mut(&stream) else {
             self.gone.remove(&stream);
@@ -512,8 +534,17 @@ impl ReuseJudge {
 
     /// The input ended: give every verdict with what is known.
     pub fn finish(&mut self) {
-        while let Some(Reverse((_, stream))) = self.due.pop() {
+        while self.finish_one() {}
+    }
+
+    /// The input ended: give the next verdict with what is known, or, once
+    /// all are given, release the connections left waiting; false then. A
+    /// caller that takes the released connections between calls holds no
+    /// more of them at once than the judge held when the input ended.
+    pub fn finish_one(&mut self) -> bool {
+        if let Some(Reverse((_, stream))) = self.due.pop() {
             self.judge(stream);
+            return true;
         }
         let mut held: Vec<u64> = self.held.keys().copied().collect();
         held.sort_unstable();
@@ -522,6 +553,7 @@ impl ReuseJudge {
                 self.released.push_back(f);
             }
         }
+        false
     }
 
     /// Open connections looked at by the verdicts so far: at most
@@ -1123,24 +1155,17 @@ fn explain(
 /// hand it whichever connection is ready first).
 fn unused(
     record: &crate::report::ConnectionRecord,
-    group: Option<&Group>,
+    race: Option<Race>,
     waited_for: bool,
 ) -> UnusedVerdict {
     let t = record.first_seen;
-    let race = group.into_iter().flat_map(|g| g.reuses.iter()).find(|r| {
-        r.stream != record.stream
-            && r.previous_sent < t
-            && r.previous_completed > t
-            && r.sent >= r.previous_completed
-            && r.sent <= t.after(DIAL_RACE)
-    });
     match race {
         Some(r) => UnusedVerdict {
             code: UnusedCode::DialRace,
             detail: format!(
                 "dialled while stream {} was busy (connecting or in an exchange); it became free {:.1} ms after this SYN and took the next request {:.1} ms after it; this connection was never used",
                 r.stream,
-                ms(t, r.previous_completed),
+                ms(t, r.freed),
                 ms(t, r.sent)
             ),
         },
@@ -1816,8 +1841,25 @@ mod tests {
     /// became free and took the next request: it lost a dial race.
     #[test]
     fn a_connection_that_lost_the_race_to_a_freed_one_is_named() {
+        for later_requests in [0, 200] {
+            assert_eq!(
+                unused_code_of_a_raced_connection(later_requests),
+                [None, Some(UnusedCode::DialRace)],
+                "{later_requests} requests after the race"
+            );
+        }
+    }
+
+    /// Stream 1 is dialled at 0.15 s while stream 0 is busy; stream 0 takes
+    /// the next request at 0.35 s, then `later` more before stream 1, never
+    /// used, is finalised: the race is remembered however many follow it.
+    fn unused_code_of_a_raced_connection(later: u32) -> Vec<Option<UnusedCode>> {
         let mut judge = ReuseJudge::new();
         judge.on_event(answered_request(0, 5000, 0.0));
+        judge.on_event(FlowEvent::Opened {
+            stream: 1,
+            peers: peers(5001, 0.15),
+        });
         judge.on_event(FlowEvent::Request {
             stream: 0,
             peers: peers(5000, 0.0),
@@ -1828,6 +1870,19 @@ mod tests {
             multiplexed: false,
             stream_limit: None,
         });
+        for k in 0..later {
+            let sent = 0.5 + f64::from(k) * 0.01;
+            judge.on_event(FlowEvent::Request {
+                stream: 0,
+                peers: peers(5000, 0.0),
+                depth: 3 + k,
+                sent: secs(sent),
+                answered: Some(secs(sent + 0.005)),
+                completed: Some(secs(sent + 0.005)),
+                multiplexed: false,
+                stream_limit: None,
+            });
+        }
         judge.finish();
         let mut raced = conn(1, 5001, 0.15, None);
         raced.requests = Some(0);
@@ -1837,10 +1892,9 @@ mod tests {
             requests: Vec::new(),
             end: EndReason::EndOfInput,
         })));
-        let unused: Vec<Option<UnusedCode>> = std::iter::from_fn(|| judge.pop_released())
+        std::iter::from_fn(|| judge.pop_released())
             .map(|f| f.record.unused.map(|u| u.code))
-            .collect();
-        assert_eq!(unused, [None, Some(UnusedCode::DialRace)]);
+            .collect()
     }
 
     /// Stream 0's first exchange is over at 0.2 s (and its second, sent at

@@ -340,10 +340,11 @@ impl Back {
         }
     }
 
-    /// The input ended: the verdicts still to give, with what is known.
+    /// The input ended: the verdicts still to give, with what is known,
+    /// each connection handed on as its verdict comes.
     fn finish(&mut self) {
-        if let Some(judge) = &mut self.judge {
-            judge.finish();
+        while self.judge.as_mut().is_some_and(ReuseJudge::finish_one) {
+            self.release();
         }
         self.release();
     }
