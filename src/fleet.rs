@@ -488,7 +488,7 @@ fn request_columns() -> Vec<Column<RequestRecord>> {
         col("reused", B, Req, |r| r.reused.into()),
         col("method", S, Req, |r| r.method.as_ref().into()),
         col("target", S, Req, |r| (&r.target).into()),
-        col("host", S, Opt, |r| r.host.as_ref().into()),
+        col("host", S, Opt, |r| r.host.as_deref().into()),
         col("status", I32, Opt, |r| r.status.into()),
         col("sent", T, Req, |r| r.sent.into()),
         col("answered", T, Opt, |r| r.answered.into()),

@@ -621,7 +621,7 @@ pub struct RequestRecord {
     /// The common methods are not copied per request (see `http::Method`).
     pub method: crate::http::Method,
     pub target: String,
-    pub host: Option<String>,
+    pub host: Option<crate::http::Host>,
     pub status: Option<u16>,
     #[serde(serialize_with = "secs")]
     pub sent: Timestamp,

@@ -60,7 +60,7 @@ pub struct RequestHead {
     pub target: String,
     /// Minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor_version: u8,
-    pub host: Option<String>,
+    pub host: Option<Host>,
     pub tag: Option<String>,
     /// `User-Agent`, at most [`MAX_USER_AGENT`] bytes of it.
     pub user_agent: Option<String>,
@@ -100,6 +100,7 @@ pub enum HeadParse<T> {
     Invalid,
 }
 
+use super::Host;
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
 
@@ -117,10 +118,18 @@ fn config() -> httparse::ParserConfig {
     c
 }
 
-/// `user_agent`: copy the `User-Agent` value out too (a connection keeps
-/// only the first it sees, so later requests need not pay for one).
-pub fn parse_request(buf: &[u8], user_agent: bool) -> HeadParse<RequestHead> {
-    with_header_slots(|slots| parse_request_with(buf, slots, user_agent))
+/// What a connection already holds of its requests' fields, so that a head
+/// repeating it is not copied again.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Known<'a> {
+    /// A `User-Agent` (a connection keeps only the first it sees).
+    pub user_agent: bool,
+    /// The last request's `Host`: a head with the same one shares it.
+    pub host: Option<&'a Host>,
+}
+
+pub fn parse_request(buf: &[u8], known: Known<'_>) -> HeadParse<RequestHead> {
+    with_header_slots(|slots| parse_request_with(buf, slots, known))
 }
 
 /// Run `parse` with header slots on the stack, and again with many more on
@@ -143,7 +152,7 @@ fn with_header_slots<'b, T>(
 fn parse_request_with<'b>(
     buf: &'b [u8],
     slots: &mut [MaybeUninit<httparse::Header<'b>>],
-    want_user_agent: bool,
+    known: Known<'_>,
 ) -> Result<HeadParse<RequestHead>, httparse::Error> {
     let mut req = httparse::Request::new(&mut []);
     let len = match config().parse_request_with_uninit_headers(&mut req, buf, slots)? {
@@ -171,11 +180,11 @@ fn parse_request_with<'b>(
             method: super::method_of(method),
             target: target.to_owned(),
             minor_version,
-            host: fields.host.map(text),
+            host: fields.host.map(|value| host(value, known.host)),
             tag: fields.tag.map(text),
             user_agent: fields
                 .user_agent
-                .filter(|_| want_user_agent)
+                .filter(|_| !known.user_agent)
                 .map(user_agent),
             connection: fields.connection,
             upgrade: fields.upgrade.map(text),
@@ -331,7 +340,7 @@ pub fn parse_request_lenient(buf: &[u8]) -> HeadParse<(RequestHead, bool)> {
                 method: super::method_of(method),
                 target: target.to_owned(),
                 minor_version: 1,
-                host: fields.host.map(text),
+                host: fields.host.map(|value| host(value, None)),
                 tag: fields.tag.map(text),
                 user_agent: fields.user_agent.map(user_agent),
                 connection: fields.connection,
@@ -507,6 +516,18 @@ fn decimal(digits: &[u8]) -> Option<u64> {
     })
 }
 
+/// A `Host` value as text (as [`text`] makes it): the same copy as `known`
+/// when it says the same.
+fn host(value: &[u8], known: Option<&Host>) -> Host {
+    match std::str::from_utf8(value).map(str::trim) {
+        Ok(v) => match known {
+            Some(h) if **h == *v => h.clone(),
+            _ => Host::from(v),
+        },
+        Err(_) => Host::from(text(value)),
+    }
+}
+
 /// A `User-Agent` value as text, cut to [`MAX_USER_AGENT`] bytes.
 fn user_agent(value: &[u8]) -> String {
     text(&value[..value.len().min(MAX_USER_AGENT)])
@@ -674,7 +695,7 @@ mod tests {
             raw.extend_from_slice(format!("X-Filler-{i}: {i}\r\n").as_bytes());
         }
         raw.extend_from_slice(b"X-Conntrace-Id: 42\r\n\r\n");
-        let HeadParse::Complete(head, len) = parse_request(&raw, true) else {
+        let HeadParse::Complete(head, len) = parse_request(&raw, Known::default()) else {
             panic!("a head with {} headers did not parse", HEADER_SLOTS + 12);
         };
         assert_eq!(len, raw.len());
@@ -692,7 +713,7 @@ mod tests {
     #[test]
     fn request_head_facts() {
         let raw = b"POST /up HTTP/1.1\r\nHost: a.example\r\nX-Conntrace-Id: r7\r\nConnection: keep-alive, Upgrade\r\nUpgrade: h2c\r\nContent-Length: 5\r\n\r\nhello";
-        let HeadParse::Complete(head, len) = parse_request(raw, true) else {
+        let HeadParse::Complete(head, len) = parse_request(raw, Known::default()) else {
             panic!("head did not parse");
         };
         assert_eq!(len, raw.len() - 5);
@@ -706,7 +727,7 @@ mod tests {
     }
 
     fn request(raw: &[u8]) -> RequestHead {
-        match parse_request(raw, true) {
+        match parse_request(raw, Known::default()) {
             HeadParse::Complete(head, len) if len == raw.len() => head,
             other => panic!("{other:?}"),
         }
@@ -821,7 +842,7 @@ mod tests {
         for cl in ["+5", "5 6", "0x10", "5, 6", "18446744073709551616"] {
             let raw = format!("POST / HTTP/1.1\r\nContent-Length: {cl}\r\n\r\n");
             assert_eq!(
-                parse_request(raw.as_bytes(), true),
+                parse_request(raw.as_bytes(), Known::default()),
                 HeadParse::Invalid,
                 "{cl}"
             );
@@ -900,10 +921,10 @@ mod tests {
     #[test]
     fn conflicting_content_lengths_are_invalid() {
         let raw = b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n";
-        assert_eq!(parse_request(raw, true), HeadParse::Invalid);
+        assert_eq!(parse_request(raw, Known::default()), HeadParse::Invalid);
         let same = b"POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n";
         assert!(matches!(
-            parse_request(same, true),
+            parse_request(same, Known::default()),
             HeadParse::Complete(
                 RequestHead {
                     framing: Framing::Length(5),

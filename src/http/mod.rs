@@ -65,6 +65,10 @@ impl AppProtocol {
     }
 }
 
+/// A request's `Host` (HTTP/2: `:authority`, else `host`). The requests of
+/// a connection that repeat the one before share its copy.
+pub type Host = std::sync::Arc<str>;
+
 /// One request seen on a connection, with its response if one was seen.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpExchange {
@@ -72,7 +76,7 @@ pub struct HttpExchange {
     pub depth: u32,
     pub method: Method,
     pub target: String,
-    pub host: Option<String>,
+    pub host: Option<Host>,
     pub status: Option<u16>,
     /// Timestamp of the segment carrying the request's first byte.
     pub sent: Timestamp,
@@ -308,6 +312,9 @@ pub struct ConnectionAnalyzer {
     alpn: Vec<String>,
     sni: Option<String>,
     protocol: AppProtocol,
+    /// The `Host` of the last HTTP/1 request, shared with the next ones
+    /// that repeat it.
+    host: Option<Host>,
     /// Index of the request the next final HTTP/1 response answers.
     next_answer: usize,
     /// Indices in `exchanges` of HTTP/0.9 simple requests (no version).
@@ -825,7 +832,11 @@ impl ConnectionAnalyzer {
                 if blank > 0 {
                     return Flow::Consumed(blank);
                 }
-                match h1::parse_request(rest, self.signals.user_agent.is_none()) {
+                let known = h1::Known {
+                    user_agent: self.signals.user_agent.is_some(),
+                    host: self.host.as_ref(),
+                };
+                match h1::parse_request(rest, known) {
                     HeadParse::Partial if rest.len() < h1::MAX_HEAD_BYTES => Flow::NeedMore,
                     HeadParse::Partial => self.oversized_request(state, rest, ts),
                     HeadParse::Complete(head, len) => {
@@ -866,7 +877,7 @@ impl ConnectionAnalyzer {
             method: method_of(method),
             target: target.to_owned(),
             minor_version: 1,
-            host: h1::host_field(&rest[line_end.map_or(rest.len(), |e| e + 1)..]),
+            host: h1::host_field(&rest[line_end.map_or(rest.len(), |e| e + 1)..]).map(Host::from),
             tag: None,
             user_agent: None,
             connection: h1::ConnectionOptions::default(),
@@ -990,6 +1001,7 @@ impl ConnectionAnalyzer {
             }
             Framing::None | Framing::UntilClose => H1State::Head,
         };
+        self.host.clone_from(&head.host);
         self.exchanges.push(HttpExchange {
             depth,
             method: head.method,
@@ -1247,7 +1259,7 @@ impl ConnectionAnalyzer {
             depth: self.count() as u32 + 1,
             method: method_of(facts.method.as_deref().unwrap_or_default()),
             target: facts.path.unwrap_or_default(),
-            host: facts.authority.or(facts.host),
+            host: facts.authority.or(facts.host).map(Host::from),
             status: None,
             sent: ts,
             answered: None,

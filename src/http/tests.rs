@@ -132,6 +132,36 @@ fn one_exchange_with_host_tag_and_times() {
 }
 
 #[test]
+fn requests_repeating_the_host_share_one_copy_of_it() {
+    let mut c = Conn::open();
+    for head in [
+        &b"GET /1 HTTP/1.1\r\nHost: example.test\r\n\r\n"[..],
+        b"GET /2 HTTP/1.1\r\nHost:  example.test \r\n\r\n",
+        b"GET /3 HTTP/1.1\r\nHost: other.test\r\n\r\n",
+        b"GET /4 HTTP/1.1\r\n\r\n",
+    ] {
+        c.client(head);
+        c.server(OK_5);
+    }
+    let an = c.done();
+    let hosts: Vec<Option<&str>> = an.exchanges().iter().map(|e| e.host.as_deref()).collect();
+    assert_eq!(
+        hosts,
+        [
+            Some("example.test"),
+            Some("example.test"),
+            Some("other.test"),
+            None
+        ]
+    );
+    let (first, second) = (&an.exchanges()[0].host, &an.exchanges()[1].host);
+    let (Some(first), Some(second)) = (first, second) else {
+        unreachable!("checked above");
+    };
+    assert!(std::sync::Arc::ptr_eq(first, second));
+}
+
+#[test]
 fn request_split_across_many_segments() {
     let mut c = Conn::open();
     let first = c.client(&GET_A[..1]);

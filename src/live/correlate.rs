@@ -167,8 +167,8 @@ fn client_seen_request(r: &ClientRequest, stream: u64, settings: &ClientSettings
             .unwrap_or_default(),
         host: url.as_ref().and_then(|u| {
             u.host_str().map(|h| match u.port() {
-                Some(p) => format!("{h}:{p}"),
-                None => h.to_string(),
+                Some(p) => format!("{h}:{p}").into(),
+                None => h.into(),
             })
         }),
         status: r.status,
