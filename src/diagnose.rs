@@ -200,7 +200,8 @@ struct Group {
 pub struct ReuseJudge {
     /// Boxed: the map's spare capacity then costs a pointer a slot.
     views: FastMap<u64, Box<View>>,
-    groups: FastMap<GroupKey, Group>,
+    /// Boxed too: a group is some 350 bytes, and a busy table is half empty.
+    groups: FastMap<GroupKey, Box<Group>>,
     /// (due, stream) of verdicts to give.
     due: BinaryHeap<Reverse<(Timestamp, u64)>>,
     /// Finalised connections waiting for their own verdict.
@@ -638,7 +639,7 @@ impl ReuseJudge {
         if !view.finished {
             self.gone.insert(stream, view.group);
         }
-        if self.groups.get(&view.group).is_some_and(Group::is_idle) {
+        if self.groups.get(&view.group).is_some_and(|g| g.is_idle()) {
             // Its last close still explains the next connection: kept, up
             // to MAX_IDLE_GROUPS such groups.
             if self.groups[&view.group].last_closed.is_none() {
@@ -649,7 +650,7 @@ impl ReuseJudge {
                     let Some(oldest) = self.idle_groups.pop_front() else {
                         break;
                     };
-                    if self.groups.get(&oldest).is_some_and(Group::is_idle) {
+                    if self.groups.get(&oldest).is_some_and(|g| g.is_idle()) {
                         self.groups.remove(&oldest);
                     }
                 }
@@ -668,7 +669,7 @@ impl ReuseJudge {
         let t = view.first_seen;
         let group_key = view.group;
         self.sweep(group_key, t);
-        let group = self.groups.get(&group_key);
+        let group = self.groups.get(&group_key).map(|g| &**g);
         let mut verdict = explain(
             t,
             stream,
@@ -710,7 +711,7 @@ impl Group {
 /// The view of a connection and its group, made when first needed.
 fn view_of<'a>(
     views: &'a mut FastMap<u64, Box<View>>,
-    groups: &'a mut FastMap<GroupKey, Group>,
+    groups: &'a mut FastMap<GroupKey, Box<Group>>,
     stream: u64,
     peers: Peers,
 ) -> (&'a mut View, &'a mut Group) {
