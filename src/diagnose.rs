@@ -728,7 +728,8 @@ fn view_of<'a>(
             group: group_key,
             first_seen: peers.opened,
             closed: None,
-            requests: VecDeque::new(),
+            // Most connections carry one request, and a view lives about a second.
+            requests: VecDeque::with_capacity(1),
             multiplexed: false,
             stream_limit: None,
             lossy: false,
