@@ -334,8 +334,14 @@ impl Back {
             }
             Rows::Count => {}
         }
-        // Freed where it was allocated (see `Back::dead`).
+        // Freed where it was allocated (see `Back::dead`): the verdicts
+        // here, the rest on the tracker's thread.
         if let Some(dead) = &mut self.dead {
+            let mut finished = finished;
+            finished.record.unused = None;
+            for r in &mut finished.requests {
+                r.why_new = None;
+            }
             dead.push(Dead::Finished(finished));
         }
     }
