@@ -784,10 +784,10 @@ fn keep(
 }
 
 /// Batches decoded and not yet tracked. A batch is one of the reader's
-/// buffers (256 KiB once a file proves large) and its frames decoded, so with
-/// the one being read and the one being tracked, memory stays within a few
-/// of each (some 4 MiB in all for a capture of bare SYNs, less for larger
-/// frames).
+/// buffers (256 KiB to 1 MiB once a file proves large, about 4,096 frames)
+/// and its frames decoded, so with the one being read and the one being
+/// tracked, memory stays within a few of each (some 4 MiB in all for a
+/// capture of bare SYNs, 6 MiB for large frames).
 const BATCHES_AHEAD: usize = 2;
 
 /// Frames read, filtered and decoded, in file order, with the reader's buffer

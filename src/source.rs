@@ -165,11 +165,18 @@ struct Interface {
 }
 
 /// How much of the file the reader holds at first; it grows to
-/// [`READ_AHEAD`] as the file goes on, and beyond only for a larger record.
+/// [`CaptureReader::read_ahead`] as the file goes on, and beyond only for a
+/// larger record.
 const FIRST_READ: usize = 64 << 10;
 
-/// How far ahead of the parser the reader reads once a file proves large.
-const READ_AHEAD: usize = 256 << 10;
+/// How far ahead of the parser the reader reads once a file proves large:
+/// room for about [`RECORDS_AHEAD`] records of the file's average size so
+/// far, from [`MIN_READ_AHEAD`] (small frames, whose decoded forms cost
+/// more than their bytes while a batch waits) to `READ_AHEAD` (large ones:
+/// fewer reads and fewer hand-overs between threads).
+const READ_AHEAD: usize = 1 << 20;
+const MIN_READ_AHEAD: usize = 256 << 10;
+const RECORDS_AHEAD: usize = 4096;
 
 /// A streaming reader over one capture file.
 ///
@@ -206,6 +213,8 @@ pub struct CaptureReader {
     lent: bool,
     retired: Option<Vec<u8>>,
     last_frame: usize,
+    /// Frames returned so far.
+    frames: u64,
 }
 
 /// Counts the bytes read from the file, for progress reports.
@@ -333,6 +342,7 @@ impl CaptureReader {
             lent: false,
             retired: None,
             last_frame: 0,
+            frames: 0,
         };
         let got = reader.fill(4)?;
         let head = &reader.buf[..got];
@@ -445,6 +455,7 @@ impl CaptureReader {
         };
         self.lent = true;
         self.last_frame = data;
+        self.frames += 1;
         Ok(Some(Record::Frame(
             link,
             Frame {
@@ -592,6 +603,7 @@ impl CaptureReader {
     ) -> Record<'_> {
         self.lent = true;
         self.last_frame = data;
+        self.frames += 1;
         Record::Frame(
             interface.link,
             Frame {
@@ -690,9 +702,10 @@ impl CaptureReader {
     /// grown to (a spare one larger than that is used whole).
     fn make_room(&mut self, len: usize) {
         let pending = self.end - self.start;
-        let size = if self.buf.len() < READ_AHEAD || pending == self.buf.len() {
+        let ahead = self.read_ahead();
+        let size = if self.buf.len() < ahead || pending == self.buf.len() {
             (self.buf.len() * 2)
-                .min(len.max(READ_AHEAD))
+                .min(len.max(ahead))
                 .max(self.buf.len())
         } else {
             self.buf.len()
@@ -712,6 +725,15 @@ impl CaptureReader {
         self.base += self.start as u64;
         self.start = 0;
         self.end = pending;
+    }
+
+    /// See [`READ_AHEAD`].
+    fn read_ahead(&self) -> usize {
+        let average = self.offset().checked_div(self.frames).unwrap_or(0);
+        usize::try_from(average)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(RECORDS_AHEAD)
+            .clamp(MIN_READ_AHEAD, READ_AHEAD)
     }
 
     /// Offset in the stream of the first byte not yet parsed.
