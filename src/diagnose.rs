@@ -326,9 +326,12 @@ impl ReuseJudge {
                     if from < freed && sent >= freed {
                         let lost = self
                             .dialled
-                            .range_mut((group_key, from, u64::MAX)..(group_key, freed, 0))
+                            .range_mut((group_key, from, 0)..(group_key, freed, 0))
                             .filter(|((_, opened, s), race)| {
-                                *s != stream && *opened > busy_from && race.is_none()
+                                // The earliest request, whichever is told first.
+                                *s != stream
+                                    && *opened > busy_from
+                                    && race.is_none_or(|r| (sent, stream) < (r.sent, r.stream))
                             });
                         for (_, race) in lost {
                             *race = Some(Race {
@@ -1344,6 +1347,20 @@ pub fn explain_new_connections(report: &mut Report) {
     for (i, r) in report.requests.iter().enumerate() {
         by_stream.entry(r.stream).or_default().push(i);
     }
+    // Every connection is dialled before any request is told: a connection
+    // that never carries one is then found whichever connection took the
+    // request it was dialled for (as the tracker's SYNs come before them).
+    for &ci in &order {
+        let c = &report.connections[ci];
+        judge.on_event(FlowEvent::Opened {
+            stream: c.stream,
+            peers: Peers {
+                client: c.client,
+                server: c.server,
+                opened: c.first_seen,
+            },
+        });
+    }
     for &ci in &order {
         let c = &report.connections[ci];
         let peers = Peers {
@@ -1850,6 +1867,28 @@ mod tests {
                 "{later_requests} requests after the race"
             );
         }
+    }
+
+    /// The same race judged on a finished report (a live run's), where each
+    /// connection is told whole in order of its SYN: the request that stream
+    /// 0, opened first, took is told before stream 1 is finished.
+    #[test]
+    fn a_finished_report_names_the_connection_that_lost_a_dial_race() {
+        let mut raced = conn(1, 5001, 0.15, None);
+        raced.requests = Some(0);
+        raced.syn_ack = 1;
+        let mut second = req(0, 2, 0.35, Some(0.4));
+        second.reused = true;
+        let r = report(
+            vec![conn(0, 5000, 0.0, None), raced],
+            vec![req(0, 1, 0.1, Some(0.2)), second],
+        );
+        let unused: Vec<Option<UnusedCode>> = r
+            .connections
+            .iter()
+            .map(|c| c.unused.as_ref().map(|u| u.code))
+            .collect();
+        assert_eq!(unused, [None, Some(UnusedCode::DialRace)]);
     }
 
     /// Stream 1 is dialled at 0.15 s while stream 0 is busy; stream 0 takes

@@ -704,9 +704,7 @@ impl CaptureReader {
         let pending = self.end - self.start;
         let ahead = self.read_ahead();
         let size = if self.buf.len() < ahead || pending == self.buf.len() {
-            (self.buf.len() * 2)
-                .min(len.max(ahead))
-                .max(self.buf.len())
+            (self.buf.len() * 2).min(len.max(ahead)).max(self.buf.len())
         } else {
             self.buf.len()
         };
