@@ -274,8 +274,10 @@ impl ReuseJudge {
                     self.opened_while_busy.insert(stream, ());
                 }
                 let group = (peers.client.ip(), peers.server);
+                if let Some((g, opened)) = self.dialled_at.insert(stream, (group, t)) {
+                    self.dialled.remove(&(g, opened, stream));
+                }
                 self.dialled.insert((group, t, stream), None);
-                self.dialled_at.insert(stream, (group, t));
             }
             FlowEvent::Request {
                 stream,
