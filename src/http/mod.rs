@@ -504,31 +504,38 @@ impl ConnectionAnalyzer {
         self.exchanges.get_mut(at)
     }
 
-    /// Hand out the HTTP/1 requests after the first whose responses are
-    /// complete and that nothing read later can change: a keep-alive
-    /// connection then holds only those still open, however many it carries.
-    /// The first stays (its verdict is attached when the connection is
-    /// finalised); HTTP/2, whose streams are looked up by id, keeps all.
-    /// None from `before` on (requests the caller has yet to tell about).
+    /// Hand out the requests after the first whose responses are complete
+    /// and that nothing read later can change: a keep-alive connection then
+    /// holds only those still open, however many it carries. The first stays
+    /// (its verdict is attached when the connection is finalised). None from
+    /// `before` on (requests the caller has yet to tell about), and none past
+    /// one still open: HTTP/2 answers in any order, and its requests go out
+    /// in the order they were sent. An HTTP/2 stream handed out keeps its
+    /// entry by id (some 16 bytes): a later frame on it then changes nothing,
+    /// as it would have changed nothing on the request.
     pub fn take_settled(&mut self, before: usize) -> std::vec::Drain<'_, HttpExchange> {
+        let h2 = !self.h2_streams.is_empty();
         if self.finished
-            || !self.h2_streams.is_empty()
-            || !matches!(self.protocol, AppProtocol::Http10 | AppProtocol::Http11)
+            || !(h2 || matches!(self.protocol, AppProtocol::Http10 | AppProtocol::Http11))
         {
             return self.exchanges.drain(..0);
         }
         // Requests from `limit` on may still be answered, or are waited for.
-        let limit = [
-            Some(before),
-            Some(self.next_answer),
-            self.responding,
-            self.awaited,
-            self.http09.iter().copied().min(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(0);
+        let limit = if h2 {
+            before
+        } else {
+            [
+                Some(before),
+                Some(self.next_answer),
+                self.responding,
+                self.awaited,
+                self.http09.iter().copied().min(),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(0)
+        };
         let settled = self
             .exchanges
             .iter()

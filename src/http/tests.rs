@@ -647,6 +647,66 @@ fn h2c_upgrade_makes_the_request_stream_one() {
     assert_eq!(s.upgrade_depth, Some(1));
 }
 
+/// HTTP/2 streams after the first, answered, are handed out in the order
+/// they were sent, never past one still open; a later frame on one handed
+/// out changes nothing.
+#[test]
+fn h2_answered_streams_are_handed_out_in_order_and_stay_known() {
+    let mut enc_c = loona_hpack::Encoder::new();
+    let mut enc_s = loona_hpack::Encoder::new();
+    let mut c = Conn::open();
+    let mut hello = h2::PREFACE.to_vec();
+    hello.extend(frame(kind::SETTINGS, 0, 0, &[]));
+    c.client(&hello);
+    c.server(&frame(kind::SETTINGS, 0, 0, &[]));
+    for (stream, path) in [(1, b"/1"), (3, b"/3"), (5, b"/5"), (7, b"/7")] {
+        let block = enc_c.encode(request_fields(b"GET", path, b"t"));
+        c.client(&frame(
+            kind::HEADERS,
+            END_HEADERS | END_STREAM,
+            stream,
+            &block,
+        ));
+    }
+    let mut answer = |c: &mut Conn, stream: u32| {
+        let block = enc_s.encode([(&b":status"[..], &b"200"[..])]);
+        c.server(&frame(
+            kind::HEADERS,
+            END_HEADERS | END_STREAM,
+            stream,
+            &block,
+        ));
+    };
+    answer(&mut c, 5);
+    // Stream 3 is still open: nothing after it goes.
+    assert_eq!(c.an.take_settled(4).count(), 0);
+    answer(&mut c, 3);
+    let settled: Vec<Option<u32>> = c.an.take_settled(4).map(|x| x.h2_stream).collect();
+    assert_eq!(settled, [Some(3), Some(5)]);
+    // A response again on stream 3, trailers on stream 5: no new request,
+    // no unmatched response.
+    answer(&mut c, 3);
+    let trailers = enc_c.encode([(&b"x-checksum"[..], &b"1"[..])]);
+    c.client(&frame(
+        kind::HEADERS,
+        END_HEADERS | END_STREAM,
+        5,
+        &trailers,
+    ));
+    answer(&mut c, 1);
+    let block = enc_c.encode(request_fields(b"GET", b"/9", b"t"));
+    c.client(&frame(kind::HEADERS, END_HEADERS | END_STREAM, 9, &block));
+    let an = c.done();
+    assert_eq!(an.drained(), 2);
+    let held: Vec<(Option<u32>, u32)> = an
+        .exchanges()
+        .iter()
+        .map(|e| (e.h2_stream, e.depth))
+        .collect();
+    assert_eq!(held, [(Some(1), 1), (Some(7), 4), (Some(9), 5)]);
+    assert_eq!(an.signals().unmatched_responses, 0);
+}
+
 #[test]
 fn h2_midstream_is_recognised_by_frame_shape() {
     let mut enc = loona_hpack::Encoder::new();
