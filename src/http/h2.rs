@@ -124,7 +124,7 @@ struct PendingBlock {
 /// Frame reader for one direction.
 pub struct FrameReader {
     state: ReadState,
-    decoder: loona_hpack::Decoder<'static>,
+    decoder: super::hpack::Decoder,
     pending: Option<PendingBlock>,
     /// The HPACK decoder has failed once: its table may differ from the
     /// sender's from here on.
@@ -153,11 +153,9 @@ impl FrameReader {
     }
 
     fn starting(state: ReadState) -> FrameReader {
-        let mut decoder = loona_hpack::Decoder::new();
-        decoder.set_max_allowed_table_size(MAX_TABLE_SIZE);
         FrameReader {
             state,
-            decoder,
+            decoder: super::hpack::Decoder::new(MAX_TABLE_SIZE),
             pending: None,
             hpack_desynchronised: false,
         }
@@ -383,7 +381,7 @@ impl FrameReader {
 
     fn decode(&mut self, fragment: &[u8]) -> Block {
         let mut facts = HeaderFacts::default();
-        let result = self.decoder.decode_with_cb(fragment, |name, value| {
+        let result = self.decoder.decode(fragment, |name, value| {
             let text = |v: &Cow<[u8]>| String::from_utf8_lossy(v).into_owned();
             match &*name {
                 b":method" => facts.method = Some(text(&value)),

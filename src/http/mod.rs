@@ -18,6 +18,7 @@
 
 pub(crate) mod h1;
 pub(crate) mod h2;
+mod hpack;
 pub(crate) mod tls;
 
 use std::collections::{HashMap, HashSet};
