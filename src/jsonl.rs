@@ -41,22 +41,32 @@ struct SummaryLine<'a> {
 /// Writes each finished connection as lines to `W` (buffered by the caller).
 pub struct JsonlSink<W> {
     out: W,
+    /// The line being written: serialized here, then written at once.
+    line: Vec<u8>,
 }
 
 impl<W: Write + Send> JsonlSink<W> {
     pub fn new(out: W) -> JsonlSink<W> {
-        JsonlSink { out }
+        JsonlSink {
+            out,
+            line: Vec::new(),
+        }
     }
 }
 
+/// One line, serialized into `buf` and written to `out` in one call (the
+/// serializer's many small writes then stay out of `out`'s buffering).
 fn line<T: Serialize>(
     out: &mut dyn Write,
+    buf: &mut Vec<u8>,
     kind: &'static str,
     source: Option<&str>,
     row: &T,
 ) -> io::Result<()> {
-    serde_json::to_writer(&mut *out, &Line { kind, source, row })?;
-    out.write_all(b"\n")
+    buf.clear();
+    serde_json::to_writer(&mut *buf, &Line { kind, source, row })?;
+    buf.push(b'\n');
+    out.write_all(buf)
 }
 
 impl<W: Write + Send> RecordSink for JsonlSink<W> {
@@ -66,14 +76,14 @@ impl<W: Write + Send> RecordSink for JsonlSink<W> {
         requests: &[RequestRecord],
     ) -> io::Result<()> {
         for r in requests {
-            line(&mut self.out, "request", None, r)?;
+            line(&mut self.out, &mut self.line, "request", None, r)?;
         }
-        line(&mut self.out, "connection", None, record)
+        line(&mut self.out, &mut self.line, "connection", None, record)
     }
 
     fn requests(&mut self, requests: &[RequestRecord]) -> io::Result<()> {
         for r in requests {
-            line(&mut self.out, "request", None, r)?;
+            line(&mut self.out, &mut self.line, "request", None, r)?;
         }
         Ok(())
     }
@@ -98,14 +108,15 @@ pub fn write_tagged(report: &Report, source: &str, out: &mut dyn Write) -> io::R
 }
 
 fn write_lines(report: &Report, source: Option<&str>, out: &mut dyn Write) -> io::Result<()> {
+    let mut buf = Vec::new();
     for c in &report.connections {
-        line(out, "connection", source, c)?;
+        line(out, &mut buf, "connection", source, c)?;
     }
     for r in &report.requests {
-        line(out, "request", source, r)?;
+        line(out, &mut buf, "request", source, r)?;
     }
     for d in &report.diagnosis {
-        line(out, "diagnosis", source, d)?;
+        line(out, &mut buf, "diagnosis", source, d)?;
     }
     serde_json::to_writer(
         &mut *out,
