@@ -33,6 +33,17 @@ impl Conn {
         c
     }
 
+    /// An HTTP/2 connection (prior knowledge) past its preface and both
+    /// sides' SETTINGS, the server's carrying `server_settings`.
+    fn h2(server_settings: &[u8]) -> Conn {
+        let mut c = Conn::open();
+        let mut hello = h2::PREFACE.to_vec();
+        hello.extend(frame(kind::SETTINGS, 0, 0, &[]));
+        c.client(&hello);
+        c.server(&frame(kind::SETTINGS, 0, 0, server_settings));
+        c
+    }
+
     /// A connection whose capture starts with data.
     fn midstream() -> Conn {
         Conn {
@@ -529,11 +540,7 @@ fn request_fields<'a>(
 fn h2c_prior_knowledge_streams_continuation_padding_goaway_rst() {
     let mut enc_c = loona_hpack::Encoder::new();
     let mut enc_s = loona_hpack::Encoder::new();
-    let mut c = Conn::open();
-    let mut hello = h2::PREFACE.to_vec();
-    hello.extend(frame(kind::SETTINGS, 0, 0, &[]));
-    c.client(&hello);
-    c.server(&frame(kind::SETTINGS, 0, 0, &[0, 1, 0, 0, 0x10, 0]));
+    let mut c = Conn::h2(&[0, 1, 0, 0, 0x10, 0]);
 
     // Stream 1: padded HEADERS, split over two segments.
     let block = enc_c.encode(request_fields(b"GET", b"/one", b"t1"));
@@ -654,11 +661,7 @@ fn h2c_upgrade_makes_the_request_stream_one() {
 fn h2_answered_streams_are_handed_out_in_order_and_stay_known() {
     let mut enc_c = loona_hpack::Encoder::new();
     let mut enc_s = loona_hpack::Encoder::new();
-    let mut c = Conn::open();
-    let mut hello = h2::PREFACE.to_vec();
-    hello.extend(frame(kind::SETTINGS, 0, 0, &[]));
-    c.client(&hello);
-    c.server(&frame(kind::SETTINGS, 0, 0, &[]));
+    let mut c = Conn::h2(&[]);
     for (stream, path) in [(1, b"/1"), (3, b"/3"), (5, b"/5"), (7, b"/7")] {
         let block = enc_c.encode(request_fields(b"GET", path, b"t"));
         c.client(&frame(
